@@ -1,0 +1,278 @@
+//! Event store benchmarks: `cargo bench --bench store`.
+//!
+//! - `append/*`: events per second committed by [`SqliteEventStore`] with 1
+//!   and 100 concurrent streams, each caller awaiting its own commit, for
+//!   256 B and 4 KiB events; beside them, `append/raw_rusqlite/*`, the rate at
+//!   which rusqlite alone inserts the same rows in large batched transactions
+//!   into the same table layout with the same pragmas: the limit for a durable
+//!   store on this disk. The memory store is shown for scale.
+//! - `replay/*`: reading 10,000 events after a position, in a file holding
+//!   10,000 events and in one holding 1,000,000.
+//!
+//! At the end it prints the ratios the targets are stated in, computed from
+//! criterion's estimates of this same run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use mcp_resume::store::{
+    self, EventStore, MemoryEventStore, NewEvent, NewStream, Retention, SqliteOptions, StreamId,
+    StreamKind,
+};
+
+const SIZES: [usize; 2] = [256, 4096];
+const CONCURRENCY: [usize; 2] = [1, 100];
+
+/// Appends in the throughput runs are never trimmed, as the raw baseline never deletes.
+fn unbounded() -> Retention {
+    Retention::new().max_events_per_stream(u64::MAX)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn bench_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `iters` appends on each of `streams` concurrent streams and returns
+/// the elapsed time. Each append is one event and awaits its commit.
+async fn timed_appends(
+    store: Arc<dyn EventStore>,
+    streams: usize,
+    size: usize,
+    iters: u64,
+) -> Duration {
+    let mut ids = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        ids.push(
+            store
+                .create_stream(NewStream::new(StreamKind::PostResponse))
+                .await
+                .unwrap(),
+        );
+    }
+    let data = bytes::Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    let tasks: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            let store = store.clone();
+            let data = data.clone();
+            tokio::spawn(async move {
+                for _ in 0..iters {
+                    store
+                        .append(id, vec![NewEvent::message(data.clone())])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// The limit: rusqlite inserting the same rows into the same table, in
+/// transactions of 1,000 rows, interleaved across `streams` streams.
+fn raw_inserts(path: &Path, streams: usize, size: usize, rows: u64) -> Duration {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS events (stream_no INTEGER NOT NULL, seq INTEGER NOT NULL,
+         event_type BLOB, data BLOB NOT NULL, PRIMARY KEY (stream_no, seq)) WITHOUT ROWID;
+         DELETE FROM events;",
+    )
+    .unwrap();
+    let data = vec![b'x'; size];
+    let mut seqs = vec![0i64; streams];
+    let start = Instant::now();
+    let mut written = 0;
+    while written < rows {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, NULL, ?3)")
+                .unwrap();
+            for _ in 0..1_000.min(rows - written) {
+                let stream = (written % streams as u64) as usize;
+                seqs[stream] += 1;
+                insert
+                    .execute(rusqlite::params![stream as i64, seqs[stream], &data])
+                    .unwrap();
+                written += 1;
+            }
+        }
+        tx.commit().unwrap();
+    }
+    start.elapsed()
+}
+
+fn append_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &Path) {
+    let mut group = c.benchmark_group("append");
+    group.measurement_time(Duration::from_secs(6));
+    for size in SIZES {
+        for streams in CONCURRENCY {
+            let label = format!("{size}B/{streams}streams");
+            group.throughput(Throughput::Elements(streams as u64));
+            let path = dir.join(format!("append-{size}-{streams}.db"));
+            let sqlite: Arc<dyn EventStore> = {
+                let _guard = rt.enter();
+                Arc::new(
+                    SqliteOptions::new(&path)
+                        .retention(unbounded())
+                        .open()
+                        .unwrap(),
+                )
+            };
+            group.bench_function(BenchmarkId::new("sqlite_normal", &label), |b| {
+                b.to_async(rt)
+                    .iter_custom(|iters| timed_appends(sqlite.clone(), streams, size, iters));
+            });
+            rt.block_on(sqlite.close()).unwrap();
+            let memory: Arc<dyn EventStore> =
+                Arc::new(MemoryEventStore::with_retention(unbounded()));
+            group.bench_function(BenchmarkId::new("memory", &label), |b| {
+                b.to_async(rt)
+                    .iter_custom(|iters| timed_appends(memory.clone(), streams, size, iters));
+            });
+            let raw_path = dir.join(format!("raw-{size}-{streams}.db"));
+            group.bench_function(BenchmarkId::new("raw_rusqlite", &label), |b| {
+                b.iter_custom(|iters| {
+                    raw_inserts(&raw_path, streams, size, iters * streams as u64)
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+/// A store holding `total` events of 256 B: one stream of 10,000 to replay,
+/// and the rest spread over other streams of 10,000 events each.
+fn replay_fixture(
+    rt: &tokio::runtime::Runtime,
+    path: &Path,
+    total: u64,
+) -> (Arc<dyn EventStore>, StreamId) {
+    let _guard = rt.enter();
+    let store: Arc<dyn EventStore> = Arc::new(
+        SqliteOptions::new(path)
+            .retention(unbounded())
+            .open()
+            .unwrap(),
+    );
+    let target = rt.block_on(async {
+        let data = bytes::Bytes::from(vec![b'x'; 256]);
+        let mut target = None;
+        for _ in 0..total / 10_000 {
+            let id = store
+                .create_stream(NewStream::new(StreamKind::PostResponse))
+                .await
+                .unwrap();
+            for _ in 0..10 {
+                store
+                    .append(id, vec![NewEvent::message(data.clone()); 1_000])
+                    .await
+                    .unwrap();
+            }
+            target.get_or_insert(id);
+        }
+        store.flush().await.unwrap();
+        target.unwrap()
+    });
+    (store, target)
+}
+
+fn replay_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &Path) {
+    let mut group = c.benchmark_group("replay");
+    group.throughput(Throughput::Elements(10_000));
+    group.sample_size(20);
+    for total in [10_000u64, 1_000_000] {
+        let (store, stream) = replay_fixture(rt, &dir.join(format!("replay-{total}.db")), total);
+        group.bench_function(
+            BenchmarkId::new("sqlite_10k_events", format!("store_{total}")),
+            |b| {
+                b.to_async(rt).iter(|| async {
+                    let mut batches = store::replay(store.clone(), stream, 0);
+                    let mut count = 0;
+                    while let Some(batch) = batches.next_batch().await {
+                        count += batch.unwrap().len();
+                    }
+                    assert_eq!(count, 10_000);
+                });
+            },
+        );
+        rt.block_on(store.close()).unwrap();
+    }
+    group.finish();
+}
+
+/// Mean time per iteration of one benchmark in this run, from criterion's estimates.
+fn mean_seconds(group: &str, function: &str, parameter: &str) -> Option<f64> {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("../criterion")
+        .join(group)
+        .join(function)
+        .join(parameter.replace('/', "_"))
+        .join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(json["mean"]["point_estimate"].as_f64()? / 1e9)
+}
+
+fn print_ratios() {
+    println!("\n== store benchmark summary (this run) ==");
+    println!(
+        "{:<28} {:>14} {:>14} {:>14} {:>8}",
+        "append", "sqlite ev/s", "raw ev/s", "memory ev/s", "ratio"
+    );
+    for size in SIZES {
+        for streams in CONCURRENCY {
+            let label = format!("{size}B/{streams}streams");
+            let rate =
+                |function| mean_seconds("append", function, &label).map(|s| streams as f64 / s);
+            if let (Some(sqlite), Some(raw), Some(memory)) =
+                (rate("sqlite_normal"), rate("raw_rusqlite"), rate("memory"))
+            {
+                println!(
+                    "{label:<28} {sqlite:>14.0} {raw:>14.0} {memory:>14.0} {:>8.2}",
+                    sqlite / raw
+                );
+            }
+        }
+    }
+    println!("target: 256B and 4096B with 100 streams, sqlite/raw >= 0.50");
+    let small = mean_seconds("replay", "sqlite_10k_events", "store_10000");
+    let large = mean_seconds("replay", "sqlite_10k_events", "store_1000000");
+    if let (Some(small), Some(large)) = (small, large) {
+        println!(
+            "replay 10k events: {:.2} ms in a 10k-event file, {:.2} ms in a 1M-event file, ratio {:.2} (target <= 1.5)",
+            small * 1e3,
+            large * 1e3,
+            large / small
+        );
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let rt = runtime();
+    let dir = bench_dir();
+    append_benches(&mut criterion, &rt, &dir);
+    replay_benches(&mut criterion, &rt, &dir);
+    criterion.final_summary();
+    print_ratios();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,198 @@
+//! Durable event storage: the [`EventStore`] trait and its backends.
+//!
+//! The layer gives every outgoing SSE event a position in a *stream* (one POST
+//! response, or one standalone GET stream) and commits it here before the
+//! client sees it. A client that reconnects with `Last-Event-ID` names a
+//! stream and a position; the layer replays what the store holds after it and
+//! then follows the stream live until its producer ends it.
+//!
+//! # Backends
+//!
+//! | backend | for | durability |
+//! |---|---|---|
+//! | [`SqliteEventStore`] (feature `sqlite`, default) | one server process | survives restarts; `NORMAL` or `FULL` sync |
+//! | [`MemoryEventStore`] | tests, ephemeral servers | none |
+//!
+//! Both keep the same [`Retention`] (idle streams expire, each stream keeps a
+//! bounded number of events) and pass the same backend test suite
+//! (`tests/store_backends.rs`).
+//!
+//! # The model
+//!
+//! - A stream is created bound to an optional MCP session and identity
+//!   ([`NewStream`]) and gets an unguessable [`StreamId`].
+//! - [`append`](EventStore::append) assigns per-stream, gap-free sequence
+//!   numbers starting at 1. When its future resolves the events are
+//!   committed: readable by every reader, and durable as far as the backend's
+//!   sync setting promises. Position 0 is "before the first event".
+//! - [`read_batch`](EventStore::read_batch) reads a page of events after a
+//!   position in `O(log n + k)`, and refuses, with
+//!   [`StoreError::Trimmed`], a position whose successors were deleted by
+//!   retention: a replay is all or nothing.
+//! - [`subscribe`](EventStore::subscribe) announces each new committed head,
+//!   so readers can follow a live stream without polling.
+//! - [`end_stream`](EventStore::end_stream) marks it complete or abandoned.
+//!
+//! Backends implement these primitives; the reading logic built on them lives
+//! once, in [`replay`] (events after a position, up to the head at the time of
+//! the call) and [`follow`] (replay, then live events until the stream ends,
+//! with no gap and no duplicate).
+//!
+//! # Why `Arc<dyn EventStore>`
+//!
+//! The trait is object safe and the layer holds an `Arc<dyn EventStore>`:
+//! the store is usually picked at run time (a command-line flag, a config
+//! file), and a generic parameter would leak into every service type that
+//! wraps it. The cost is one boxed future per store call, which is noise next
+//! to a commit. The methods return [`BoxFuture`] rather than using `async fn`
+//! so the trait stays usable as a trait object.
+//!
+//! # Mapping a distributed backend
+//!
+//! The trait is shaped so a shared log (Redis Streams) can serve a fleet of
+//! servers behind a load balancer, where the resume can reach a different
+//! instance than the one producing the stream:
+//!
+//! - a stream is one log key, metadata (session, identity, kind, state,
+//!   first and last retained sequence) one hash key, and a per-session set
+//!   indexes streams for [`purge_session`](EventStore::purge_session);
+//! - [`append`](EventStore::append) is one atomic script that bumps the
+//!   sequence and adds the entries, so two instances never produce a gap or a
+//!   duplicate, and trims to the cap while recording the first retained
+//!   sequence;
+//! - [`read_batch`](EventStore::read_batch) is a range read from
+//!   `after + 1` with a count, plus the metadata in the same round trip;
+//! - [`subscribe`](EventStore::subscribe) is a task that blocks on the log
+//!   (or a pub/sub channel) and feeds the [`Subscription`]'s watch channel,
+//!   so [`follow`] works unchanged across instances;
+//! - retention maps onto per-key expiry and a length cap.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mcp_resume::store::{self, EventStore, MemoryEventStore, NewEvent, NewStream, StreamEnd, StreamKind};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), store::StoreError> {
+//! let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+//! let stream = store.create_stream(NewStream::new(StreamKind::PostResponse)).await?;
+//! store.append(stream, vec![NewEvent::message("one"), NewEvent::message("two")]).await?;
+//! store.end_stream(stream, StreamEnd::Complete).await?;
+//!
+//! // Everything after position 1, in batches; the stream is complete, so it ends.
+//! let mut events = store::follow(store.clone(), stream, 1);
+//! let batch = events.next_batch().await.expect("one batch")?;
+//! assert_eq!(batch[0].data, "two");
+//! assert!(events.next_batch().await.is_none());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+
+mod error;
+mod live;
+mod memory;
+mod read;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod types;
+
+pub use error::StoreError;
+pub use live::Subscription;
+pub use memory::MemoryEventStore;
+pub use read::{EventBatches, ReadLimit, follow, replay};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteEventStore, SqliteOptions, SyncMode};
+pub use types::{
+    AppendReceipt, Batch, EventId, InvalidId, NewEvent, NewStream, Retention, StoredEvent,
+    StreamEnd, StreamHead, StreamId, StreamInfo, StreamKind, StreamState, SweepReport,
+};
+
+/// A boxed, sendable future: what [`EventStore`] methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A durable, ordered log of SSE events, grouped in streams.
+///
+/// See the [module documentation](self) for the model and for how a
+/// distributed backend maps onto it. Every method is cancel safe in the
+/// sense that dropping its future never corrupts the store; an append whose
+/// future is dropped may or may not have been committed.
+pub trait EventStore: Send + Sync + 'static {
+    /// Creates a live stream and returns its new, unguessable id.
+    fn create_stream(&self, stream: NewStream) -> BoxFuture<'_, Result<StreamId, StoreError>>;
+
+    /// Appends `events` to a live stream, in order, and resolves once they
+    /// are committed. Sequence numbers are per stream, start at 1 and have no
+    /// gaps. Appending an empty `Vec` commits nothing and returns the current
+    /// head as an empty range (`first_seq == last_seq + 1`).
+    ///
+    /// Fails with [`StoreError::StreamEnded`] if the stream was ended and
+    /// [`StoreError::StreamNotFound`] if it does not exist.
+    fn append(
+        &self,
+        stream: StreamId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'_, Result<AppendReceipt, StoreError>>;
+
+    /// Marks a live stream complete or abandoned and wakes its subscribers.
+    /// Ending an already ended stream keeps its first end state and succeeds.
+    fn end_stream(&self, stream: StreamId, end: StreamEnd)
+    -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Reads the events after sequence `after` (at most `limit`), in order,
+    /// with the stream's head as of the same read. `O(log n + k)` whatever
+    /// the size of the store.
+    ///
+    /// Fails with [`StoreError::Trimmed`] if any event after `after` was
+    /// deleted by retention, [`StoreError::PositionAhead`] if `after` is past
+    /// the newest event, and [`StoreError::StreamNotFound`] if the stream does
+    /// not exist.
+    fn read_batch(
+        &self,
+        stream: StreamId,
+        after: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'_, Result<Batch, StoreError>>;
+
+    /// Subscribes to a stream's head. Subscribe *before* reading, then read
+    /// until caught up: no commit can fall between the two ([`follow`] does
+    /// this).
+    fn subscribe(&self, stream: StreamId) -> BoxFuture<'_, Result<Subscription, StoreError>>;
+
+    /// Everything known about a stream, or `None` if it does not exist.
+    fn stream_info(
+        &self,
+        stream: StreamId,
+    ) -> BoxFuture<'_, Result<Option<StreamInfo>, StoreError>>;
+
+    /// The streams bound to an MCP session, oldest first.
+    fn session_streams<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StreamInfo>, StoreError>>;
+
+    /// Deletes every stream of an MCP session (when the session ends) and
+    /// returns how many were deleted. Live streams among them are ended as
+    /// abandoned first, so their followers stop.
+    fn purge_session<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Applies retention now: deletes ended streams whose last activity is
+    /// older than [`Retention::max_age`]. Backends also sweep on their own,
+    /// every [`Retention::sweep_interval`].
+    fn sweep(&self) -> BoxFuture<'_, Result<SweepReport, StoreError>>;
+
+    /// The retention this store applies.
+    fn retention(&self) -> Retention;
+
+    /// Resolves once everything appended before the call is committed and,
+    /// where the backend has a stronger sync available, made durable.
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Flushes, ends every stream that is live in this process as abandoned,
+    /// and releases the store's resources. Later calls fail with
+    /// [`StoreError::Closed`]. Closing twice is fine.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

@@ -1,0 +1,558 @@
+//! [`SqliteEventStore`]: the default, embedded, durable backend.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use self::schema::classify;
+use self::writer::{Command, Writer};
+use super::live::LiveStreams;
+use super::memory::check_position;
+use super::{
+    AppendReceipt, Batch, BoxFuture, EventStore, NewEvent, NewStream, ReadLimit, Retention,
+    StoreError, StoredEvent, StreamEnd, StreamHead, StreamId, StreamInfo, StreamKind, StreamState,
+    Subscription, SweepReport,
+};
+
+/// How SQLite syncs commits to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `synchronous=NORMAL` (the default): a commit survives the process
+    /// crashing; the last commits before a power loss or OS crash may be lost.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is synced to disk before the append
+    /// resolves, so it survives power loss, at the cost of one fsync per
+    /// group commit.
+    Full,
+}
+
+/// Configuration for [`SqliteEventStore::open_with`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    path: PathBuf,
+    sync: SyncMode,
+    busy_timeout: Duration,
+    retention: Retention,
+    read_connections: usize,
+    max_size_bytes: Option<u64>,
+}
+
+impl SqliteOptions {
+    /// Options for the database at `path`, with every other setting at its default.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The sync mode. Default: [`SyncMode::Normal`].
+    pub fn sync(mut self, sync: SyncMode) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// How long a connection waits for a lock held by a checkpoint or
+    /// another connection before failing. Default: 5 seconds.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// The retention applied to the store. Default: [`Retention::default`].
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How many read connections serve replays and look-ups concurrently.
+    /// Default: 4. Values below 1 are treated as 1.
+    pub fn read_connections(mut self, connections: usize) -> Self {
+        self.read_connections = connections.max(1);
+        self
+    }
+
+    /// Caps the database file's size; appends past it fail with
+    /// [`StoreError::DiskFull`] (and nothing committed is lost). Default: no cap.
+    pub fn max_size_bytes(mut self, bytes: u64) -> Self {
+        self.max_size_bytes = Some(bytes);
+        self
+    }
+
+    /// Opens the store with these options; see [`SqliteEventStore::open_with`].
+    pub fn open(self) -> Result<SqliteEventStore, StoreError> {
+        SqliteEventStore::open_with(self)
+    }
+}
+
+impl Default for SqliteOptions {
+    /// `./mcp_events.db`, [`SyncMode::Normal`], 5 s busy timeout, default
+    /// retention, 4 read connections, no size cap.
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from(SqliteEventStore::DEFAULT_PATH),
+            sync: SyncMode::Normal,
+            busy_timeout: Duration::from_secs(5),
+            retention: Retention::default(),
+            read_connections: 4,
+            max_size_bytes: None,
+        }
+    }
+}
+
+/// An [`EventStore`] in one SQLite file.
+///
+/// One file (default `./mcp_events.db`) in WAL mode, so readers never wait
+/// for the writer. All writes go through one writer thread that commits the
+/// appends of every stream that arrive together in one transaction (group
+/// commit): a hundred concurrent streams cost about one commit, not a
+/// hundred, and each caller still awaits its own commit. Reads run on a
+/// small pool of read-only connections on Tokio's blocking threads.
+///
+/// A lock file beside the database (`mcp_events.db.lock`) keeps a second
+/// process out: the store's notion of which streams are live belongs to one
+/// process. When a store is opened, streams left live by a process that died
+/// are marked [abandoned](crate::store::StreamState::Abandoned), so a resume of
+/// one replays what was committed and then ends instead of waiting forever.
+///
+/// ```
+/// use mcp_resume::store::{EventStore, NewEvent, NewStream, SqliteEventStore, StreamKind};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), mcp_resume::store::StoreError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("mcp_events.db");
+/// let store = SqliteEventStore::open(&path)?;
+/// let stream = store.create_stream(NewStream::new(StreamKind::PostResponse)).await?;
+/// store.append(stream, vec![NewEvent::message("hello")]).await?;
+/// store.close().await?;
+///
+/// // Everything committed is there after a restart.
+/// let store = SqliteEventStore::open(&path)?;
+/// assert_eq!(store.stream_info(stream).await?.unwrap().event_count, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct SqliteEventStore {
+    commands: mpsc::Sender<Command>,
+    readers: ReadPool,
+    live: Arc<LiveStreams>,
+    options: SqliteOptions,
+    closed: AtomicBool,
+    last_sweep_millis: AtomicI64,
+}
+
+impl SqliteEventStore {
+    /// The file used when no path is given: `./mcp_events.db`.
+    pub const DEFAULT_PATH: &'static str = "./mcp_events.db";
+
+    /// Opens (or creates) the store at `path` with default options.
+    ///
+    /// Blocking: it opens files and may migrate the schema. Call it at start-up
+    /// or from [`tokio::task::spawn_blocking`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(SqliteOptions::new(path.as_ref()))
+    }
+
+    /// Opens (or creates) a store with the given options.
+    ///
+    /// Fails with a typed error, and changes nothing in the file, when the
+    /// file is not an SQLite database, belongs to another application, has a
+    /// newer schema than this build, is read-only, or is held by another
+    /// process. Must be called within a Tokio runtime, which serves reads.
+    pub fn open_with(options: SqliteOptions) -> Result<Self, StoreError> {
+        let lock = lock_file(&options.path)?;
+        let conn = schema::open_writer(&options)?;
+        let live = Arc::new(LiveStreams::default());
+        let writer = Writer::new(
+            conn,
+            options.path.clone(),
+            options.retention,
+            live.clone(),
+            lock,
+        );
+        let orphans = writer.abandon_orphans()?;
+        if orphans > 0 {
+            tracing::info!(
+                orphans,
+                path = %options.path.display(),
+                "mcp-resume marked streams left live by a previous process as abandoned"
+            );
+        }
+        let readers = ReadPool::open(&options)?;
+        let (commands, receiver) = mpsc::channel(4 * 1024);
+        std::thread::Builder::new()
+            .name("mcp-resume-sqlite-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|source| StoreError::Io {
+                path: options.path.clone(),
+                source: Arc::new(source),
+            })?;
+        Ok(Self {
+            commands,
+            readers,
+            live,
+            options,
+            closed: AtomicBool::new(false),
+            last_sweep_millis: AtomicI64::new(unix_millis()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.options.path
+    }
+
+    /// Sends a command to the writer and awaits its answer.
+    async fn write<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Starts a sweep in the background when the last one is older than the
+    /// sweep interval; nobody waits for it.
+    fn sweep_if_due(&self) {
+        let now = unix_millis();
+        let last = self.last_sweep_millis.load(Ordering::Relaxed);
+        let interval = self.options.retention.sweep_interval.as_millis() as i64;
+        if now - last >= interval
+            && self
+                .last_sweep_millis
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let _ = self.commands.try_send(Command::Sweep { reply: None });
+        }
+    }
+
+    /// Runs a query on a read connection, on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        query: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let path = self.options.path.clone();
+        self.readers
+            .run(move |conn| query(conn).map_err(|e| classify(&path, context, e)))
+            .await
+    }
+}
+
+impl EventStore for SqliteEventStore {
+    fn create_stream(&self, new: NewStream) -> BoxFuture<'_, Result<StreamId, StoreError>> {
+        Box::pin(async move {
+            self.sweep_if_due();
+            let id = StreamId::random();
+            self.write(|reply| Command::Create { id, new, reply })
+                .await?;
+            Ok(id)
+        })
+    }
+
+    fn append(
+        &self,
+        stream: StreamId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'_, Result<AppendReceipt, StoreError>> {
+        Box::pin(self.write(move |reply| Command::Append {
+            stream,
+            events,
+            reply,
+        }))
+    }
+
+    fn end_stream(
+        &self,
+        stream: StreamId,
+        end: StreamEnd,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |reply| Command::End { stream, end, reply }))
+    }
+
+    fn read_batch(
+        &self,
+        stream: StreamId,
+        after: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'_, Result<Batch, StoreError>> {
+        Box::pin(async move {
+            self.read("reading events", move |conn| {
+                // One read transaction: the head and the events are one snapshot.
+                let tx = conn.transaction()?;
+                let Some(info) = query_info(&tx, stream)? else {
+                    return Ok(Err(StoreError::StreamNotFound(stream)));
+                };
+                if let Err(error) = check_position(&info.info, after) {
+                    return Ok(Err(error));
+                }
+                let mut select = tx.prepare_cached(
+                    "SELECT seq, event_type, data FROM events
+                         WHERE stream_no = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                let mut rows = select.query(rusqlite::params![
+                    info.stream_no,
+                    after as i64,
+                    limit.max_events.max(1) as i64
+                ])?;
+                let mut events = Vec::new();
+                let mut bytes = 0;
+                while let Some(row) = rows.next()? {
+                    if limit.is_full(events.len(), bytes) {
+                        break;
+                    }
+                    let data: Vec<u8> = row.get(2)?;
+                    bytes += data.len();
+                    events.push(StoredEvent {
+                        seq: row.get::<_, i64>(0)? as u64,
+                        event_type: row.get::<_, Option<Vec<u8>>>(1)?.map(Into::into),
+                        data: data.into(),
+                    });
+                }
+                Ok(Ok(Batch {
+                    events,
+                    head: StreamHead {
+                        last_seq: info.info.last_seq,
+                        state: info.info.state,
+                    },
+                }))
+            })
+            .await?
+        })
+    }
+
+    fn subscribe(&self, stream: StreamId) -> BoxFuture<'_, Result<Subscription, StoreError>> {
+        Box::pin(async move {
+            if let Some(subscription) = self.live.subscribe(stream) {
+                return Ok(subscription);
+            }
+            // Not live in this process: its head cannot move any more. (Only
+            // this process writes the file, and streams of dead processes were
+            // abandoned at open.)
+            let info = self
+                .stream_info(stream)
+                .await?
+                .ok_or(StoreError::StreamNotFound(stream))?;
+            // The stream may have been created and ended between the two look-ups;
+            // a fixed head is right either way, as nothing more will come.
+            Ok(Subscription::fixed(StreamHead {
+                last_seq: info.last_seq,
+                state: info.state,
+            }))
+        })
+    }
+
+    fn stream_info(
+        &self,
+        stream: StreamId,
+    ) -> BoxFuture<'_, Result<Option<StreamInfo>, StoreError>> {
+        Box::pin(self.read("reading stream info", move |conn| {
+            Ok(query_info(conn, stream)?.map(|row| row.info))
+        }))
+    }
+
+    fn session_streams<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StreamInfo>, StoreError>> {
+        let session = session.to_owned();
+        Box::pin(self.read("listing a session's streams", move |conn| {
+            let mut select = conn.prepare_cached(&format!(
+                "SELECT {INFO_COLUMNS} FROM streams WHERE session_id = ?1 ORDER BY created_at, stream_no"
+            ))?;
+            let rows = select.query_map([session], info_from_row)?;
+            rows.map(|row| row.map(|row| row.info)).collect()
+        }))
+    }
+
+    fn purge_session<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let session = session.to_owned();
+        Box::pin(self.write(move |reply| Command::PurgeSession { session, reply }))
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<SweepReport, StoreError>> {
+        Box::pin(self.write(|reply| Command::Sweep { reply: Some(reply) }))
+    }
+
+    fn retention(&self) -> Retention {
+        self.options.retention
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(|reply| Command::Flush { reply }))
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.closed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            let (reply, answer) = oneshot::channel();
+            if self.commands.send(Command::Close { reply }).await.is_err() {
+                return Ok(());
+            }
+            let result = answer.await.unwrap_or(Ok(()));
+            self.readers.close();
+            result
+        })
+    }
+}
+
+/// The read connections, handed out one query at a time.
+#[derive(Debug)]
+struct ReadPool {
+    idle: Arc<Mutex<Vec<Connection>>>,
+    permits: Arc<Semaphore>,
+    options: SqliteOptions,
+}
+
+impl ReadPool {
+    fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
+        // One connection now proves the file is readable; the rest open on demand.
+        let first = schema::open_reader(options)?;
+        Ok(Self {
+            idle: Arc::new(Mutex::new(vec![first])),
+            permits: Arc::new(Semaphore::new(options.read_connections)),
+            options: options.clone(),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let idle = self.idle.clone();
+        let options = self.options.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let taken = idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut conn = match taken {
+                Some(conn) => conn,
+                None => schema::open_reader(&options)?,
+            };
+            let result = query(&mut conn);
+            idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            result
+        })
+        .await
+        .map_err(|join| StoreError::backend("running a read query", join))?
+    }
+
+    fn close(&self) {
+        self.permits.close();
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Takes the lock file beside the database, so one process owns the store.
+fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let io_error = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            StoreError::ReadOnly {
+                path: path.to_owned(),
+            }
+        }
+        _ => StoreError::Io {
+            path: lock_path.clone(),
+            source: Arc::new(source),
+        },
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: path.to_owned(),
+            lock_path,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(io_error(source)),
+    }
+}
+
+const INFO_COLUMNS: &str = "stream_no, stream_id, kind, state, session_id, identity, first_seq, last_seq, created_at, last_activity";
+
+struct InfoRow {
+    stream_no: i64,
+    info: StreamInfo,
+}
+
+fn query_info(conn: &Connection, stream: StreamId) -> rusqlite::Result<Option<InfoRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {INFO_COLUMNS} FROM streams WHERE stream_id = ?1"
+    ))?
+    .query_row([&stream.as_bytes()[..]], info_from_row)
+    .optional()
+}
+
+fn info_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InfoRow> {
+    let corrupt = |column: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Integer,
+            format!("invalid {what} in the streams table").into(),
+        )
+    };
+    let id: [u8; 16] = row.get(1)?;
+    let first_seq = row.get::<_, i64>(6)? as u64;
+    let last_seq = row.get::<_, i64>(7)? as u64;
+    Ok(InfoRow {
+        stream_no: row.get(0)?,
+        info: StreamInfo {
+            id: StreamId::from_bytes(id),
+            kind: StreamKind::from_code(row.get(2)?).ok_or_else(|| corrupt(2, "stream kind"))?,
+            state: StreamState::from_code(row.get(3)?).ok_or_else(|| corrupt(3, "stream state"))?,
+            session: row.get(4)?,
+            identity: row.get(5)?,
+            event_count: (last_seq + 1).saturating_sub(first_seq),
+            first_seq,
+            last_seq,
+            created_at: from_millis(row.get(8)?),
+            last_activity: from_millis(row.get(9)?),
+        },
+    })
+}
+
+/// Milliseconds since the Unix epoch: how the file records time.
+pub(crate) fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+fn from_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
+}

@@ -1,0 +1,166 @@
+//! Opening a database file: checks, pragmas, schema and migrations, and
+//! turning SQLite's error codes into [`StoreError`]s a user can act on.
+
+use std::path::Path;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::{SqliteOptions, SyncMode};
+use crate::store::StoreError;
+
+/// Written to the file header (`PRAGMA application_id`) so a database of
+/// another application is recognised and left alone. ASCII "mcpr".
+const APPLICATION_ID: i64 = 0x6d63_7072;
+
+/// The forward migrations, in order: `MIGRATIONS[n]` takes schema version `n`
+/// to `n + 1`. Released versions are never edited; a change is a new entry.
+const MIGRATIONS: &[&str] = &[
+    // Version 1: the first released schema.
+    "
+    CREATE TABLE streams (
+        stream_no     INTEGER PRIMARY KEY,
+        stream_id     BLOB    NOT NULL UNIQUE,
+        kind          INTEGER NOT NULL,
+        state         INTEGER NOT NULL,
+        session_id    TEXT,
+        identity      TEXT,
+        first_seq     INTEGER NOT NULL,
+        last_seq      INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL,
+        last_activity INTEGER NOT NULL
+    );
+    CREATE INDEX streams_by_session ON streams (session_id) WHERE session_id IS NOT NULL;
+    CREATE INDEX streams_by_activity ON streams (state, last_activity);
+    CREATE TABLE events (
+        stream_no  INTEGER NOT NULL,
+        seq        INTEGER NOT NULL,
+        event_type BLOB,
+        data       BLOB    NOT NULL,
+        PRIMARY KEY (stream_no, seq)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this build writes and understands.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Opens the writer connection: checks the file is ours (or new), applies
+/// pragmas and migrations.
+pub(crate) fn open_writer(options: &SqliteOptions) -> Result<Connection, StoreError> {
+    let path = &options.path;
+    let mut conn = Connection::open(path).map_err(|e| classify(path, "opening the database", e))?;
+    if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+        return Err(StoreError::ReadOnly { path: path.clone() });
+    }
+    configure(&conn, options).map_err(|e| classify(path, "configuring the database", e))?;
+    // Read-only checks first: a file that is not ours must not be touched,
+    // and switching to WAL would rewrite its header.
+    let version = check_ownership(&conn, path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| classify(path, "switching to WAL mode", e))?;
+    if let Some(max_pages) = options
+        .max_size_bytes
+        .map(|bytes| bytes.div_ceil(page_size(&conn)))
+    {
+        conn.pragma_update(None, "max_page_count", max_pages.max(1) as i64)
+            .map_err(|e| classify(path, "setting the size limit", e))?;
+    }
+    migrate(&mut conn, path, version)?;
+    Ok(conn)
+}
+
+/// Opens a read connection to a database the writer has already prepared.
+pub(crate) fn open_reader(options: &SqliteOptions) -> Result<Connection, StoreError> {
+    let path = &options.path;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| classify(path, "opening a read connection", e))?;
+    configure(&conn, options).map_err(|e| classify(path, "configuring a read connection", e))?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match options.sync {
+            SyncMode::Normal => "NORMAL",
+            SyncMode::Full => "FULL",
+        },
+    )?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+fn page_size(conn: &Connection) -> u64 {
+    conn.pragma_query_value(None, "page_size", |row| row.get::<_, i64>(0))
+        .map_or(4096, |size| size.max(512) as u64)
+}
+
+/// Returns the file's schema version if it is an mcp-resume store (or an
+/// empty database), without changing anything.
+fn check_ownership(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let read = |pragma: &str| {
+        conn.pragma_query_value(None, pragma, |row| row.get::<_, i64>(0))
+            .map_err(|e| classify(path, "reading the schema version", e))
+    };
+    let application_id = read("application_id")?;
+    let version = read("user_version")?;
+    if application_id != APPLICATION_ID {
+        let has_tables: bool = conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema)", [], |row| {
+                row.get(0)
+            })
+            .map_err(|e| classify(path, "inspecting the database", e))?;
+        if application_id != 0 || version != 0 || has_tables {
+            return Err(StoreError::ForeignDatabase {
+                path: path.to_owned(),
+            });
+        }
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(version)
+}
+
+/// Applies the migrations from `version` on, each in its own transaction.
+fn migrate(conn: &mut Connection, path: &Path, version: i64) -> Result<(), StoreError> {
+    for (from, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| classify(path, "starting a migration", e))?;
+        tx.execute_batch(migration)
+            .and_then(|()| tx.pragma_update(None, "application_id", APPLICATION_ID))
+            .and_then(|()| tx.pragma_update(None, "user_version", from as i64 + 1))
+            .and_then(|()| tx.commit())
+            .map_err(|e| classify(path, "migrating the schema", e))?;
+    }
+    Ok(())
+}
+
+/// Maps an SQLite error to the [`StoreError`] that tells a user what to do.
+pub(crate) fn classify(path: &Path, context: &'static str, error: rusqlite::Error) -> StoreError {
+    let path = path.to_owned();
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path },
+        Some(ErrorCode::DiskFull) => StoreError::DiskFull { path },
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => StoreError::ReadOnly { path },
+        Some(ErrorCode::CannotOpen) => match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => StoreError::Io {
+                source: std::sync::Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("directory {} does not exist", dir.display()),
+                )),
+                path,
+            },
+            _ => StoreError::ReadOnly { path },
+        },
+        _ => StoreError::backend(context, error),
+    }
+}

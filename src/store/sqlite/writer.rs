@@ -1,0 +1,612 @@
+//! The single writer thread: every change to the database goes through it,
+//! and it commits the appends of all streams that arrive together in one
+//! transaction (group commit), while each caller awaits its own result.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::schema::classify;
+use super::unix_millis;
+use crate::store::live::LiveStreams;
+use crate::store::{
+    AppendReceipt, NewEvent, NewStream, Retention, StoreError, StreamEnd, StreamId, StreamState,
+    SweepReport,
+};
+
+/// At most this many commands share one transaction, so one commit never
+/// holds callers for long and a batch's memory stays bounded.
+const MAX_GROUP: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub(crate) enum Command {
+    Create {
+        id: StreamId,
+        new: NewStream,
+        reply: Reply<()>,
+    },
+    Append {
+        stream: StreamId,
+        events: Vec<NewEvent>,
+        reply: Reply<AppendReceipt>,
+    },
+    End {
+        stream: StreamId,
+        end: StreamEnd,
+        reply: Reply<()>,
+    },
+    PurgeSession {
+        session: String,
+        reply: Reply<u64>,
+    },
+    Sweep {
+        reply: Option<Reply<SweepReport>>,
+    },
+    Flush {
+        reply: Reply<()>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// What the writer remembers of a live stream, so an append needs no read.
+#[derive(Clone, Copy)]
+struct Cached {
+    stream_no: i64,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    ledger: Ledger,
+    /// Held for the thread's lifetime: releasing it lets another process in.
+    _lock: File,
+}
+
+/// Everything the writer knows besides its connection, kept apart so a
+/// transaction (which borrows the connection) and the cache can be used together.
+struct Ledger {
+    path: PathBuf,
+    retention: Retention,
+    live: Arc<LiveStreams>,
+    /// Live streams of this process. A miss is looked up in the database.
+    cache: HashMap<StreamId, Cached>,
+}
+
+/// A reply to send, or a notification to publish, once the batch is committed.
+enum Outcome {
+    Created(Reply<()>, StreamId),
+    Appended(
+        Reply<AppendReceipt>,
+        Result<(StreamId, AppendReceipt), StoreError>,
+    ),
+    Ended(
+        Reply<()>,
+        Result<Option<(StreamId, u64, StreamState)>, StoreError>,
+    ),
+    Purged(Reply<u64>, Result<Vec<(StreamId, u64)>, StoreError>),
+    Swept(Option<Reply<SweepReport>>, Result<SweepReport, StoreError>),
+    Failed(Reply<()>, StoreError),
+}
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        path: PathBuf,
+        retention: Retention,
+        live: Arc<LiveStreams>,
+        lock: File,
+    ) -> Self {
+        Self {
+            conn,
+            ledger: Ledger {
+                path,
+                retention,
+                live,
+                cache: HashMap::new(),
+            },
+            _lock: lock,
+        }
+    }
+
+    /// Marks streams that were live when a previous process stopped as
+    /// abandoned: their producer is gone, and a resume must say so.
+    pub(crate) fn abandon_orphans(&self) -> Result<u64, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE streams SET state = ?1 WHERE state = ?2",
+                params![StreamState::Abandoned.code(), StreamState::Live.code()],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| {
+                classify(
+                    &self.ledger.path,
+                    "abandoning streams of a previous process",
+                    e,
+                )
+            })
+    }
+
+    /// Runs until the store is closed or dropped.
+    pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while let Some(first) = commands.blocking_recv() {
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match commands.try_recv() {
+                    Ok(command) => group.push(command),
+                    Err(_) => break,
+                }
+            }
+            if let Some(close) = self.commit_group(&mut group) {
+                let result = self.shut_down();
+                // Release the connection and the lock file before answering,
+                // so the file can be reopened as soon as `close` returns.
+                drop(self);
+                let _ = close.send(result);
+                return;
+            }
+        }
+        // Every sender is gone: the store was dropped without `close`.
+        if let Err(error) = self.shut_down() {
+            tracing::warn!(%error, "mcp-resume SQLite store did not shut down cleanly");
+        }
+    }
+
+    /// Applies a group of commands in one transaction and answers them.
+    /// Returns the reply of a `Close` command, which ends the thread.
+    fn commit_group(&mut self, group: &mut Vec<Command>) -> Option<Reply<()>> {
+        let Self { conn, ledger, .. } = self;
+        let mut close = None;
+        let mut flushes = Vec::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut commands = group.drain(..);
+        // The new heads of the streams this batch appends to, applied to the
+        // cache only once the batch is committed.
+        let mut dirty: HashMap<StreamId, Cached> = HashMap::new();
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| {
+                    (
+                        classify(&ledger.path, "starting a write transaction", e),
+                        None,
+                    )
+                })?;
+            for command in commands.by_ref() {
+                let outcome = match command {
+                    Command::Create { id, new, reply } => match ledger.create(&tx, id, &new) {
+                        Ok(()) => Outcome::Created(reply, id),
+                        Err(error) => {
+                            return Err((error.clone(), Some(Outcome::Failed(reply, error))));
+                        }
+                    },
+                    Command::Append {
+                        stream,
+                        events,
+                        reply,
+                    } => match ledger.append(&tx, &mut dirty, stream, events) {
+                        Err(error) if !is_logical(&error) => {
+                            return Err((
+                                error.clone(),
+                                Some(Outcome::Appended(reply, Err(error))),
+                            ));
+                        }
+                        result => Outcome::Appended(reply, result.map(|receipt| (stream, receipt))),
+                    },
+                    Command::End { stream, end, reply } => {
+                        Outcome::Ended(reply, ledger.end(&tx, &mut dirty, stream, end))
+                    }
+                    Command::PurgeSession { session, reply } => {
+                        Outcome::Purged(reply, ledger.purge(&tx, &mut dirty, &session))
+                    }
+                    Command::Sweep { reply } => Outcome::Swept(reply, ledger.sweep(&tx)),
+                    Command::Flush { reply } => {
+                        flushes.push(reply);
+                        continue;
+                    }
+                    Command::Close { reply } => {
+                        close = Some(reply);
+                        continue;
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            write_heads(&tx, &mut dirty, ledger.retention.max_events_per_stream)
+                .and_then(|()| tx.commit())
+                .map_err(|e| (classify(&ledger.path, "committing", e), None))
+        })();
+
+        match result {
+            Ok(()) => {
+                for (stream, head) in dirty {
+                    // Streams ended or purged in this batch have left the cache.
+                    if let Some(cached) = ledger.cache.get_mut(&stream) {
+                        *cached = head;
+                    }
+                }
+                outcomes
+                    .into_iter()
+                    .for_each(|outcome| ledger.publish(outcome));
+            }
+            Err((error, failed)) => {
+                tracing::error!(%error, "mcp-resume SQLite store failed to commit a batch");
+                // The transaction rolled back: the cache may be ahead of the
+                // database, so forget it; the next use reloads from the file.
+                ledger.cache.clear();
+                // Everything in the group fails with the batch's error: what
+                // was applied (rolled back), the command that failed, and the
+                // commands not reached yet. Close and flush still happen.
+                for outcome in outcomes.into_iter().chain(failed) {
+                    outcome.fail(&error);
+                }
+                for command in commands {
+                    match command {
+                        Command::Close { reply } => close = Some(reply),
+                        Command::Flush { reply } => flushes.push(reply),
+                        command => command.fail(&error),
+                    }
+                }
+            }
+        }
+        for reply in flushes {
+            let _ = reply.send(checkpoint(conn, &ledger.path));
+        }
+        close
+    }
+
+    /// Ends the live streams of this process as abandoned and checkpoints.
+    fn shut_down(&mut self) -> Result<(), StoreError> {
+        let ledger = &mut self.ledger;
+        let mut result = Ok(());
+        for (stream, head) in ledger.cache.drain() {
+            let abandoned = self
+                .conn
+                .execute(
+                    "UPDATE streams SET state = ?1, last_activity = ?2 WHERE stream_no = ?3 AND state = ?4",
+                    params![StreamState::Abandoned.code(), unix_millis(), head.stream_no, StreamState::Live.code()],
+                )
+                .map_err(|e| classify(&ledger.path, "abandoning live streams at close", e));
+            ledger
+                .live
+                .ended(stream, head.last_seq, StreamState::Abandoned);
+            result = result.and(abandoned.map(drop));
+        }
+        // Followers of streams that never reached the cache must stop too.
+        for stream in ledger.live.ids() {
+            ledger.live.ended(stream, 0, StreamState::Abandoned);
+        }
+        result.and(checkpoint(&self.conn, &ledger.path))
+    }
+}
+
+impl Ledger {
+    /// Answers a committed command and tells followers about the new head.
+    fn publish(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Created(reply, id) => {
+                self.live.started(id, 0);
+                let _ = reply.send(Ok(()));
+            }
+            Outcome::Appended(reply, result) => {
+                let _ = reply.send(result.map(|(stream, receipt)| {
+                    self.live.advanced(stream, receipt.last_seq);
+                    receipt
+                }));
+            }
+            Outcome::Ended(reply, result) => {
+                let _ = reply.send(result.map(|ended| {
+                    if let Some((stream, last_seq, state)) = ended {
+                        self.live.ended(stream, last_seq, state);
+                    }
+                }));
+            }
+            Outcome::Purged(reply, result) => {
+                let _ = reply.send(result.map(|purged| {
+                    for &(stream, last_seq) in &purged {
+                        self.live.ended(stream, last_seq, StreamState::Abandoned);
+                    }
+                    purged.len() as u64
+                }));
+            }
+            Outcome::Swept(reply, result) => match reply {
+                Some(reply) => {
+                    let _ = reply.send(result);
+                }
+                None => match result {
+                    Ok(report) if report.streams_removed > 0 => {
+                        tracing::debug!(?report, "mcp-resume retention sweep");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "mcp-resume retention sweep failed"),
+                },
+            },
+            Outcome::Failed(reply, error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn create(
+        &mut self,
+        tx: &Transaction<'_>,
+        id: StreamId,
+        new: &NewStream,
+    ) -> Result<(), StoreError> {
+        let stream_no =
+            create(tx, id, new).map_err(|e| classify(&self.path, "creating a stream", e))?;
+        self.cache.insert(
+            id,
+            Cached {
+                stream_no,
+                first_seq: 1,
+                last_seq: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn lookup(&mut self, tx: &Transaction<'_>, stream: StreamId) -> Result<Cached, StoreError> {
+        if let Some(cached) = self.cache.get(&stream) {
+            return Ok(*cached);
+        }
+        let row = tx
+            .prepare_cached(
+                "SELECT stream_no, state, first_seq, last_seq FROM streams WHERE stream_id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([&stream.as_bytes()[..]], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, i64>(3)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(|e| classify(&self.path, "looking up a stream", e))?;
+        let (stream_no, state, first_seq, last_seq) =
+            row.ok_or(StoreError::StreamNotFound(stream))?;
+        let state = StreamState::from_code(state).unwrap_or(StreamState::Abandoned);
+        if state.is_ended() {
+            return Err(StoreError::StreamEnded { stream, state });
+        }
+        let cached = Cached {
+            stream_no,
+            first_seq: first_seq as u64,
+            last_seq: last_seq as u64,
+        };
+        self.cache.insert(stream, cached);
+        Ok(cached)
+    }
+
+    fn append(
+        &mut self,
+        tx: &Transaction<'_>,
+        dirty: &mut HashMap<StreamId, Cached>,
+        stream: StreamId,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendReceipt, StoreError> {
+        let mut head = match dirty.get(&stream) {
+            Some(head) => *head,
+            None => self.lookup(tx, stream)?,
+        };
+        let first_seq = head.last_seq + 1;
+        if !events.is_empty() {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| classify(&self.path, "preparing an append", e))?;
+            for event in &events {
+                head.last_seq += 1;
+                insert
+                    .execute(params![
+                        head.stream_no,
+                        head.last_seq as i64,
+                        event.event_type.as_deref(),
+                        &event.data[..]
+                    ])
+                    .map_err(|e| classify(&self.path, "appending an event", e))?;
+            }
+            dirty.insert(stream, head);
+        }
+        Ok(AppendReceipt {
+            first_seq,
+            last_seq: head.last_seq,
+        })
+    }
+
+    fn end(
+        &mut self,
+        tx: &Transaction<'_>,
+        dirty: &mut HashMap<StreamId, Cached>,
+        stream: StreamId,
+        end: StreamEnd,
+    ) -> Result<Option<(StreamId, u64, StreamState)>, StoreError> {
+        let head = match dirty.get(&stream) {
+            Some(head) => *head,
+            None => match self.lookup(tx, stream) {
+                Ok(head) => head,
+                // Ending an ended stream keeps its first end.
+                Err(StoreError::StreamEnded { .. }) => return Ok(None),
+                Err(error) => return Err(error),
+            },
+        };
+        let state = StreamState::from(end);
+        tx.prepare_cached("UPDATE streams SET state = ?1, last_activity = ?2 WHERE stream_no = ?3")
+            .and_then(|mut stmt| stmt.execute(params![state.code(), unix_millis(), head.stream_no]))
+            .map_err(|e| classify(&self.path, "ending a stream", e))?;
+        self.cache.remove(&stream);
+        Ok(Some((stream, head.last_seq, state)))
+    }
+
+    fn purge(
+        &mut self,
+        tx: &Transaction<'_>,
+        dirty: &mut HashMap<StreamId, Cached>,
+        session: &str,
+    ) -> Result<Vec<(StreamId, u64)>, StoreError> {
+        let streams = (|| {
+            let mut select = tx
+                .prepare_cached("SELECT stream_no, stream_id FROM streams WHERE session_id = ?1")?;
+            let rows = select
+                .query_map([session], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut purged = Vec::with_capacity(rows.len());
+            for (stream_no, id) in rows {
+                delete_stream(tx, stream_no)?;
+                let Ok(id) = <[u8; 16]>::try_from(id.as_slice()) else {
+                    continue;
+                };
+                let id = StreamId::from_bytes(id);
+                let last_seq = dirty
+                    .remove(&id)
+                    .or_else(|| self.cache.remove(&id))
+                    .map_or(0, |c| c.last_seq);
+                purged.push((id, last_seq));
+            }
+            Ok(purged)
+        })();
+        streams.map_err(|e: rusqlite::Error| classify(&self.path, "purging a session", e))
+    }
+
+    fn sweep(&mut self, tx: &Transaction<'_>) -> Result<SweepReport, StoreError> {
+        let cutoff = unix_millis().saturating_sub(self.retention.max_age.as_millis() as i64);
+        let report = (|| {
+            let mut select = tx.prepare_cached(
+                "SELECT stream_no FROM streams WHERE state IN (?1, ?2) AND last_activity < ?3",
+            )?;
+            let expired = select
+                .query_map(
+                    params![
+                        StreamState::Complete.code(),
+                        StreamState::Abandoned.code(),
+                        cutoff
+                    ],
+                    |row| row.get::<_, i64>(0),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut report = SweepReport::default();
+            for stream_no in expired {
+                report.events_removed += delete_stream(tx, stream_no)?;
+                report.streams_removed += 1;
+            }
+            Ok(report)
+        })();
+        report.map_err(|e: rusqlite::Error| classify(&self.path, "sweeping expired streams", e))
+    }
+}
+
+/// Makes everything committed durable in the main file, whatever the sync mode.
+fn checkpoint(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .map_err(|e| classify(path, "checkpointing", e))
+}
+
+fn create(tx: &Transaction<'_>, id: StreamId, new: &NewStream) -> rusqlite::Result<i64> {
+    let now = unix_millis();
+    tx.prepare_cached(
+        "INSERT INTO streams (stream_id, kind, state, session_id, identity, first_seq, last_seq, created_at, last_activity)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6, ?6)",
+    )?
+    .execute(params![
+        &id.as_bytes()[..],
+        new.kind.code(),
+        StreamState::Live.code(),
+        new.session,
+        new.identity,
+        now
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Records the new heads of the streams appended to in this batch, trimming
+/// each to the retention cap. One update per stream per batch, however many
+/// events the batch added to it.
+fn write_heads(
+    tx: &Transaction<'_>,
+    dirty: &mut HashMap<StreamId, Cached>,
+    cap: u64,
+) -> rusqlite::Result<()> {
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    let now = unix_millis();
+    let mut update = tx.prepare_cached(
+        "UPDATE streams SET first_seq = ?1, last_seq = ?2, last_activity = ?3 WHERE stream_no = ?4",
+    )?;
+    let mut trim = tx.prepare_cached("DELETE FROM events WHERE stream_no = ?1 AND seq < ?2")?;
+    for head in dirty.values_mut() {
+        if head.last_seq - head.first_seq + 1 > cap {
+            head.first_seq = head.last_seq - cap + 1;
+            trim.execute(params![head.stream_no, head.first_seq as i64])?;
+        }
+        update.execute(params![
+            head.first_seq as i64,
+            head.last_seq as i64,
+            now,
+            head.stream_no
+        ])?;
+    }
+    Ok(())
+}
+
+fn delete_stream(tx: &Transaction<'_>, stream_no: i64) -> rusqlite::Result<u64> {
+    let events = tx
+        .prepare_cached("DELETE FROM events WHERE stream_no = ?1")?
+        .execute([stream_no])?;
+    tx.prepare_cached("DELETE FROM streams WHERE stream_no = ?1")?
+        .execute([stream_no])?;
+    Ok(events as u64)
+}
+
+/// Errors that concern one command only; anything else fails the batch.
+fn is_logical(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::StreamNotFound(_) | StoreError::StreamEnded { .. }
+    )
+}
+
+impl Outcome {
+    /// Answers with the batch's error instead of the command's own result.
+    fn fail(self, error: &StoreError) {
+        let error = error.clone();
+        match self {
+            Self::Created(reply, _) | Self::Failed(reply, _) => drop(reply.send(Err(error))),
+            Self::Appended(reply, _) => drop(reply.send(Err(error))),
+            Self::Ended(reply, _) => drop(reply.send(Err(error))),
+            Self::Purged(reply, _) => drop(reply.send(Err(error))),
+            Self::Swept(Some(reply), _) => drop(reply.send(Err(error))),
+            Self::Swept(None, _) => {}
+        }
+    }
+}
+
+impl Command {
+    /// Answers a command that was never applied with the batch's error.
+    fn fail(self, error: &StoreError) {
+        let error = error.clone();
+        match self {
+            Self::Create { reply, .. }
+            | Self::End { reply, .. }
+            | Self::Flush { reply }
+            | Self::Close { reply } => drop(reply.send(Err(error))),
+            Self::Append { reply, .. } => drop(reply.send(Err(error))),
+            Self::PurgeSession { reply, .. } => drop(reply.send(Err(error))),
+            Self::Sweep { reply: Some(reply) } => drop(reply.send(Err(error))),
+            Self::Sweep { reply: None } => {}
+        }
+    }
+}

@@ -1,0 +1,664 @@
+//! The backend test suite: every `EventStore` must pass all of it.
+//!
+//! Each test takes a factory that opens a fresh store with the given
+//! retention, so backends are instantiated by `backend_suite!` in
+//! `tests/store_backends.rs` with one line each.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_resume::store::{
+    self, EventStore, NewEvent, NewStream, ReadLimit, Retention, StoreError, StoredEvent,
+    StreamEnd, StreamId, StreamKind, StreamState,
+};
+
+pub type Store = Arc<dyn EventStore>;
+
+/// Opens a fresh, empty store with the given retention.
+pub type Open = Box<dyn Fn(Retention) -> Store>;
+
+fn payload(stream: usize, n: u64) -> NewEvent {
+    NewEvent::message(format!(r#"{{"stream":{stream},"n":{n}}}"#))
+}
+
+async fn collect(mut batches: store::EventBatches) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut events = Vec::new();
+    while let Some(batch) = batches.next_batch().await {
+        let batch = batch?;
+        assert!(!batch.is_empty(), "batches are never empty");
+        events.extend(batch);
+    }
+    Ok(events)
+}
+
+fn assert_contiguous(events: &[StoredEvent], from: u64, to: u64) {
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (from..=to).collect();
+    assert_eq!(
+        seqs, expected,
+        "events must be exactly {from}..={to}, in order"
+    );
+}
+
+pub async fn appends_are_ordered_and_gap_free(open: Open) {
+    let store = open(Retention::default());
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    let mut expected_next = 1;
+    for size in [1, 3, 0, 7, 1] {
+        let events: Vec<NewEvent> = (0..size).map(|i| payload(0, expected_next + i)).collect();
+        let receipt = store.append(stream, events).await.unwrap();
+        assert_eq!(receipt.first_seq, expected_next);
+        assert_eq!(receipt.last_seq, expected_next + size - 1);
+        expected_next += size;
+    }
+    let events = collect(store::replay(store.clone(), stream, 0))
+        .await
+        .unwrap();
+    assert_contiguous(&events, 1, 12);
+    for event in &events {
+        assert_eq!(event.data, payload(0, event.seq).data);
+        assert_eq!(event.event_type, None);
+    }
+    let info = store.stream_info(stream).await.unwrap().unwrap();
+    assert_eq!(
+        (info.first_seq, info.last_seq, info.event_count),
+        (1, 12, 12)
+    );
+    assert_eq!(info.state, StreamState::Live);
+}
+
+pub async fn event_types_and_binary_data_round_trip(open: Open) {
+    let store = open(Retention::default());
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::Standalone))
+        .await
+        .unwrap();
+    let binary: Vec<u8> = (0..=255).collect();
+    store
+        .append(
+            stream,
+            vec![
+                NewEvent::typed("message", "typed"),
+                NewEvent::message(binary.clone()),
+                NewEvent::message(""),
+                NewEvent::typed("", "empty type"),
+            ],
+        )
+        .await
+        .unwrap();
+    let events = collect(store::replay(store.clone(), stream, 0))
+        .await
+        .unwrap();
+    assert_eq!(events[0].event_type.as_deref(), Some(&b"message"[..]));
+    assert_eq!(events[1].data, binary);
+    assert_eq!(events[2].data, "");
+    assert_eq!(events[3].event_type.as_deref(), Some(&b""[..]));
+}
+
+pub async fn reading_resumes_from_any_position(open: Open) {
+    let store = open(Retention::default());
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store
+        .append(stream, (1..=20).map(|n| payload(0, n)).collect())
+        .await
+        .unwrap();
+    for after in [0, 1, 10, 19, 20] {
+        let events = collect(store::replay(store.clone(), stream, after))
+            .await
+            .unwrap();
+        assert_eq!(events.len() as u64, 20 - after);
+        if after < 20 {
+            assert_contiguous(&events, after + 1, 20);
+        }
+    }
+}
+
+pub async fn batches_respect_read_limits(open: Open) {
+    let store = open(Retention::default());
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store
+        .append(
+            stream,
+            (0..100)
+                .map(|_| NewEvent::message(vec![b'x'; 100]))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    for limit in [
+        ReadLimit {
+            max_events: 7,
+            max_bytes: usize::MAX,
+        },
+        ReadLimit {
+            max_events: usize::MAX,
+            max_bytes: 350,
+        },
+        // An event larger than the byte limit still comes, alone.
+        ReadLimit {
+            max_events: 10,
+            max_bytes: 1,
+        },
+    ] {
+        let mut batches = store::replay(store.clone(), stream, 0).limit(limit);
+        let mut total = 0;
+        while let Some(batch) = batches.next_batch().await {
+            let batch = batch.unwrap();
+            assert!(batch.len() <= limit.max_events);
+            assert!(
+                batch.len() == 1
+                    || batch.iter().map(|e| e.data.len()).sum::<usize>()
+                        <= limit.max_bytes.saturating_add(100)
+            );
+            total += batch.len();
+        }
+        assert_eq!(total, 100, "{limit:?}");
+    }
+}
+
+pub async fn bad_positions_are_refused(open: Open) {
+    let store = open(Retention::default());
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store.append(stream, vec![payload(0, 1)]).await.unwrap();
+    let ahead = store
+        .read_batch(stream, 2, ReadLimit::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            ahead,
+            StoreError::PositionAhead {
+                after: 2,
+                last_seq: 1,
+                ..
+            }
+        ),
+        "{ahead}"
+    );
+    assert!(ahead.is_cannot_resume());
+    let unknown = StreamId::random();
+    let missing = store
+        .read_batch(unknown, 0, ReadLimit::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, StoreError::StreamNotFound(id) if id == unknown),
+        "{missing}"
+    );
+    assert!(store.stream_info(unknown).await.unwrap().is_none());
+    let first = collect(store::follow(store.clone(), unknown, 0))
+        .await
+        .unwrap_err();
+    assert!(first.is_cannot_resume());
+    let append = store
+        .append(unknown, vec![payload(0, 1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(append, StoreError::StreamNotFound(_)), "{append}");
+}
+
+pub async fn concurrent_appenders_on_many_streams(open: Open) {
+    let store = open(Retention::default());
+    const STREAMS: usize = 40;
+    const APPENDS: u64 = 50;
+    let mut tasks = Vec::new();
+    for s in 0..STREAMS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = store
+                .create_stream(NewStream::new(StreamKind::PostResponse))
+                .await
+                .unwrap();
+            for n in 1..=APPENDS {
+                let receipt = store.append(stream, vec![payload(s, n)]).await.unwrap();
+                assert_eq!(receipt.first_seq, n);
+                assert_eq!(receipt.last_seq, n);
+            }
+            (s, stream)
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let (s, stream) = task.await.unwrap();
+        assert!(ids.insert(stream), "stream ids are unique");
+        let events = collect(store::replay(store.clone(), stream, 0))
+            .await
+            .unwrap();
+        assert_contiguous(&events, 1, APPENDS);
+        for event in &events {
+            assert_eq!(
+                event.data,
+                payload(s, event.seq).data,
+                "no event lands on another stream"
+            );
+        }
+    }
+}
+
+pub async fn concurrent_appenders_on_one_stream_get_distinct_sequences(open: Open) {
+    let store = open(Retention::default());
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::Standalone))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for s in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for n in 0..25 {
+                let receipt = store
+                    .append(stream, vec![payload(s, n), payload(s, n)])
+                    .await
+                    .unwrap();
+                assert_eq!(receipt.last_seq, receipt.first_seq + 1);
+                seqs.extend([receipt.first_seq, receipt.last_seq]);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=400).collect::<Vec<_>>());
+}
+
+pub async fn follow_races_a_fast_producer(open: Open) {
+    let store = open(Retention::default());
+    const EVENTS: u64 = 2_000;
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store
+        .append(stream, (1..=5).map(|n| payload(0, n)).collect())
+        .await
+        .unwrap();
+    // Followers start at different positions while the producer is writing.
+    let followers: Vec<_> = [0, 3, 5]
+        .into_iter()
+        .map(|after| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                (
+                    after,
+                    collect(store::follow(store.clone(), stream, after)).await,
+                )
+            })
+        })
+        .collect();
+    let producer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut n = 6;
+            while n <= EVENTS {
+                let size = 1 + n % 7;
+                let events: Vec<_> = (n..(n + size).min(EVENTS + 1))
+                    .map(|k| payload(0, k))
+                    .collect();
+                n += events.len() as u64;
+                store.append(stream, events).await.unwrap();
+                if n % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            store.end_stream(stream, StreamEnd::Complete).await.unwrap();
+        })
+    };
+    // A replay taken mid-way ends at the head it saw, without waiting.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let partial = collect(store::replay(store.clone(), stream, 0))
+        .await
+        .unwrap();
+    assert_contiguous(&partial, 1, partial.len() as u64);
+    producer.await.unwrap();
+    for follower in followers {
+        let (after, events) = tokio::time::timeout(Duration::from_secs(30), follower)
+            .await
+            .expect("a follower of a completed stream ends")
+            .unwrap();
+        let events = events.unwrap();
+        assert_contiguous(&events, after + 1, EVENTS);
+        for event in &events {
+            assert_eq!(event.data, payload(0, event.seq).data);
+        }
+    }
+}
+
+pub async fn completion_and_abandonment(open: Open) {
+    let store = open(Retention::default());
+    let complete = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store.append(complete, vec![payload(0, 1)]).await.unwrap();
+    let follower = tokio::spawn(collect(store::follow(store.clone(), complete, 1)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!follower.is_finished(), "a follower of a live stream waits");
+    store
+        .end_stream(complete, StreamEnd::Complete)
+        .await
+        .unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(events.is_empty());
+    // Ending again keeps the first end.
+    store
+        .end_stream(complete, StreamEnd::Abandoned)
+        .await
+        .unwrap();
+    let info = store.stream_info(complete).await.unwrap().unwrap();
+    assert_eq!(info.state, StreamState::Complete);
+    let late = store
+        .append(complete, vec![payload(0, 2)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            late,
+            StoreError::StreamEnded {
+                state: StreamState::Complete,
+                ..
+            }
+        ),
+        "{late}"
+    );
+    // An ended stream can still be replayed, and following it ends at once.
+    let events = collect(store::follow(store.clone(), complete, 0))
+        .await
+        .unwrap();
+    assert_contiguous(&events, 1, 1);
+
+    let abandoned = store
+        .create_stream(NewStream::new(StreamKind::Standalone))
+        .await
+        .unwrap();
+    store
+        .end_stream(abandoned, StreamEnd::Abandoned)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stream_info(abandoned).await.unwrap().unwrap().state,
+        StreamState::Abandoned
+    );
+    assert!(
+        collect(store::follow(store.clone(), abandoned, 0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn stream_info_and_session_listing(open: Open) {
+    let store = open(Retention::default());
+    let a1 = store
+        .create_stream(
+            NewStream::new(StreamKind::PostResponse)
+                .session("A")
+                .identity("alice"),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let a2 = store
+        .create_stream(NewStream::new(StreamKind::Standalone).session("A"))
+        .await
+        .unwrap();
+    let b = store
+        .create_stream(NewStream::new(StreamKind::PostResponse).session("B"))
+        .await
+        .unwrap();
+    let none = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store
+        .append(a1, vec![payload(0, 1), payload(0, 2)])
+        .await
+        .unwrap();
+
+    let info = store.stream_info(a1).await.unwrap().unwrap();
+    assert_eq!(info.id, a1);
+    assert_eq!(info.kind, StreamKind::PostResponse);
+    assert_eq!(info.session.as_deref(), Some("A"));
+    assert_eq!(info.identity.as_deref(), Some("alice"));
+    assert_eq!((info.event_count, info.first_seq, info.last_seq), (2, 1, 2));
+    assert!(info.last_activity >= info.created_at);
+    let none_info = store.stream_info(none).await.unwrap().unwrap();
+    assert_eq!((none_info.session, none_info.identity), (None, None));
+
+    let listed: Vec<StreamId> = store
+        .session_streams("A")
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(listed, vec![a1, a2]);
+    assert_eq!(store.session_streams("B").await.unwrap()[0].id, b);
+    assert!(store.session_streams("nobody").await.unwrap().is_empty());
+}
+
+pub async fn purging_a_session_removes_only_its_streams(open: Open) {
+    let store = open(Retention::default());
+    let a_live = store
+        .create_stream(NewStream::new(StreamKind::Standalone).session("A"))
+        .await
+        .unwrap();
+    let a_done = store
+        .create_stream(NewStream::new(StreamKind::PostResponse).session("A"))
+        .await
+        .unwrap();
+    let b = store
+        .create_stream(NewStream::new(StreamKind::PostResponse).session("B"))
+        .await
+        .unwrap();
+    for stream in [a_live, a_done, b] {
+        store
+            .append(stream, vec![payload(0, 1), payload(0, 2)])
+            .await
+            .unwrap();
+    }
+    store.end_stream(a_done, StreamEnd::Complete).await.unwrap();
+    let follower = tokio::spawn(collect(store::follow(store.clone(), a_live, 2)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    assert_eq!(store.purge_session("A").await.unwrap(), 2);
+    // The follower of a purged live stream stops instead of waiting forever.
+    let followed = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(followed.map_or(true, |events| events.is_empty()));
+    for gone in [a_live, a_done] {
+        assert!(store.stream_info(gone).await.unwrap().is_none());
+        let error = store
+            .read_batch(gone, 0, ReadLimit::default())
+            .await
+            .unwrap_err();
+        assert!(error.is_cannot_resume(), "{error}");
+        assert!(store.append(gone, vec![payload(0, 3)]).await.is_err());
+    }
+    assert!(store.session_streams("A").await.unwrap().is_empty());
+    assert_eq!(store.stream_info(b).await.unwrap().unwrap().event_count, 2);
+    assert_eq!(store.purge_session("A").await.unwrap(), 0);
+}
+
+pub async fn retention_caps_events_and_reports_trimmed_positions(open: Open) {
+    let store = open(small_retention());
+    // The factory gave this store max_events_per_stream = 10.
+    assert_eq!(store.retention().max_events_per_stream_value(), 10);
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    for n in 1..=25 {
+        store.append(stream, vec![payload(0, n)]).await.unwrap();
+    }
+    let info = store.stream_info(stream).await.unwrap().unwrap();
+    assert_eq!(
+        (info.first_seq, info.last_seq, info.event_count),
+        (16, 25, 10)
+    );
+    for after in [0, 5, 14] {
+        let error = store
+            .read_batch(stream, after, ReadLimit::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Trimmed {
+                    first_retained: 16,
+                    ..
+                }
+            ),
+            "after {after}: {error}"
+        );
+        assert!(error.is_cannot_resume());
+        // Never a silent partial replay, through the combinators either.
+        assert!(
+            collect(store::replay(store.clone(), stream, after))
+                .await
+                .is_err()
+        );
+    }
+    let events = collect(store::replay(store.clone(), stream, 15))
+        .await
+        .unwrap();
+    assert_contiguous(&events, 16, 25);
+    // One append larger than the cap keeps its newest events.
+    store
+        .append(stream, (26..=40).map(|n| payload(0, n)).collect())
+        .await
+        .unwrap();
+    let info = store.stream_info(stream).await.unwrap().unwrap();
+    assert_eq!(
+        (info.first_seq, info.last_seq, info.event_count),
+        (31, 40, 10)
+    );
+}
+
+pub async fn sweep_removes_idle_ended_streams_only(open: Open) {
+    let store = open(small_retention());
+    // The factory gave this store max_age = 50 ms.
+    let live = store
+        .create_stream(NewStream::new(StreamKind::Standalone).session("S"))
+        .await
+        .unwrap();
+    let ended = store
+        .create_stream(NewStream::new(StreamKind::PostResponse).session("S"))
+        .await
+        .unwrap();
+    store.append(live, vec![payload(0, 1)]).await.unwrap();
+    store
+        .append(ended, vec![payload(0, 1), payload(0, 2), payload(0, 3)])
+        .await
+        .unwrap();
+    store.end_stream(ended, StreamEnd::Complete).await.unwrap();
+    let report = store.sweep().await.unwrap();
+    assert_eq!(report.streams_removed, 0, "nothing is old enough yet");
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let report = store.sweep().await.unwrap();
+    assert_eq!((report.streams_removed, report.events_removed), (1, 3));
+    assert!(store.stream_info(ended).await.unwrap().is_none());
+    assert!(
+        store.stream_info(live).await.unwrap().is_some(),
+        "live streams are never swept"
+    );
+    assert_eq!(store.session_streams("S").await.unwrap().len(), 1);
+}
+
+pub async fn close_ends_live_streams_and_refuses_work(open: Open) {
+    let store = open(Retention::default());
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store.append(stream, vec![payload(0, 1)]).await.unwrap();
+    let follower = tokio::spawn(collect(store::follow(store.clone(), stream, 1)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.flush().await.unwrap();
+    store.close().await.unwrap();
+    let followed = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("followers stop at close");
+    let _ = followed.unwrap();
+    assert!(matches!(
+        store.append(stream, vec![payload(0, 2)]).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store.stream_info(stream).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store
+            .create_stream(NewStream::new(StreamKind::Standalone))
+            .await,
+        Err(StoreError::Closed)
+    ));
+    store.close().await.unwrap();
+}
+
+/// The retention the retention tests open their store with, so they are quick.
+pub fn small_retention() -> Retention {
+    Retention::new()
+        .max_events_per_stream(10)
+        .max_age(Duration::from_millis(50))
+        .sweep_interval(Duration::from_secs(3600))
+}
+
+/// Instantiates every suite test for one backend. `$open` is a closure
+/// `Fn(Retention) -> Store` that opens a fresh store; it runs inside a Tokio runtime.
+#[macro_export]
+macro_rules! backend_suite {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::backend_suite!(@tests $open;
+                appends_are_ordered_and_gap_free,
+                event_types_and_binary_data_round_trip,
+                reading_resumes_from_any_position,
+                batches_respect_read_limits,
+                bad_positions_are_refused,
+                concurrent_appenders_on_many_streams,
+                concurrent_appenders_on_one_stream_get_distinct_sequences,
+                follow_races_a_fast_producer,
+                completion_and_abandonment,
+                stream_info_and_session_listing,
+                purging_a_session_removes_only_its_streams,
+                retention_caps_events_and_reports_trimmed_positions,
+                sweep_removes_idle_ended_streams_only,
+                close_ends_live_streams_and_refuses_work,
+            );
+        }
+    };
+    (@tests $open:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                suite::$test(Box::new($open)).await;
+            }
+        )*
+    };
+}

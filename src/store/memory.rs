@@ -43,6 +43,8 @@ struct Inner {
 #[derive(Debug)]
 struct MemStream {
     info: StreamInfo,
+    /// The most events this stream keeps.
+    cap: u64,
     /// Retained events; `events[i].seq == info.first_seq + i`.
     events: VecDeque<StoredEvent>,
 }
@@ -135,6 +137,7 @@ impl EventStore for MemoryEventStore {
             }
             let id = StreamId::random();
             let now = SystemTime::now();
+            let cap = new.event_cap(&self.retention);
             if let Some(session) = &new.session {
                 inner
                     .sessions
@@ -158,6 +161,7 @@ impl EventStore for MemoryEventStore {
                         last_activity: now,
                     },
                     events: VecDeque::new(),
+                    cap,
                 },
             );
             self.live.started(id, 0);
@@ -171,7 +175,6 @@ impl EventStore for MemoryEventStore {
         events: Vec<NewEvent>,
     ) -> BoxFuture<'_, Result<AppendReceipt, StoreError>> {
         Box::pin(async move {
-            let cap = self.retention.max_events_per_stream;
             let mut inner = self.lock()?;
             let entry = inner.stream(stream)?;
             if entry.info.state.is_ended() {
@@ -189,7 +192,7 @@ impl EventStore for MemoryEventStore {
                     data: event.data,
                 });
             }
-            while entry.events.len() as u64 > cap {
+            while entry.events.len() as u64 > entry.cap {
                 entry.events.pop_front();
             }
             entry.info.first_seq = entry

@@ -214,6 +214,9 @@ pub struct NewStream {
     pub session: Option<String>,
     /// The authenticated identity the stream belongs to, if identity binding is on.
     pub identity: Option<String>,
+    /// Keep at most this many events of this stream, instead of the store's
+    /// [`Retention::max_events_per_stream`]. Values below 1 are treated as 1.
+    pub max_events: Option<u64>,
 }
 
 impl NewStream {
@@ -223,6 +226,7 @@ impl NewStream {
             kind,
             session: None,
             identity: None,
+            max_events: None,
         }
     }
 
@@ -236,6 +240,19 @@ impl NewStream {
     pub fn identity(mut self, identity: impl Into<String>) -> Self {
         self.identity = Some(identity.into());
         self
+    }
+
+    /// Caps this stream's retained events (see [`NewStream::max_events`]).
+    pub fn max_events(mut self, max: u64) -> Self {
+        self.max_events = Some(max.max(1));
+        self
+    }
+
+    /// The cap that applies to this stream under `retention`.
+    pub(crate) fn event_cap(&self, retention: &Retention) -> u64 {
+        self.max_events
+            .unwrap_or(retention.max_events_per_stream)
+            .max(1)
     }
 }
 

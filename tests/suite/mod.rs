@@ -545,6 +545,17 @@ pub async fn retention_caps_events_and_reports_trimmed_positions(open: Open) {
         .await
         .unwrap();
     assert_contiguous(&events, 16, 25);
+    // A per-stream cap overrides the store's.
+    let small = store
+        .create_stream(NewStream::new(StreamKind::PostResponse).max_events(3))
+        .await
+        .unwrap();
+    store
+        .append(small, (1..=5).map(|n| payload(0, n)).collect())
+        .await
+        .unwrap();
+    let info = store.stream_info(small).await.unwrap().unwrap();
+    assert_eq!((info.first_seq, info.last_seq, info.event_count), (3, 5, 3));
     // One append larger than the cap keeps its newest events.
     store
         .append(stream, (26..=40).map(|n| payload(0, n)).collect())

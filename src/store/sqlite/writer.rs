@@ -61,7 +61,15 @@ struct Cached {
     stream_no: i64,
     first_seq: u64,
     last_seq: u64,
+    /// The most events the stream keeps.
+    cap: u64,
+    /// The `last_activity` last written for it, in Unix milliseconds.
+    activity_written: i64,
 }
+
+/// `last_activity` of a live stream is refreshed at most this often: it only
+/// has to be precise enough for a retention age measured in minutes.
+const ACTIVITY_RESOLUTION_MILLIS: i64 = 1_000;
 
 pub(crate) struct Writer {
     conn: Connection,
@@ -121,8 +129,14 @@ impl Writer {
     pub(crate) fn abandon_orphans(&self) -> Result<u64, StoreError> {
         self.conn
             .execute(
-                "UPDATE streams SET state = ?1 WHERE state = ?2",
-                params![StreamState::Abandoned.code(), StreamState::Live.code()],
+                // Now, not the crash, starts their retention clock: clients get
+                // the full max_age to resume after a restart.
+                "UPDATE streams SET state = ?1, last_activity = ?2 WHERE state = ?3",
+                params![
+                    StreamState::Abandoned.code(),
+                    unix_millis(),
+                    StreamState::Live.code()
+                ],
             )
             .map(|n| n as u64)
             .map_err(|e| {
@@ -219,7 +233,7 @@ impl Writer {
                 };
                 outcomes.push(outcome);
             }
-            write_heads(&tx, &mut dirty, ledger.retention.max_events_per_stream)
+            finish_heads(&tx, &mut dirty)
                 .and_then(|()| tx.commit())
                 .map_err(|e| (classify(&ledger.path, "committing", e), None))
         })();
@@ -340,7 +354,8 @@ impl Ledger {
         id: StreamId,
         new: &NewStream,
     ) -> Result<(), StoreError> {
-        let stream_no =
+        let cap = new.event_cap(&self.retention);
+        let (stream_no, now) =
             create(tx, id, new).map_err(|e| classify(&self.path, "creating a stream", e))?;
         self.cache.insert(
             id,
@@ -348,6 +363,8 @@ impl Ledger {
                 stream_no,
                 first_seq: 1,
                 last_seq: 0,
+                cap,
+                activity_written: now,
             },
         );
         Ok(())
@@ -358,31 +375,39 @@ impl Ledger {
             return Ok(*cached);
         }
         let row = tx
-            .prepare_cached(
-                "SELECT stream_no, state, first_seq, last_seq FROM streams WHERE stream_id = ?1",
-            )
+            .prepare_cached(&format!(
+                "SELECT stream_no, state, max_events, last_activity, {HEAD_COLUMNS}
+                 FROM streams s WHERE stream_id = ?1"
+            ))
             .and_then(|mut stmt| {
                 stmt.query_row([&stream.as_bytes()[..]], |row| {
                     Ok((
                         row.get::<_, i64>(0)?,
                         row.get::<_, i64>(1)?,
-                        row.get::<_, i64>(2)?,
+                        row.get::<_, Option<i64>>(2)?,
                         row.get::<_, i64>(3)?,
+                        row.get::<_, Option<i64>>(4)?,
+                        row.get::<_, Option<i64>>(5)?,
                     ))
                 })
                 .optional()
             })
             .map_err(|e| classify(&self.path, "looking up a stream", e))?;
-        let (stream_no, state, first_seq, last_seq) =
+        let (stream_no, state, max_events, activity_written, first, last) =
             row.ok_or(StoreError::StreamNotFound(stream))?;
         let state = StreamState::from_code(state).unwrap_or(StreamState::Abandoned);
         if state.is_ended() {
             return Err(StoreError::StreamEnded { stream, state });
         }
+        let (first_seq, last_seq) = head_from(first, last);
         let cached = Cached {
             stream_no,
-            first_seq: first_seq as u64,
-            last_seq: last_seq as u64,
+            first_seq,
+            last_seq,
+            cap: max_events.map_or(self.retention.max_events_per_stream, |cap| {
+                cap.max(1) as u64
+            }),
+            activity_written,
         };
         self.cache.insert(stream, cached);
         Ok(cached)
@@ -514,11 +539,26 @@ fn checkpoint(conn: &Connection, path: &std::path::Path) -> Result<(), StoreErro
         .map_err(|e| classify(path, "checkpointing", e))
 }
 
-fn create(tx: &Transaction<'_>, id: StreamId, new: &NewStream) -> rusqlite::Result<i64> {
+/// The head columns of a stream row aliased `s`: the first and the last
+/// retained sequence, both NULL when the stream has no events. Each is one
+/// index probe.
+pub(crate) const HEAD_COLUMNS: &str = "(SELECT MIN(seq) FROM events WHERE stream_no = s.stream_no),
+     (SELECT MAX(seq) FROM events WHERE stream_no = s.stream_no)";
+
+/// First and last retained sequence from [`HEAD_COLUMNS`]. A stream without
+/// events has never had any: trimming always keeps the newest.
+pub(crate) fn head_from(first: Option<i64>, last: Option<i64>) -> (u64, u64) {
+    match (first, last) {
+        (Some(first), Some(last)) => (first as u64, last as u64),
+        _ => (1, 0),
+    }
+}
+
+fn create(tx: &Transaction<'_>, id: StreamId, new: &NewStream) -> rusqlite::Result<(i64, i64)> {
     let now = unix_millis();
     tx.prepare_cached(
-        "INSERT INTO streams (stream_id, kind, state, session_id, identity, first_seq, last_seq, created_at, last_activity)
-         VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6, ?6)",
+        "INSERT INTO streams (stream_id, kind, state, session_id, identity, max_events, created_at, last_activity)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
     )?
     .execute(params![
         &id.as_bytes()[..],
@@ -526,38 +566,35 @@ fn create(tx: &Transaction<'_>, id: StreamId, new: &NewStream) -> rusqlite::Resu
         StreamState::Live.code(),
         new.session,
         new.identity,
+        new.max_events.map(|cap| cap.min(i64::MAX as u64) as i64),
         now
     ])?;
-    Ok(tx.last_insert_rowid())
+    Ok((tx.last_insert_rowid(), now))
 }
 
-/// Records the new heads of the streams appended to in this batch, trimming
-/// each to the retention cap. One update per stream per batch, however many
-/// events the batch added to it.
-fn write_heads(
+/// Trims the streams appended to in this batch to their caps, and refreshes
+/// their activity time when it is older than [`ACTIVITY_RESOLUTION_MILLIS`].
+/// Below the cap and within the resolution, an append costs its inserts only.
+fn finish_heads(
     tx: &Transaction<'_>,
     dirty: &mut HashMap<StreamId, Cached>,
-    cap: u64,
 ) -> rusqlite::Result<()> {
     if dirty.is_empty() {
         return Ok(());
     }
     let now = unix_millis();
-    let mut update = tx.prepare_cached(
-        "UPDATE streams SET first_seq = ?1, last_seq = ?2, last_activity = ?3 WHERE stream_no = ?4",
-    )?;
     let mut trim = tx.prepare_cached("DELETE FROM events WHERE stream_no = ?1 AND seq < ?2")?;
+    let mut touch =
+        tx.prepare_cached("UPDATE streams SET last_activity = ?1 WHERE stream_no = ?2")?;
     for head in dirty.values_mut() {
-        if head.last_seq - head.first_seq + 1 > cap {
-            head.first_seq = head.last_seq - cap + 1;
+        if head.last_seq - head.first_seq + 1 > head.cap {
+            head.first_seq = head.last_seq - head.cap + 1;
             trim.execute(params![head.stream_no, head.first_seq as i64])?;
         }
-        update.execute(params![
-            head.first_seq as i64,
-            head.last_seq as i64,
-            now,
-            head.stream_no
-        ])?;
+        if now - head.activity_written >= ACTIVITY_RESOLUTION_MILLIS {
+            touch.execute(params![now, head.stream_no])?;
+            head.activity_written = now;
+        }
     }
     Ok(())
 }

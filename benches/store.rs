@@ -12,11 +12,14 @@
 //! At the end it prints the ratios the targets are stated in, computed from
 //! criterion's estimates of this same run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+
+mod common;
+use common::{mean_seconds, runtime, scratch_dir};
 use mcp_resume::store::{
     self, EventStore, MemoryEventStore, NewEvent, NewStream, Retention, SqliteOptions, StreamId,
     StreamKind,
@@ -28,21 +31,6 @@ const CONCURRENCY: [usize; 2] = [1, 100];
 /// Appends in the throughput runs are never trimmed, as the raw baseline never deletes.
 fn unbounded() -> Retention {
     Retention::new().max_events_per_stream(u64::MAX)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn bench_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-bench");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Runs `iters` appends on each of `streams` concurrent streams and returns
@@ -220,18 +208,6 @@ fn replay_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &Path) {
     group.finish();
 }
 
-/// Mean time per iteration of one benchmark in this run, from criterion's estimates.
-fn mean_seconds(group: &str, function: &str, parameter: &str) -> Option<f64> {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("../criterion")
-        .join(group)
-        .join(function)
-        .join(parameter.replace('/', "_"))
-        .join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    Some(json["mean"]["point_estimate"].as_f64()? / 1e9)
-}
-
 fn print_ratios() {
     println!("\n== store benchmark summary (this run) ==");
     println!(
@@ -243,14 +219,22 @@ fn print_ratios() {
             let label = format!("{size}B/{streams}streams");
             let rate =
                 |function| mean_seconds("append", function, &label).map(|s| streams as f64 / s);
-            if let (Some(sqlite), Some(raw), Some(memory)) =
-                (rate("sqlite_normal"), rate("raw_rusqlite"), rate("memory"))
-            {
-                println!(
-                    "{label:<28} {sqlite:>14.0} {raw:>14.0} {memory:>14.0} {:>8.2}",
-                    sqlite / raw
-                );
+            let (sqlite, raw, memory) =
+                (rate("sqlite_normal"), rate("raw_rusqlite"), rate("memory"));
+            if sqlite.is_none() && raw.is_none() && memory.is_none() {
+                continue;
             }
+            // A benchmark filtered out of this run shows as "-".
+            let show = |rate: Option<f64>| rate.map_or("-".to_string(), |r| format!("{r:.0}"));
+            let ratio = sqlite
+                .zip(raw)
+                .map_or("-".to_string(), |(s, r)| format!("{:.2}", s / r));
+            println!(
+                "{label:<28} {:>14} {:>14} {:>14} {ratio:>8}",
+                show(sqlite),
+                show(raw),
+                show(memory)
+            );
         }
     }
     println!("target: 256B and 4096B with 100 streams, sqlite/raw >= 0.50");
@@ -269,7 +253,7 @@ fn print_ratios() {
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     let rt = runtime();
-    let dir = bench_dir();
+    let dir = scratch_dir("store-bench");
     append_benches(&mut criterion, &rt, &dir);
     replay_benches(&mut criterion, &rt, &dir);
     criterion.final_summary();

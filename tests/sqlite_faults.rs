@@ -450,3 +450,105 @@ async fn full_sync_mode_commits_and_reads() {
     store.flush().await.unwrap();
     assert_eq!(replay_all(&store, stream).await.len(), 10);
 }
+
+/// Appends go to a small table first and are settled into the main one in
+/// batches; reads, trimming and restarts must not see the seam.
+#[tokio::test]
+async fn events_read_the_same_across_settles_trims_and_restarts() {
+    let (_dir, path) = temp_db();
+    let retention = store::Retention::new().max_events_per_stream(1_500);
+    let store = Arc::new(
+        SqliteOptions::new(&path)
+            .retention(retention)
+            .open()
+            .unwrap(),
+    );
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(
+            store
+                .create_stream(NewStream::new(StreamKind::PostResponse))
+                .await
+                .unwrap(),
+        );
+    }
+    // 5 streams x 2,000 events, interleaved: several settles, and trimming
+    // to 1,500 per stream on both sides of them.
+    for n in 1..=2_000u64 {
+        for stream in &streams {
+            store
+                .append(*stream, vec![NewEvent::message(format!("{stream}:{n}"))])
+                .await
+                .unwrap();
+        }
+        if n % 700 == 0 {
+            let events = replay_all(&store, streams[0]).await;
+            let first = n.saturating_sub(1_500) + 1;
+            assert_eq!(events.first().map(|e| e.seq), Some(first));
+            assert_eq!(events.last().map(|e| e.seq), Some(n));
+            assert_eq!(events.len() as u64, n - first + 1);
+        }
+    }
+    let check = async |store: &Arc<SqliteEventStore>| {
+        for stream in &streams {
+            let info = store.stream_info(*stream).await.unwrap().unwrap();
+            assert_eq!(
+                (info.first_seq, info.last_seq, info.event_count),
+                (501, 2_000, 1_500)
+            );
+            for after in [500, 1_000, 1_999, 2_000] {
+                let dyn_store: Arc<dyn EventStore> = store.clone();
+                let mut batches = store::replay(dyn_store, *stream, after);
+                let mut expected = after + 1;
+                while let Some(batch) = batches.next_batch().await {
+                    for event in batch.unwrap() {
+                        assert_eq!(event.seq, expected);
+                        assert_eq!(event.data, format!("{stream}:{expected}"));
+                        expected += 1;
+                    }
+                }
+                assert_eq!(expected, 2_001);
+            }
+            let trimmed = store
+                .read_batch(*stream, 499, store::ReadLimit::default())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    trimmed,
+                    StoreError::Trimmed {
+                        first_retained: 501,
+                        ..
+                    }
+                ),
+                "{trimmed}"
+            );
+        }
+    };
+    check(&store).await;
+    store.close().await.unwrap();
+    // Rows still waiting to be settled are found after a restart, and settle later.
+    let store = Arc::new(
+        SqliteOptions::new(&path)
+            .retention(retention)
+            .open()
+            .unwrap(),
+    );
+    check(&store).await;
+    let more = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store
+        .append(
+            more,
+            (0..5_000)
+                .map(|n| NewEvent::message(format!("{n}")))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    check(&store).await;
+    let info = store.stream_info(more).await.unwrap().unwrap();
+    assert_eq!((info.first_seq, info.last_seq), (3_501, 5_000));
+}

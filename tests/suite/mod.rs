@@ -280,7 +280,8 @@ pub async fn concurrent_appenders_on_one_stream_get_distinct_sequences(open: Ope
 
 pub async fn follow_races_a_fast_producer(open: Open) {
     let store = open(Retention::default());
-    const EVENTS: u64 = 2_000;
+    // Past the SQLite store's settle threshold (4,096), so followers race a settle.
+    const EVENTS: u64 = 6_000;
     let stream = store
         .create_stream(NewStream::new(StreamKind::PostResponse))
         .await

@@ -173,13 +173,14 @@ impl SqliteEventStore {
         let lock = lock_file(&options.path)?;
         let conn = schema::open_writer(&options)?;
         let live = Arc::new(LiveStreams::default());
-        let writer = Writer::new(
+        let mut writer = Writer::new(
             conn,
             options.path.clone(),
             options.retention,
             live.clone(),
             lock,
         );
+        writer.load_recent_rows()?;
         let orphans = writer.abandon_orphans()?;
         if orphans > 0 {
             tracing::info!(
@@ -307,28 +308,39 @@ impl EventStore for SqliteEventStore {
                 if let Err(error) = check_position(&info.info, after) {
                     return Ok(Err(error));
                 }
-                let mut select = tx.prepare_cached(
-                    "SELECT seq, event_type, data FROM events
-                         WHERE stream_no = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                )?;
-                let mut rows = select.query(rusqlite::params![
-                    info.stream_no,
-                    after as i64,
-                    limit.max_events.max(1) as i64
-                ])?;
+                // Settled events first, then recent ones: for a stream, all
+                // of the first precede all of the second.
                 let mut events = Vec::new();
                 let mut bytes = 0;
-                while let Some(row) = rows.next()? {
+                let mut position = after;
+                for table in [
+                    "SELECT seq, event_type, data FROM events
+                     WHERE stream_no = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    "SELECT seq, event_type, data FROM recent
+                     WHERE stream_no = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                ] {
                     if limit.is_full(events.len(), bytes) {
                         break;
                     }
-                    let data: Vec<u8> = row.get(2)?;
-                    bytes += data.len();
-                    events.push(StoredEvent {
-                        seq: row.get::<_, i64>(0)? as u64,
-                        event_type: row.get::<_, Option<Vec<u8>>>(1)?.map(Into::into),
-                        data: data.into(),
-                    });
+                    let mut select = tx.prepare_cached(table)?;
+                    let mut rows = select.query(rusqlite::params![
+                        info.stream_no,
+                        position as i64,
+                        limit.max_events.max(1).saturating_sub(events.len()) as i64
+                    ])?;
+                    while let Some(row) = rows.next()? {
+                        if limit.is_full(events.len(), bytes) {
+                            break;
+                        }
+                        let data: Vec<u8> = row.get(2)?;
+                        bytes += data.len();
+                        position = row.get::<_, i64>(0)? as u64;
+                        events.push(StoredEvent {
+                            seq: position,
+                            event_type: row.get::<_, Option<Vec<u8>>>(1)?.map(Into::into),
+                            data: data.into(),
+                        });
+                    }
                 }
                 Ok(Ok(Batch {
                     events,

@@ -67,6 +67,11 @@ struct Cached {
     activity_written: i64,
 }
 
+/// When `recent` holds this many rows, the writer settles them into `events`
+/// (see the schema). Larger amortises the settling better; smaller keeps the
+/// index of `recent`, rewritten by every commit, smaller.
+const SETTLE_ROWS: u64 = 4_096;
+
 /// `last_activity` of a live stream is refreshed at most this often: it only
 /// has to be precise enough for a retention age measured in minutes.
 const ACTIVITY_RESOLUTION_MILLIS: i64 = 1_000;
@@ -86,6 +91,8 @@ struct Ledger {
     live: Arc<LiveStreams>,
     /// Live streams of this process. A miss is looked up in the database.
     cache: HashMap<StreamId, Cached>,
+    /// Rows in `recent`, as of the last commit.
+    recent_rows: u64,
 }
 
 /// A reply to send, or a notification to publish, once the batch is committed.
@@ -119,9 +126,22 @@ impl Writer {
                 retention,
                 live,
                 cache: HashMap::new(),
+                recent_rows: 0,
             },
             _lock: lock,
         }
+    }
+
+    /// Counts the rows waiting in `recent`, left by a previous run.
+    pub(crate) fn load_recent_rows(&mut self) -> Result<(), StoreError> {
+        self.ledger.recent_rows = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM recent", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(|e| classify(&self.ledger.path, "counting recent events", e))?;
+        Ok(())
     }
 
     /// Marks streams that were live when a previous process stopped as
@@ -234,7 +254,13 @@ impl Writer {
                 outcomes.push(outcome);
             }
             finish_heads(&tx, &mut dirty)
-                .and_then(|()| tx.commit())
+                .and_then(|()| {
+                    if ledger.recent_rows >= SETTLE_ROWS {
+                        settle(&tx)?;
+                        ledger.recent_rows = 0;
+                    }
+                    tx.commit()
+                })
                 .map_err(|e| (classify(&ledger.path, "committing", e), None))
         })();
 
@@ -255,6 +281,11 @@ impl Writer {
                 // The transaction rolled back: the cache may be ahead of the
                 // database, so forget it; the next use reloads from the file.
                 ledger.cache.clear();
+                if let Ok(rows) = conn.query_row("SELECT COUNT(*) FROM recent", [], |row| {
+                    row.get::<_, i64>(0)
+                }) {
+                    ledger.recent_rows = rows as u64;
+                }
                 // Everything in the group fails with the batch's error: what
                 // was applied (rolled back), the command that failed, and the
                 // commands not reached yet. Close and flush still happen.
@@ -428,7 +459,7 @@ impl Ledger {
         if !events.is_empty() {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO recent (stream_no, seq, event_type, data) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(|e| classify(&self.path, "preparing an append", e))?;
             for event in &events {
@@ -443,6 +474,7 @@ impl Ledger {
                     .map_err(|e| classify(&self.path, "appending an event", e))?;
             }
             dirty.insert(stream, head);
+            self.recent_rows += events.len() as u64;
         }
         Ok(AppendReceipt {
             first_seq,
@@ -542,8 +574,12 @@ fn checkpoint(conn: &Connection, path: &std::path::Path) -> Result<(), StoreErro
 /// The head columns of a stream row aliased `s`: the first and the last
 /// retained sequence, both NULL when the stream has no events. Each is one
 /// index probe.
-pub(crate) const HEAD_COLUMNS: &str = "(SELECT MIN(seq) FROM events WHERE stream_no = s.stream_no),
-     (SELECT MAX(seq) FROM events WHERE stream_no = s.stream_no)";
+pub(crate) const HEAD_COLUMNS: &str = "coalesce(
+        (SELECT MIN(seq) FROM events WHERE stream_no = s.stream_no),
+        (SELECT MIN(seq) FROM recent WHERE stream_no = s.stream_no)),
+     coalesce(
+        (SELECT MAX(seq) FROM recent WHERE stream_no = s.stream_no),
+        (SELECT MAX(seq) FROM events WHERE stream_no = s.stream_no))";
 
 /// First and last retained sequence from [`HEAD_COLUMNS`]. A stream without
 /// events has never had any: trimming always keeps the newest.
@@ -584,12 +620,17 @@ fn finish_heads(
     }
     let now = unix_millis();
     let mut trim = tx.prepare_cached("DELETE FROM events WHERE stream_no = ?1 AND seq < ?2")?;
+    // Rows trimmed from `recent` still count towards settling it, which only
+    // makes the next settle come a little early.
+    let mut trim_recent =
+        tx.prepare_cached("DELETE FROM recent WHERE stream_no = ?1 AND seq < ?2")?;
     let mut touch =
         tx.prepare_cached("UPDATE streams SET last_activity = ?1 WHERE stream_no = ?2")?;
     for head in dirty.values_mut() {
         if head.last_seq - head.first_seq + 1 > head.cap {
             head.first_seq = head.last_seq - head.cap + 1;
             trim.execute(params![head.stream_no, head.first_seq as i64])?;
+            trim_recent.execute(params![head.stream_no, head.first_seq as i64])?;
         }
         if now - head.activity_written >= ACTIVITY_RESOLUTION_MILLIS {
             touch.execute(params![now, head.stream_no])?;
@@ -599,10 +640,24 @@ fn finish_heads(
     Ok(())
 }
 
+/// Moves every row of `recent` into `events`, in key order: one sorted batch,
+/// the cheapest way to insert into `events`.
+fn settle(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO events (stream_no, seq, event_type, data)
+         SELECT stream_no, seq, event_type, data FROM recent ORDER BY stream_no, seq",
+    )?
+    .execute([])?;
+    tx.prepare_cached("DELETE FROM recent")?.execute([])?;
+    Ok(())
+}
+
 fn delete_stream(tx: &Transaction<'_>, stream_no: i64) -> rusqlite::Result<u64> {
     let events = tx
         .prepare_cached("DELETE FROM events WHERE stream_no = ?1")?
-        .execute([stream_no])?;
+        .execute([stream_no])?
+        + tx.prepare_cached("DELETE FROM recent WHERE stream_no = ?1")?
+            .execute([stream_no])?;
     tx.prepare_cached("DELETE FROM streams WHERE stream_no = ?1")?
         .execute([stream_no])?;
     Ok(events as u64)

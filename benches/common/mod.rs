@@ -1,0 +1,51 @@
+//! Shared by the benchmarks: the runtime they run on and the figures of the
+//! current run, read back from criterion's estimates.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+static STARTED: OnceLock<SystemTime> = OnceLock::new();
+
+/// Marks the start of this run: estimates written before it are stale (a
+/// benchmark filtered out of this run) and are not reported.
+pub fn mark_run_start() {
+    STARTED.get_or_init(SystemTime::now);
+}
+
+/// The runtime every benchmark runs on: two workers, as the machine has two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    mark_run_start();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+}
+
+/// Mean time per iteration of one benchmark in this run, in seconds, from
+/// criterion's estimates; `None` if it did not run in this run (filtered out).
+pub fn mean_seconds(group: &str, function: &str, parameter: &str) -> Option<f64> {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("../criterion")
+        .join(group)
+        .join(function)
+        .join(parameter.replace('/', "_"))
+        .join("new/estimates.json");
+    let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if STARTED.get().is_some_and(|started| written < *started) {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(json["mean"]["point_estimate"].as_f64()? / 1e9)
+}
+
+/// A scratch directory for one benchmark's files, emptied first.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}

@@ -55,5 +55,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod layer;
 pub mod sse;
 pub mod store;
+
+pub use layer::{ResumabilityLayer, ResumabilityStats, StoreFailurePolicy};

@@ -1,0 +1,110 @@
+//! [`Resumability`]: the middleware service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::Body;
+use tower::Service;
+
+use super::body::ResponseBody;
+use super::future::ResponseFuture;
+use super::open::Exchange;
+use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, Version};
+use super::resume::resume;
+use super::{Config, Runtime};
+
+/// Makes the wrapped MCP service resumable. Created by
+/// [`ResumabilityLayer`](super::ResumabilityLayer); see the
+/// [module documentation](super) for what it does.
+#[derive(Clone)]
+pub struct Resumability<S> {
+    inner: S,
+    config: Arc<Config>,
+    runtime: Arc<Runtime>,
+}
+
+impl<S> Resumability<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>, runtime: Arc<Runtime>) -> Self {
+        Self {
+            inner,
+            config,
+            runtime,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> std::fmt::Debug for Resumability<S>
+where
+    S: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resumability")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Resumability<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqB: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let Some(version) = Version::of(request.headers()) else {
+            // A version without resumability: not one byte changes.
+            return ResponseFuture::passthrough(self.inner.call(request));
+        };
+        if request.method() == Method::GET && request.headers().contains_key(&LAST_EVENT_ID) {
+            // The layer answers resumes itself. It takes the service that was
+            // polled ready, in case the replay continues into a fresh stream.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture::working(Box::pin(resume(
+                inner,
+                request,
+                version,
+                self.config.clone(),
+                self.runtime.clone(),
+            )));
+        }
+        let (parts, body) = request.into_parts();
+        let exchange = Exchange {
+            method: parts.method.clone(),
+            version,
+            session: protocol::header_text(&parts.headers, &MCP_SESSION_ID),
+            identity: self.config.identity_of(&parts),
+        };
+        let inner = self.inner.call(Request::from_parts(parts, body));
+        ResponseFuture::intercept(inner, exchange, self.config.clone(), self.runtime.clone())
+    }
+}

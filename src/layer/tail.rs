@@ -1,0 +1,471 @@
+//! The hot tail of a stream produced in this process: the newest committed
+//! frames, already encoded, so attached clients are served without reading
+//! the store back; and the bookkeeping of who is attached.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use crate::store::{StreamId, StreamState};
+
+/// At most this many frames stay in a tail; older ones are read from the store.
+const RING_FRAMES: usize = 256;
+/// At most about this many bytes stay in a tail.
+const RING_BYTES: usize = 256 * 1024;
+/// One read from the tail returns at most about this many bytes.
+const READ_BYTES: usize = 64 * 1024;
+
+/// A stream being produced in this process.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    pub(crate) stream: StreamId,
+    pub(crate) session: Option<String>,
+    state: Mutex<TailState>,
+    /// Bumped on every change a reader may care about: new frames, a
+    /// keep-alive, the end, a takeover.
+    version: watch::Sender<u64>,
+    /// How many client bodies are attached; the pump watches it to detach.
+    attached: watch::Sender<usize>,
+    /// Tells the pump to stop (the session was deleted).
+    stop: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct TailState {
+    /// The newest committed events and the keep-alives between them, in the
+    /// order the inner service sent them, oldest first.
+    ring: VecDeque<Entry>,
+    ring_bytes: usize,
+    last_seq: u64,
+    ended: Option<StreamState>,
+    /// From this sequence on, events were not stored (the store failed and
+    /// the policy is to fail open): they exist only in the ring.
+    unstored_from: Option<u64>,
+    /// Keep-alives published so far; each has its number in the ring.
+    keep_alives: u64,
+    /// Increases with every attachment; an attachment older than the newest
+    /// is told to end (the newer resume wins).
+    generation: u64,
+}
+
+/// One item of the ring.
+#[derive(Debug)]
+enum Entry {
+    Event {
+        seq: u64,
+        frame: Bytes,
+    },
+    /// A keep-alive, sent after the event `after`; passed to readers that
+    /// were attached when it arrived, never replayed.
+    KeepAlive {
+        number: u64,
+        after: u64,
+        frame: Bytes,
+    },
+}
+
+impl Entry {
+    fn frame(&self) -> &Bytes {
+        match self {
+            Self::Event { frame, .. } | Self::KeepAlive { frame, .. } => frame,
+        }
+    }
+}
+
+/// What the pump publishes, in the inner service's order.
+#[derive(Debug)]
+pub(crate) enum Published {
+    Event(u64, Bytes),
+    KeepAlive(Bytes),
+}
+
+/// What a reader at some position gets from the tail.
+#[derive(Debug)]
+pub(crate) enum TailRead {
+    /// Frames after the position, concatenated, up to `last_seq` (which
+    /// may equal the position when only keep-alives were new).
+    Frames { bytes: Bytes, last_seq: u64 },
+    /// The next event has left the ring: read it from the store.
+    Behind,
+    /// Nothing after the position yet. `ended` says whether anything will come.
+    CaughtUp { ended: Option<StreamState> },
+    /// The next event was never stored and has left the ring: it is lost to
+    /// this reader (only after a store failure under the fail-open policy).
+    Lost,
+}
+
+impl Tail {
+    pub(crate) fn new(stream: StreamId, session: Option<String>) -> Arc<Self> {
+        Arc::new(Self {
+            stream,
+            session,
+            state: Mutex::new(TailState::default()),
+            version: watch::Sender::new(0),
+            attached: watch::Sender::new(0),
+            stop: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Asks the pump to stop producing (its session was deleted).
+    pub(crate) fn stop(&self) {
+        // A stored permit: the pump sees it even if it is not waiting yet.
+        self.stop.notify_one();
+    }
+
+    /// Resolves once [`stop`](Self::stop) was called.
+    pub(crate) async fn stopped(&self) {
+        self.stop.notified().await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TailState> {
+        // Every update below completes before anything can panic, so a
+        // poisoned lock still guards consistent data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Adds committed (or, after a store failure, unstored) events and the
+    /// keep-alives between them.
+    pub(crate) fn publish(&self, items: Vec<Published>, stored: bool) {
+        if items.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            for item in items {
+                let entry = match item {
+                    Published::Event(seq, frame) => {
+                        if !stored && state.unstored_from.is_none() {
+                            state.unstored_from = Some(seq);
+                        }
+                        state.last_seq = seq;
+                        Entry::Event { seq, frame }
+                    }
+                    Published::KeepAlive(frame) => {
+                        state.keep_alives += 1;
+                        Entry::KeepAlive {
+                            number: state.keep_alives,
+                            after: state.last_seq,
+                            frame,
+                        }
+                    }
+                };
+                state.ring_bytes += entry.frame().len();
+                state.ring.push_back(entry);
+            }
+            while state.ring.len() > RING_FRAMES
+                || (state.ring_bytes > RING_BYTES && state.ring.len() > 1)
+            {
+                if let Some(entry) = state.ring.pop_front() {
+                    state.ring_bytes -= entry.frame().len();
+                }
+            }
+        }
+        self.bump();
+    }
+
+    /// Marks the end of the stream; readers finish what is left and stop.
+    pub(crate) fn end(&self, state: StreamState) {
+        self.lock().ended.get_or_insert(state);
+        self.bump();
+    }
+
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.lock().last_seq
+    }
+
+    /// Reads what follows `after` for a reader that has seen `keep_alives_seen`
+    /// keep-alives (and updates that count).
+    pub(crate) fn read(&self, after: u64, keep_alives_seen: &mut u64) -> TailRead {
+        let state = self.lock();
+        let oldest_event = state.ring.iter().find_map(|entry| match entry {
+            Entry::Event { seq, .. } => Some(*seq),
+            Entry::KeepAlive { .. } => None,
+        });
+        if after < state.last_seq && oldest_event.is_none_or(|oldest| oldest > after + 1) {
+            // The next event has left the ring.
+            return match state.unstored_from {
+                Some(unstored) if unstored <= after + 1 => TailRead::Lost,
+                _ => TailRead::Behind,
+            };
+        }
+        let mut out = BytesMut::new();
+        let mut last_seq = after;
+        for entry in &state.ring {
+            let wanted = match entry {
+                Entry::Event { seq, .. } => *seq > after,
+                Entry::KeepAlive {
+                    number,
+                    after: follows,
+                    ..
+                } => *number > *keep_alives_seen && *follows >= after,
+            };
+            if !wanted {
+                continue;
+            }
+            if !out.is_empty() && out.len() + entry.frame().len() > READ_BYTES {
+                break;
+            }
+            out.extend_from_slice(entry.frame());
+            match entry {
+                Entry::Event { seq, .. } => last_seq = *seq,
+                Entry::KeepAlive { number, .. } => *keep_alives_seen = *number,
+            }
+        }
+        if out.is_empty() {
+            return TailRead::CaughtUp { ended: state.ended };
+        }
+        TailRead::Frames {
+            bytes: out.freeze(),
+            last_seq,
+        }
+    }
+
+    /// Attaches a client body. The previous attachments are told to end.
+    pub(crate) fn attach(self: &Arc<Self>) -> Attachment {
+        let (generation, keep_alives_seen) = {
+            let mut state = self.lock();
+            state.generation += 1;
+            (state.generation, state.keep_alives)
+        };
+        self.attached.send_modify(|n| *n += 1);
+        self.bump();
+        Attachment {
+            tail: self.clone(),
+            generation,
+            keep_alives_seen,
+            version: self.version.subscribe(),
+        }
+    }
+
+    /// Watches the number of attached clients (for the pump's detach timer).
+    pub(crate) fn watch_attached(&self) -> watch::Receiver<usize> {
+        self.attached.subscribe()
+    }
+}
+
+/// A client body attached to a tail. Dropping it detaches.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    pub(crate) tail: Arc<Tail>,
+    generation: u64,
+    pub(crate) keep_alives_seen: u64,
+    version: watch::Receiver<u64>,
+}
+
+impl Attachment {
+    /// Whether a newer attachment has taken this stream over.
+    pub(crate) fn superseded(&self) -> bool {
+        self.tail.lock().generation > self.generation
+    }
+
+    /// Marks the current state seen; call before reading.
+    pub(crate) fn mark_seen(&mut self) {
+        self.version.borrow_and_update();
+    }
+
+    /// Waits for a change after the last [`mark_seen`](Self::mark_seen).
+    pub(crate) async fn changed(&mut self) {
+        // The sender lives in the tail, which this attachment keeps alive.
+        let _ = self.version.changed().await;
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.tail.attached.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The streams produced in this process, by id, and how many each session has.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    inner: Mutex<RegistryState>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryState {
+    tails: HashMap<StreamId, Arc<Tail>>,
+    per_session: HashMap<String, usize>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, RegistryState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new stream unless its session already has `max_per_session`
+    /// live streams here.
+    pub(crate) fn insert(&self, tail: &Arc<Tail>, max_per_session: usize) -> bool {
+        let mut state = self.lock();
+        if let Some(session) = &tail.session {
+            let count = state.per_session.entry(session.clone()).or_default();
+            if *count >= max_per_session {
+                return false;
+            }
+            *count += 1;
+        }
+        state.tails.insert(tail.stream, tail.clone());
+        true
+    }
+
+    pub(crate) fn remove(&self, stream: StreamId) {
+        let mut state = self.lock();
+        let Some(tail) = state.tails.remove(&stream) else {
+            return;
+        };
+        if let Some(session) = &tail.session
+            && let Some(count) = state.per_session.get_mut(session)
+        {
+            *count -= 1;
+            if *count == 0 {
+                state.per_session.remove(session);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, stream: StreamId) -> Option<Arc<Tail>> {
+        self.lock().tails.get(&stream).cloned()
+    }
+
+    /// The live streams of a session, to stop when the session is deleted.
+    pub(crate) fn of_session(&self, session: &str) -> Vec<Arc<Tail>> {
+        self.lock()
+            .tails
+            .values()
+            .filter(|tail| tail.session.as_deref() == Some(session))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(range: std::ops::RangeInclusive<u64>) -> Vec<Published> {
+        range
+            .map(|seq| Published::Event(seq, Bytes::from(format!("f{seq};"))))
+            .collect()
+    }
+
+    #[test]
+    fn readers_get_frames_after_their_position() {
+        let tail = Tail::new(StreamId::random(), None);
+        assert!(matches!(
+            tail.read(0, &mut 0),
+            TailRead::CaughtUp { ended: None }
+        ));
+        tail.publish(frames(1..=3), true);
+        match tail.read(1, &mut 0) {
+            TailRead::Frames { bytes, last_seq } => {
+                assert_eq!(bytes, "f2;f3;");
+                assert_eq!(last_seq, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        tail.end(StreamState::Complete);
+        assert!(matches!(
+            tail.read(3, &mut 0),
+            TailRead::CaughtUp {
+                ended: Some(StreamState::Complete)
+            }
+        ));
+    }
+
+    #[test]
+    fn keep_alives_keep_their_order_and_reach_only_readers_attached_before_them() {
+        let tail = Tail::new(StreamId::random(), None);
+        let mut seen_by_live = 0;
+        tail.publish(
+            vec![
+                Published::Event(1, Bytes::from("a;")),
+                Published::KeepAlive(Bytes::from(":p1;")),
+                Published::Event(2, Bytes::from("b;")),
+                Published::KeepAlive(Bytes::from(":p2;")),
+            ],
+            true,
+        );
+        match tail.read(0, &mut seen_by_live) {
+            TailRead::Frames { bytes, last_seq } => {
+                assert_eq!(bytes, "a;:p1;b;:p2;");
+                assert_eq!(last_seq, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            tail.read(2, &mut seen_by_live),
+            TailRead::CaughtUp { ended: None }
+        ));
+        // An idle keep-alive reaches a caught-up reader, even as the stream ends.
+        tail.publish(vec![Published::KeepAlive(Bytes::from(":p3;"))], true);
+        tail.end(StreamState::Complete);
+        assert!(matches!(
+            tail.read(2, &mut seen_by_live),
+            TailRead::Frames { ref bytes, last_seq: 2 } if bytes == ":p3;"
+        ));
+        assert!(matches!(
+            tail.read(2, &mut seen_by_live),
+            TailRead::CaughtUp { ended: Some(_) }
+        ));
+        // A reader that attached after them (a resume) gets the events only.
+        let mut seen_by_resume = 3;
+        match tail.read(0, &mut seen_by_resume) {
+            TailRead::Frames { bytes, .. } => assert_eq!(bytes, "a;b;"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_old_positions_go_to_the_store() {
+        let tail = Tail::new(StreamId::random(), None);
+        tail.publish(frames(1..=1000), true);
+        assert!(matches!(tail.read(0, &mut 0), TailRead::Behind));
+        assert!(matches!(
+            tail.read(1000 - RING_FRAMES as u64, &mut 0),
+            TailRead::Frames { .. }
+        ));
+        let state = tail.lock();
+        assert_eq!(state.ring.len(), RING_FRAMES);
+    }
+
+    #[test]
+    fn unstored_frames_that_left_the_ring_are_lost_not_behind() {
+        let tail = Tail::new(StreamId::random(), None);
+        tail.publish(frames(1..=10), true);
+        tail.publish(frames(11..=600), false);
+        assert!(matches!(tail.read(5, &mut 0), TailRead::Behind));
+        assert!(matches!(tail.read(100, &mut 0), TailRead::Lost));
+    }
+
+    #[test]
+    fn a_newer_attachment_supersedes_older_ones_and_detaching_is_counted() {
+        let tail = Tail::new(StreamId::random(), None);
+        let attached = tail.watch_attached();
+        let first = tail.attach();
+        let second = tail.attach();
+        assert!(first.superseded());
+        assert!(!second.superseded());
+        assert_eq!(*attached.borrow(), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(*attached.borrow(), 0);
+    }
+
+    #[test]
+    fn the_registry_caps_streams_per_session() {
+        let registry = Registry::default();
+        let a = Tail::new(StreamId::random(), Some("s".into()));
+        let b = Tail::new(StreamId::random(), Some("s".into()));
+        assert!(registry.insert(&a, 1));
+        assert!(!registry.insert(&b, 1));
+        registry.remove(a.stream);
+        assert!(registry.insert(&b, 1));
+        assert_eq!(registry.of_session("s").len(), 1);
+    }
+}

@@ -1,0 +1,275 @@
+//! Shared infrastructure for the HTTP-level tests (`mod common;`).
+//!
+//! - [`proxy`]: a fault-injecting TCP proxy that cuts connections on demand
+//!   or after a number of bytes (mid-event cuts included).
+//! - [`sse`]: a raw HTTP/1.1 client that reports status, headers, raw body
+//!   bytes and SSE events incrementally, plus an independent SSE parser.
+//! - [`server`]: a scripted MCP-ish inner service, served on loopback,
+//!   whose SSE streams the test writes frame by frame.
+//! - [`store`]: an [`EventStore`](mcp_resume::store::EventStore) that fails
+//!   on demand.
+//!
+//! Nothing here depends on the layer: `tests/infra.rs` checks the
+//! infrastructure on its own.
+#![allow(dead_code)]
+
+pub mod proxy;
+pub mod server;
+pub mod sse;
+pub mod store;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The body type every served service receives.
+pub type ReqBody = axum::body::Body;
+
+/// Boxed error, what hyper wants from services and bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body `Cannot resume` answers carry, byte for byte (contract rule 11).
+pub const CANNOT_RESUME_BODY: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: this stream cannot be resumed (unknown, expired or foreign Last-Event-ID)"}}"#;
+
+/// The protocol versions the tests speak.
+pub const V2025_03_26: &str = "2025-03-26";
+/// Resumable, no priming.
+pub const V2025_06_18: &str = "2025-06-18";
+/// Resumable, priming events and poll mode.
+pub const V2025_11_25: &str = "2025-11-25";
+/// Resumability removed: the layer passes these through.
+pub const V2026_07_28: &str = "2026-07-28";
+
+/// A fresh in-memory store.
+pub fn memory_store() -> std::sync::Arc<dyn mcp_resume::store::EventStore> {
+    std::sync::Arc::new(mcp_resume::store::MemoryEventStore::new())
+}
+
+/// Waits until `stream` is in `state` in `store` (hang guard).
+pub async fn wait_state(
+    store: &std::sync::Arc<dyn mcp_resume::store::EventStore>,
+    stream: mcp_resume::store::StreamId,
+    state: mcp_resume::store::StreamState,
+) {
+    wait_until(&format!("stream {stream} to be {state}"), || async {
+        matches!(store.stream_info(stream).await, Ok(Some(info)) if info.state == state)
+    })
+    .await;
+}
+
+/// Hang guard for anything a test waits for. Tests never assert on timing;
+/// this only turns a hang into a readable failure.
+pub const GUARD: Duration = Duration::from_secs(10);
+
+/// Awaits `fut`, panicking with `what` if it takes longer than [`GUARD`].
+pub async fn guard<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(GUARD, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("hang guard: timed out after {GUARD:?} waiting for {what}"),
+    }
+}
+
+/// Polls `check` every few milliseconds until it returns true (hang guard).
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    guard(what, async {
+        loop {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// Installs a `tracing` subscriber writing to the test output (once).
+/// Filter with `RUST_LOG`.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A service served over HTTP on `127.0.0.1:0` (HTTP/1.1 and HTTP/2 with
+/// hyper-util's auto builder). Stops accepting and drops every connection
+/// when dropped.
+pub struct Served {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    tasks: JoinSet<()>,
+}
+
+impl Served {
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Serves a tower service taking `Request<ReqBody>`.
+pub async fn serve<S, B>(service: S) -> Served
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let service = service.clone();
+            let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let mut service = service.clone();
+                async move {
+                    let req = req.map(ReqBody::new);
+                    let ready = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
+                    let result = match ready {
+                        Ok(()) => service.call(req).await,
+                        Err(err) => Err(err),
+                    };
+                    match result {
+                        Ok(response) => Ok::<_, Infallible>(response.map(box_body)),
+                        Err(err) => {
+                            let err: BoxError = err.into();
+                            let mut response = Response::new(box_body(http_body_util::Full::new(
+                                Bytes::from(format!("service error: {err}")),
+                            )));
+                            *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                            Ok(response)
+                        }
+                    }
+                }
+            });
+            conns.spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), hyper_service)
+                    .await;
+            });
+            // Reap finished connections so the set stays bounded.
+            while conns.try_join_next().is_some() {}
+        }
+    });
+    Served { addr, tasks }
+}
+
+/// Serves a tower service with nothing but hyper 1's HTTP/1.1 server
+/// (`hyper::server::conn::http1` and `hyper::service::service_fn`): the
+/// request body is collected and handed over as `Full<Bytes>`.
+pub async fn serve_plain_hyper<S, B>(service: S) -> Served
+where
+    S: tower::Service<
+            Request<http_body_util::Full<Bytes>>,
+            Response = Response<B>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let mut conns = JoinSet::new();
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let mut service = service.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await?.to_bytes();
+                    let req = Request::from_parts(parts, http_body_util::Full::new(body));
+                    let Ok(()) = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
+                    let Ok(response) = service.call(req).await;
+                    Ok::<_, hyper::Error>(response)
+                }
+            });
+            conns.spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), hyper_service)
+                    .await;
+            });
+            while conns.try_join_next().is_some() {}
+        }
+    });
+    Served { addr, tasks }
+}
+
+/// A response body with its error boxed (hyper-util's auto builder is then
+/// happy with it inside spawned tasks).
+pub type BoxedBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+fn box_body<B>(body: B) -> BoxedBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    body.map_err(|err| -> BoxError { err.into() })
+        .boxed_unsync()
+}
+
+/// Splits an id the layer wrote (`<32 lowercase hex>.<seq>`) into its stream
+/// and sequence, panicking with the id if it has any other shape. Checked
+/// independently of the crate's parser, then against it.
+pub fn layer_id(id: &str) -> (String, u64) {
+    let (stream, seq) = id
+        .split_once('.')
+        .unwrap_or_else(|| panic!("id {id:?} is not <32 hex>.<seq>"));
+    assert!(
+        stream.len() == 32
+            && stream
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "id {id:?}: stream part is not 32 lowercase hex digits"
+    );
+    assert!(
+        !seq.is_empty()
+            && seq.bytes().all(|b| b.is_ascii_digit())
+            && (seq == "0" || !seq.starts_with('0')),
+        "id {id:?}: sequence part is not a canonical decimal"
+    );
+    let parsed = mcp_resume::store::EventId::parse(id.as_bytes())
+        .unwrap_or_else(|_| panic!("EventId::parse rejects the layer's id {id:?}"));
+    let seq: u64 = seq.parse().expect("seq fits u64");
+    assert_eq!(parsed.seq, seq);
+    assert_eq!(parsed.stream.to_string(), stream);
+    (stream.to_string(), seq)
+}
+
+/// The [`StreamId`](mcp_resume::store::StreamId) of a layer id.
+pub fn stream_of(id: &str) -> mcp_resume::store::StreamId {
+    mcp_resume::store::EventId::parse(id.as_bytes())
+        .expect("layer id")
+        .stream
+}

@@ -1,0 +1,456 @@
+//! Faults through real HTTP: connections cut by a TCP proxy (mid-event
+//! included), a failing store under both policies (contract rule 13), an
+//! inner stream that breaks, and the layer's limits.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::proxy::{CutPolicy, Proxy};
+use common::server::{Script, message};
+use common::sse::{End, Ev, Req};
+use common::store::{FailingStore, ops};
+use common::{V2025_06_18, V2025_11_25, guard, memory_store, serve, stream_of, wait_state};
+use http::StatusCode;
+use mcp_resume::store::{EventStore, StreamState};
+use mcp_resume::{ResumabilityLayer, StoreFailurePolicy};
+use tower::Layer;
+
+const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#;
+
+/// Event `n`'s data: lengths vary, so cuts land anywhere in events.
+fn payload(n: u64) -> String {
+    let pad = "x".repeat((n as usize * 37) % 300);
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"n":{n},"pad":"{pad}"}}}}"#
+    )
+}
+
+/// The proxy cuts the connection several times mid-stream (at byte counts
+/// that fall in headers, between events and inside events); the client
+/// resumes each time from the newest id it received and gets every event
+/// exactly once, in order.
+async fn survive_cuts(version: &str, seed: u64) {
+    const TOTAL: u64 = 400;
+    const CUTS: usize = 10;
+    let layer = ResumabilityLayer::new(memory_store());
+    let script = Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+    let proxy = Proxy::with_policy(served.addr, CutPolicy::seeded(seed, CUTS, 600, 12_000)).await;
+
+    // Open the stream directly: the first POST must get its id, or there
+    // would be nothing to resume.
+    let mut resp = Req::post("/mcp", CALL)
+        .version(version)
+        .session("s1")
+        .send(proxy.addr())
+        .await;
+    // A producer that runs while the client is being cut, a little paced so
+    // that both the live tail and replays are exercised.
+    let inner = script.next_stream().await;
+    let producer = tokio::spawn(async move {
+        for n in 1..=TOTAL {
+            assert!(inner.event(&payload(n)).await);
+            if n % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+
+    let mut got: Vec<Ev> = Vec::new();
+    let mut last_id: Option<String> = None;
+    let mut mid_event_cuts = 0;
+    let mut attempts = 0;
+    loop {
+        while let Some(ev) = resp.next_event().await {
+            last_id = Some(ev.id().to_string());
+            if !ev.is_empty_data() {
+                got.push(ev);
+            } else {
+                assert!(attempts == 0, "priming event on a resumed response: {ev:?}");
+            }
+        }
+        match resp.end() {
+            Some(End::Clean) => break,
+            Some(End::Error(_)) => {
+                if resp.cut_mid_block() {
+                    mid_event_cuts += 1;
+                }
+            }
+            None => unreachable!(),
+        }
+        // Reconnect, from the newest id received (the cut may even hit the
+        // response headers: then just try again).
+        let last = last_id
+            .clone()
+            .expect("the first response carried no id before its cut");
+        loop {
+            attempts += 1;
+            assert!(attempts < 100, "too many attempts");
+            let req = Req::get("/mcp")
+                .version(version)
+                .session("s1")
+                .last_event_id(&last);
+            match guard("a resume", req.try_send(proxy.addr())).await {
+                Ok(next) => {
+                    assert_eq!(next.status, StatusCode::OK, "{next:?}");
+                    resp = next;
+                    break;
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+    producer.await.unwrap();
+    let got: Vec<(u64, String)> = got
+        .iter()
+        .map(|ev| (ev.seq(), ev.data().to_string()))
+        .collect();
+    let want: Vec<(u64, String)> = (1..=TOTAL).map(|n| (n, payload(n))).collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "events lost, duplicated or reordered");
+    assert!(proxy.cuts() >= CUTS / 2, "only {} cuts", proxy.cuts());
+    assert!(mid_event_cuts >= 1, "no cut landed inside an event");
+}
+
+#[tokio::test]
+async fn proxy_cuts_mid_stream_every_event_once_in_order() {
+    survive_cuts(V2025_06_18, 0x5eed).await;
+}
+
+#[tokio::test]
+async fn proxy_cuts_mid_stream_every_event_once_in_order_with_priming() {
+    survive_cuts(V2025_11_25, 0xc0ffee).await;
+}
+
+/// On-demand cuts while the client is attached to a live tail: after each
+/// cut the client resumes from the newest id and misses nothing.
+#[tokio::test]
+async fn on_demand_cuts_during_live_tail() {
+    let layer = ResumabilityLayer::new(memory_store());
+    let script = Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+    let proxy = Proxy::new(served.addr).await;
+
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .session("s1")
+        .send(proxy.addr())
+        .await;
+    let inner = script.next_stream().await;
+    let mut got: Vec<(u64, String)> = Vec::new();
+    for round in 0..5u64 {
+        for n in round * 10 + 1..=round * 10 + 10 {
+            assert!(inner.event(&message(n)).await);
+        }
+        // Read this round's events, then cut.
+        let mut last = String::new();
+        while got.len() < (round as usize + 1) * 10 {
+            let ev = resp.expect_event().await;
+            got.push((ev.seq(), ev.data().to_string()));
+            last = ev.id().to_string();
+        }
+        proxy.cut_all();
+        assert!(resp.next_event().await.is_none());
+        assert!(matches!(resp.end(), Some(End::Error(_))), "{resp:?}");
+        resp = Req::get("/mcp")
+            .version(V2025_06_18)
+            .session("s1")
+            .last_event_id(&last)
+            .send(proxy.addr())
+            .await;
+        assert_eq!(resp.status, StatusCode::OK);
+    }
+    inner.close();
+    assert!(resp.events_to_end().await.is_empty());
+    assert_eq!(resp.end(), Some(&End::Clean));
+    assert_eq!(got, (1..=50).map(|n| (n, message(n))).collect::<Vec<_>>());
+    assert_eq!(proxy.cuts(), 5);
+}
+
+/// Fail-open, store failing at stream start: the response is served
+/// untouched (inner bytes as they are), counted in `store_failures`.
+#[tokio::test]
+async fn fail_open_at_stream_start_passes_the_inner_bytes_through() {
+    let failing = FailingStore::new();
+    failing.fail(ops::ALL);
+    let layer = ResumabilityLayer::new(failing.clone());
+    let script = Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+
+    for version in [V2025_06_18, V2025_11_25] {
+        let mut resp = Req::post("/mcp", CALL)
+            .version(version)
+            .session("s1")
+            .send(served.addr)
+            .await;
+        assert_eq!(resp.status, StatusCode::OK);
+        let inner = script.next_stream().await;
+        let body = [
+            "id: 0/0\nretry: 3000\ndata:\n\n",
+            "id: 1/0\ndata: a\n\n",
+            ": ping\n\n",
+            "data: b\n\n",
+        ];
+        for chunk in body {
+            assert!(inner.raw(chunk).await);
+        }
+        inner.close();
+        assert_eq!(
+            String::from_utf8(resp.body_to_end().await).unwrap(),
+            body.concat(),
+            "{version}"
+        );
+        assert_eq!(resp.end(), Some(&End::Clean));
+    }
+    let stats = layer.stats();
+    assert!(stats.store_failures >= 2, "{stats:?}");
+    assert!(stats.passthrough_streams >= 2, "{stats:?}");
+    assert!(failing.injected() >= 2);
+}
+
+/// Fail-closed, store failing at stream start: 503 with a JSON-RPC error.
+#[tokio::test]
+async fn fail_closed_at_stream_start_is_a_503() {
+    let failing = FailingStore::new();
+    failing.fail(ops::ALL);
+    let layer =
+        ResumabilityLayer::new(failing.clone()).on_store_failure(StoreFailurePolicy::FailClosed);
+    let script = Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .session("s1")
+        .send(served.addr)
+        .await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&resp.text().await).unwrap();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert!(body["error"]["code"].is_i64(), "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(layer.stats().store_failures >= 1);
+
+    // Healed: the next stream is resumable again. (The refused request's
+    // inner stream, if the layer opened one, is told apart by its header.)
+    failing.heal();
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .session("s1")
+        .header("x-attempt", "2")
+        .send(served.addr)
+        .await;
+    let mut inner = script.next_stream().await;
+    while inner.seen.header("x-attempt") != Some("2") {
+        inner = script.next_stream().await;
+    }
+    assert!(inner.event("ok").await);
+    inner.close();
+    let events = resp.events_to_end().await;
+    assert_eq!((events[0].seq(), events[0].data()), (1, "ok"));
+}
+
+/// Fail-open, store failing mid-stream: the client still gets every
+/// message, in order, and the response ends cleanly; no panic.
+#[tokio::test]
+async fn fail_open_mid_stream_still_delivers_every_message() {
+    let failing = FailingStore::new();
+    let layer = ResumabilityLayer::new(failing.clone());
+    let script = Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .session("s1")
+        .send(served.addr)
+        .await;
+    let inner = script.next_stream().await;
+    for n in 1..=3 {
+        assert!(inner.event(&message(n)).await);
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(resp.expect_event().await);
+    }
+    assert!(got.iter().all(|ev| common::layer_id(ev.id()).1 >= 1));
+    failing.fail(ops::APPEND);
+    for n in 4..=6 {
+        assert!(inner.event(&message(n)).await);
+    }
+    inner.close();
+    got.extend(resp.events_to_end().await);
+    assert_eq!(resp.end(), Some(&End::Clean), "{resp:?}");
+    let data: Vec<String> = got.iter().map(|ev| ev.data().to_string()).collect();
+    assert_eq!(data, (1..=6).map(message).collect::<Vec<_>>());
+    assert!(layer.stats().store_failures >= 1);
+}
+
+/// Fail-closed, store failing mid-stream: an event that cannot be stored is
+/// never sent (rule 8), the response ends, the server stays healthy.
+#[tokio::test]
+async fn fail_closed_mid_stream_never_sends_an_unstored_event() {
+    let failing = FailingStore::new();
+    let layer =
+        ResumabilityLayer::new(failing.clone()).on_store_failure(StoreFailurePolicy::FailClosed);
+    let script = Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .session("s1")
+        .send(served.addr)
+        .await;
+    let inner = script.next_stream().await;
+    for n in 1..=3 {
+        assert!(inner.event(&message(n)).await);
+    }
+    for n in 1..=3 {
+        assert_eq!(resp.expect_event().await.data(), message(n));
+    }
+    failing.fail(ops::APPEND);
+    let _ = inner.event(&message(4)).await;
+    let rest = resp.events_to_end().await;
+    assert!(
+        rest.iter().all(|ev| ev.data() != message(4)),
+        "an event that was not stored reached the client: {rest:#?}"
+    );
+    assert!(resp.end().is_some());
+    failing.heal();
+    drop(inner);
+    // Still serving.
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .send(served.addr)
+        .await;
+    let inner = script.next_stream().await;
+    assert!(inner.event("after").await);
+    inner.close();
+    assert_eq!(resp.events_to_end().await[0].data(), "after");
+}
+
+/// The inner body fails mid-stream: the stream is abandoned, the client's
+/// response ends, and a resume replays what was stored, then ends.
+#[tokio::test]
+async fn inner_body_error_abandons_the_stream_and_stored_events_replay() {
+    let layer = ResumabilityLayer::new(memory_store());
+    let store = layer.store().clone();
+    let script = Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .session("s1")
+        .send(served.addr)
+        .await;
+    let inner = script.next_stream().await;
+    for n in 1..=4 {
+        assert!(inner.event(&message(n)).await);
+    }
+    let first = resp.expect_event().await;
+    inner.fail("inner broke").await;
+    let rest = resp.events_to_end().await;
+    assert!(resp.end().is_some());
+    assert!(rest.len() <= 3);
+    let stream = stream_of(first.id());
+    wait_state(&store, stream, StreamState::Abandoned).await;
+
+    let mut resumed = Req::get("/mcp")
+        .version(V2025_06_18)
+        .session("s1")
+        .last_event_id(first.id())
+        .send(served.addr)
+        .await;
+    let data: Vec<String> = resumed
+        .events_to_end()
+        .await
+        .iter()
+        .map(|ev| ev.data().to_string())
+        .collect();
+    assert_eq!(data, (2..=4).map(message).collect::<Vec<_>>());
+    assert_eq!(resumed.end(), Some(&End::Clean));
+}
+
+/// An inner event over `max_event_bytes` ends the stream (abandoned); what
+/// came before it is delivered and stored.
+#[tokio::test]
+async fn oversized_event_abandons_the_stream() {
+    let layer = ResumabilityLayer::new(memory_store()).max_event_bytes(1024);
+    let store = layer.store().clone();
+    let script = Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .session("s1")
+        .send(served.addr)
+        .await;
+    let inner = script.next_stream().await;
+    assert!(inner.event("small").await);
+    let _ = inner.event(&"y".repeat(4096)).await;
+    let _ = inner.event("after").await;
+    let events = resp.events_to_end().await;
+    assert!(resp.end().is_some());
+    let data: Vec<&str> = events.iter().map(Ev::data).collect();
+    assert_eq!(data, ["small"], "{resp:?}");
+    let stream = stream_of(events[0].id());
+    wait_state(&store, stream, StreamState::Abandoned).await;
+    assert_eq!(
+        store.stream_info(stream).await.unwrap().unwrap().last_seq,
+        1
+    );
+    guard("the inner body to be dropped", inner.dropped()).await;
+}
+
+/// Beyond `max_live_streams_per_session`, new streams of that session are
+/// served without resumability (inner bytes untouched); other sessions and
+/// later streams are not affected.
+#[tokio::test]
+async fn streams_beyond_the_session_limit_pass_through() {
+    let layer = ResumabilityLayer::new(memory_store()).max_live_streams_per_session(1);
+    let store: Arc<dyn EventStore> = layer.store().clone();
+    let script = Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+
+    let post = |session: &'static str| {
+        Req::post("/mcp", CALL)
+            .version(V2025_06_18)
+            .session(session)
+    };
+    let mut first = post("s1").send(served.addr).await;
+    let first_inner = script.next_stream().await;
+    assert!(first_inner.event("one").await);
+    let one = first.expect_event().await;
+    assert_eq!(one.seq(), 1);
+
+    let mut second = post("s1").send(served.addr).await;
+    let second_inner = script.next_stream().await;
+    assert!(second_inner.raw("id: 9/9\ndata: raw\n\n").await);
+    second_inner.close();
+    assert_eq!(second.body_to_end().await, b"id: 9/9\ndata: raw\n\n");
+
+    let mut other = post("s2").send(served.addr).await;
+    let other_inner = script.next_stream().await;
+    assert!(other_inner.event("two").await);
+    other_inner.close();
+    assert_eq!(
+        other.events_to_end().await[0].seq(),
+        1,
+        "another session is not limited"
+    );
+
+    first_inner.close();
+    assert!(first.events_to_end().await.is_empty());
+    wait_state(&store, stream_of(one.id()), StreamState::Complete).await;
+    let mut third = post("s1").send(served.addr).await;
+    let third_inner = script.next_stream().await;
+    assert!(third_inner.event("three").await);
+    third_inner.close();
+    assert_eq!(
+        third.events_to_end().await[0].seq(),
+        1,
+        "limit is on live streams"
+    );
+    assert!(layer.stats().passthrough_streams >= 1);
+}

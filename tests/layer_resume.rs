@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use common::server::{Script, StreamHandle, message};
 use common::sse::{End, Ev, Req};
-use common::{V2025_06_18, V2025_11_25, memory_store, serve, stream_of, wait_state, wait_until};
+use common::{
+    CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, serve, stream_of, wait_state,
+    wait_until,
+};
 use http::{Method, StatusCode};
 use mcp_resume::ResumabilityLayer;
 use mcp_resume::store::{EventStore, SqliteEventStore, SqliteOptions, StreamState};
@@ -92,20 +95,20 @@ async fn resume_replays_after_the_id_with_original_ids() {
         .send(served.addr)
         .await;
     assert_eq!(seq_data(&all.events_to_end().await), expected(1..=5));
-    // From the newest id: nothing, a clean end.
+    // From the newest id of a finished stream: nothing to replay and nothing
+    // will come, so the same 400 (an empty 200 makes clients reconnect forever).
     let mut none = resume(V2025_11_25, "s1", original[5].id())
         .send(served.addr)
         .await;
-    assert_eq!(none.status, StatusCode::OK);
-    assert!(none.events_to_end().await.is_empty());
-    assert_eq!(none.end(), Some(&End::Clean));
+    assert_eq!(none.status, StatusCode::BAD_REQUEST);
+    assert_eq!(none.text().await, CANNOT_RESUME_BODY);
 
     assert!(
         script.requests().iter().all(|r| r.method == Method::POST),
         "a resume reached the inner service"
     );
     let stats = layer.stats();
-    assert!(stats.resumes >= 4, "{stats:?}");
+    assert!(stats.resumes >= 3 && stats.rejections == 1, "{stats:?}");
     assert!(stats.events_replayed >= 3 + 3 + 5, "{stats:?}");
     assert_eq!(stats.streams_started, 1);
     assert_eq!(stats.streams_completed, 1);

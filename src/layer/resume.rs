@@ -24,6 +24,8 @@ enum Refusal {
     Trimmed,
     /// After the newest event: never issued by this store.
     Ahead,
+    /// At the end of a stream whose producer is gone: nothing to resume.
+    Finished,
 }
 
 pub(crate) async fn resume<S, ReqB, B>(
@@ -76,10 +78,20 @@ where
     if id.seq + 1 < info.first_seq {
         return refuse(Refusal::Trimmed);
     }
+    let local = runtime.registry.get(id.stream);
+    if info.kind == StreamKind::PostResponse
+        && info.state.is_ended()
+        && local.is_none()
+        && id.seq == info.last_seq
+    {
+        // Nothing left to replay and nothing more will come (the producer
+        // finished, or died with a restart): refuse, so the client fails the
+        // request now instead of reconnecting to an empty stream forever.
+        return refuse(Refusal::Finished);
+    }
     runtime.counters.resumes.increment();
     tracing::info!(stream = %id.stream, after = id.seq, state = %info.state, "resuming stream");
 
-    let local = runtime.registry.get(id.stream);
     let producer_gone = local.is_none() && info.state.is_ended();
     let mut feed = match local {
         Some(tail) => Feed::from_tail(tail.attach(), id.seq, runtime.clone()),

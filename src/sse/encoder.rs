@@ -196,13 +196,9 @@ pub fn encode_event(frame: &EventFrame<'_>, out: &mut BytesMut) -> Result<(), En
 pub fn encode_comment(text: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
     check(text, "comment")?;
     out.reserve(text.len() + 4);
-    if text.is_empty() {
-        out.extend_from_slice(b":\n\n");
-    } else {
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(text);
-        out.extend_from_slice(b"\n\n");
-    }
+    // A comment is a field line with an empty name, then the blank line.
+    put_field(out, b"", text);
+    out.extend_from_slice(b"\n");
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use std::time::{Instant, SystemTime};
 use super::live::LiveStreams;
 use super::{
     AppendReceipt, Batch, BoxFuture, EventStore, NewEvent, NewStream, ReadLimit, Retention,
-    StoreError, StoredEvent, StreamEnd, StreamHead, StreamId, StreamInfo, StreamState,
-    Subscription, SweepReport,
+    StoreError, StoredEvent, StreamEnd, StreamId, StreamInfo, StreamState, Subscription,
+    SweepReport,
 };
 
 /// An [`EventStore`] that keeps everything in memory.
@@ -255,10 +255,7 @@ impl EventStore for MemoryEventStore {
             }
             Ok(Batch {
                 events,
-                head: StreamHead {
-                    last_seq: info.last_seq,
-                    state: info.state,
-                },
+                head: info.head(),
             })
         })
     }
@@ -270,11 +267,7 @@ impl EventStore for MemoryEventStore {
             if let Some(subscription) = self.live.subscribe(stream) {
                 return Ok(subscription);
             }
-            let info = &inner.stream(stream)?.info;
-            Ok(Subscription::fixed(StreamHead {
-                last_seq: info.last_seq,
-                state: info.state,
-            }))
+            Ok(Subscription::fixed(inner.stream(stream)?.info.head()))
         })
     }
 

@@ -355,6 +355,16 @@ pub struct StreamInfo {
     pub last_activity: SystemTime,
 }
 
+impl StreamInfo {
+    /// The stream's head: its newest sequence and its state.
+    pub fn head(&self) -> StreamHead {
+        StreamHead {
+            last_seq: self.last_seq,
+            state: self.state,
+        }
+    }
+}
+
 /// What a retention sweep removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {

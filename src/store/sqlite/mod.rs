@@ -17,7 +17,7 @@ use super::live::LiveStreams;
 use super::memory::check_position;
 use super::{
     AppendReceipt, Batch, BoxFuture, EventStore, NewEvent, NewStream, ReadLimit, Retention,
-    StoreError, StoredEvent, StreamEnd, StreamHead, StreamId, StreamInfo, StreamKind, StreamState,
+    StoreError, StoredEvent, StreamEnd, StreamId, StreamInfo, StreamKind, StreamState,
     Subscription, SweepReport,
 };
 
@@ -344,10 +344,7 @@ impl EventStore for SqliteEventStore {
                 }
                 Ok(Ok(Batch {
                     events,
-                    head: StreamHead {
-                        last_seq: info.info.last_seq,
-                        state: info.info.state,
-                    },
+                    head: info.info.head(),
                 }))
             })
             .await?
@@ -368,10 +365,7 @@ impl EventStore for SqliteEventStore {
                 .ok_or(StoreError::StreamNotFound(stream))?;
             // The stream may have been created and ended between the two look-ups;
             // a fixed head is right either way, as nothing more will come.
-            Ok(Subscription::fixed(StreamHead {
-                last_seq: info.last_seq,
-                state: info.state,
-            }))
+            Ok(Subscription::fixed(info.head()))
         })
     }
 

@@ -88,7 +88,7 @@ impl Exchange {
             .session
             .or_else(|| protocol::header_text(response.headers(), &MCP_SESSION_ID));
         if let Some(session) = &session
-            && runtime.registry.of_session(session).len() >= config.max_live_streams_per_session
+            && runtime.registry.live_in_session(session) >= config.max_live_streams_per_session
         {
             runtime.counters.passthrough_streams.increment();
             tracing::warn!(

@@ -329,6 +329,11 @@ impl Registry {
         }
     }
 
+    /// How many live streams `session` has here.
+    pub(crate) fn live_in_session(&self, session: &str) -> usize {
+        self.lock().per_session.get(session).copied().unwrap_or(0)
+    }
+
     pub(crate) fn get(&self, stream: StreamId) -> Option<Arc<Tail>> {
         self.lock().tails.get(&stream).cloned()
     }

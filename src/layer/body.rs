@@ -270,10 +270,7 @@ impl Feed {
                     return Read::End;
                 }
                 attachment.mark_seen();
-                match attachment
-                    .tail
-                    .read(self.position, &mut attachment.keep_alives_seen)
-                {
+                match attachment.read(self.position) {
                     TailRead::Frames { bytes, last_seq } => {
                         self.count_replayed(last_seq);
                         self.position = last_seq;

@@ -135,7 +135,7 @@ impl Exchange {
             return Opened::Passthrough(response);
         }
         // Attach before the pump starts, so it never sees zero clients at first.
-        let attachment = tail.attach();
+        let attachment = tail.attach(0);
         let (mut parts, body) = response.into_parts();
         protocol::rewrite_headers(&mut parts.headers);
         pump::spawn(body, tail, config.clone(), runtime.clone());

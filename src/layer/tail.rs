@@ -1,6 +1,6 @@
 //! The hot tail of a stream produced in this process: the newest committed
 //! frames, already encoded, so attached clients are served without reading
-//! the store back; and the bookkeeping of who is attached.
+//! the store back; and the bookkeeping of who is attached and where.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,8 +10,9 @@ use tokio::sync::watch;
 
 use crate::store::{StreamId, StreamState};
 
-/// At most this many frames stay in a tail; older ones are read from the store.
-const RING_FRAMES: usize = 256;
+/// At most this many entries stay in a tail, however far behind a reader is;
+/// older events are read from the store.
+const RING_ENTRIES: usize = 256;
 /// At most about this many bytes stay in a tail.
 const RING_BYTES: usize = 256 * 1024;
 /// One read from the tail returns at most about this many bytes.
@@ -34,8 +35,9 @@ pub(crate) struct Tail {
 
 #[derive(Debug, Default)]
 struct TailState {
-    /// The newest committed events and the keep-alives between them, in the
-    /// order the inner service sent them, oldest first.
+    /// Committed events and the keep-alives between them, in the order the
+    /// inner service sent them, oldest first: only what an attached reader
+    /// has yet to read (see [`TailState::release`]).
     ring: VecDeque<Entry>,
     ring_bytes: usize,
     last_seq: u64,
@@ -48,6 +50,17 @@ struct TailState {
     /// Increases with every attachment; an attachment older than the newest
     /// is told to end (the newer resume wins).
     generation: u64,
+    /// The attached readers, by generation.
+    readers: HashMap<u64, Reader>,
+}
+
+/// Where an attached reader is.
+#[derive(Clone, Copy, Debug)]
+struct Reader {
+    /// The newest event it has read.
+    position: u64,
+    /// The newest keep-alive it has read (or that predates it).
+    keep_alives_seen: u64,
 }
 
 /// One item of the ring.
@@ -87,13 +100,42 @@ pub(crate) enum TailRead {
     /// Frames after the position, concatenated, up to `last_seq` (which
     /// may equal the position when only keep-alives were new).
     Frames { bytes: Bytes, last_seq: u64 },
-    /// The next event has left the ring: read it from the store.
+    /// The next event is not in the ring: read it from the store.
     Behind,
     /// Nothing after the position yet. `ended` says whether anything will come.
     CaughtUp { ended: Option<StreamState> },
     /// The next event was never stored and has left the ring: it is lost to
     /// this reader (only after a store failure under the fail-open policy).
     Lost,
+}
+
+impl TailState {
+    /// Drops what no attached reader needs any more: entries every reader has
+    /// read, everything when nobody is attached (a later resume reads the
+    /// store), and the oldest entries past the ring's bounds (a reader that
+    /// far behind reads the store). So a caught-up stream holds nothing, and
+    /// a slow reader cannot hold more than the bounds.
+    fn release(&mut self) {
+        let oldest_needed = self.readers.values().map(|r| r.position).min();
+        let oldest_keep_alive_needed = self.readers.values().map(|r| r.keep_alives_seen).min();
+        while let Some(front) = self.ring.front() {
+            let unneeded = match (front, oldest_needed, oldest_keep_alive_needed) {
+                (_, None, _) | (_, _, None) => true,
+                (Entry::Event { seq, .. }, Some(position), _) => *seq <= position,
+                (Entry::KeepAlive { number, after, .. }, Some(position), Some(seen)) => {
+                    *number <= seen || *after < position
+                }
+            };
+            let over_bounds = self.ring.len() > RING_ENTRIES
+                || (self.ring_bytes > RING_BYTES && self.ring.len() > 1);
+            if !(unneeded || over_bounds) {
+                break;
+            }
+            if let Some(entry) = self.ring.pop_front() {
+                self.ring_bytes -= entry.frame().len();
+            }
+        }
+    }
 }
 
 impl Tail {
@@ -108,6 +150,16 @@ impl Tail {
         })
     }
 
+    fn lock(&self) -> MutexGuard<'_, TailState> {
+        // Every update below completes before anything can panic, so a
+        // poisoned lock still guards consistent data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
     /// Asks the pump to stop producing (its session was deleted).
     pub(crate) fn stop(&self) {
         // A stored permit: the pump sees it even if it is not waiting yet.
@@ -117,16 +169,6 @@ impl Tail {
     /// Resolves once [`stop`](Self::stop) was called.
     pub(crate) async fn stopped(&self) {
         self.stop.notified().await;
-    }
-
-    fn lock(&self) -> MutexGuard<'_, TailState> {
-        // Every update below completes before anything can panic, so a
-        // poisoned lock still guards consistent data.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn bump(&self) {
-        self.version.send_modify(|v| *v += 1);
     }
 
     /// Adds committed (or, after a store failure, unstored) events and the
@@ -158,13 +200,7 @@ impl Tail {
                 state.ring_bytes += entry.frame().len();
                 state.ring.push_back(entry);
             }
-            while state.ring.len() > RING_FRAMES
-                || (state.ring_bytes > RING_BYTES && state.ring.len() > 1)
-            {
-                if let Some(entry) = state.ring.pop_front() {
-                    state.ring_bytes -= entry.frame().len();
-                }
-            }
+            state.release();
         }
         self.bump();
     }
@@ -179,66 +215,28 @@ impl Tail {
         self.lock().last_seq
     }
 
-    /// Reads what follows `after` for a reader that has seen `keep_alives_seen`
-    /// keep-alives (and updates that count).
-    pub(crate) fn read(&self, after: u64, keep_alives_seen: &mut u64) -> TailRead {
-        let state = self.lock();
-        let oldest_event = state.ring.iter().find_map(|entry| match entry {
-            Entry::Event { seq, .. } => Some(*seq),
-            Entry::KeepAlive { .. } => None,
-        });
-        if after < state.last_seq && oldest_event.is_none_or(|oldest| oldest > after + 1) {
-            // The next event has left the ring.
-            return match state.unstored_from {
-                Some(unstored) if unstored <= after + 1 => TailRead::Lost,
-                _ => TailRead::Behind,
-            };
-        }
-        let mut out = BytesMut::new();
-        let mut last_seq = after;
-        for entry in &state.ring {
-            let wanted = match entry {
-                Entry::Event { seq, .. } => *seq > after,
-                Entry::KeepAlive {
-                    number,
-                    after: follows,
-                    ..
-                } => *number > *keep_alives_seen && *follows >= after,
-            };
-            if !wanted {
-                continue;
-            }
-            if !out.is_empty() && out.len() + entry.frame().len() > READ_BYTES {
-                break;
-            }
-            out.extend_from_slice(entry.frame());
-            match entry {
-                Entry::Event { seq, .. } => last_seq = *seq,
-                Entry::KeepAlive { number, .. } => *keep_alives_seen = *number,
-            }
-        }
-        if out.is_empty() {
-            return TailRead::CaughtUp { ended: state.ended };
-        }
-        TailRead::Frames {
-            bytes: out.freeze(),
-            last_seq,
-        }
-    }
-
-    /// Attaches a client body. The previous attachments are told to end.
-    pub(crate) fn attach(self: &Arc<Self>) -> Attachment {
-        let (generation, keep_alives_seen) = {
+    /// Attaches a client body that has read up to `position`. The previous
+    /// attachments are told to end.
+    pub(crate) fn attach(self: &Arc<Self>, position: u64) -> Attachment {
+        let generation = {
             let mut state = self.lock();
             state.generation += 1;
-            (state.generation, state.keep_alives)
+            let generation = state.generation;
+            let keep_alives_seen = state.keep_alives;
+            state.readers.insert(
+                generation,
+                Reader {
+                    position,
+                    keep_alives_seen,
+                },
+            );
+            generation
         };
         self.attached.send_modify(|n| *n += 1);
         self.bump();
         Attachment {
             tail: self.clone(),
             generation,
-            keep_alives_seen,
             version: self.version.subscribe(),
         }
     }
@@ -254,7 +252,6 @@ impl Tail {
 pub(crate) struct Attachment {
     pub(crate) tail: Arc<Tail>,
     generation: u64,
-    pub(crate) keep_alives_seen: u64,
     version: watch::Receiver<u64>,
 }
 
@@ -274,10 +271,73 @@ impl Attachment {
         // The sender lives in the tail, which this attachment keeps alive.
         let _ = self.version.changed().await;
     }
+
+    /// Reads what follows `after`, the newest event this reader has sent
+    /// (from the tail or from the store), and lets the tail release what it
+    /// no longer needs.
+    pub(crate) fn read(&self, after: u64) -> TailRead {
+        let mut guard = self.tail.lock();
+        let state = &mut *guard;
+        let Some(reader) = state.readers.get_mut(&self.generation) else {
+            return TailRead::CaughtUp { ended: state.ended };
+        };
+        reader.position = after;
+        let mut seen = reader.keep_alives_seen;
+        state.release();
+        let oldest_event = state.ring.iter().find_map(|entry| match entry {
+            Entry::Event { seq, .. } => Some(*seq),
+            Entry::KeepAlive { .. } => None,
+        });
+        if after < state.last_seq && oldest_event.is_none_or(|oldest| oldest > after + 1) {
+            // The next event is not in the ring.
+            return match state.unstored_from {
+                Some(unstored) if unstored <= after + 1 => TailRead::Lost,
+                _ => TailRead::Behind,
+            };
+        }
+        let mut out = BytesMut::new();
+        let mut last_seq = after;
+        for entry in &state.ring {
+            let wanted = match entry {
+                Entry::Event { seq, .. } => *seq > after,
+                Entry::KeepAlive {
+                    number,
+                    after: follows,
+                    ..
+                } => *number > seen && *follows >= after,
+            };
+            if !wanted {
+                continue;
+            }
+            if !out.is_empty() && out.len() + entry.frame().len() > READ_BYTES {
+                break;
+            }
+            out.extend_from_slice(entry.frame());
+            match entry {
+                Entry::Event { seq, .. } => last_seq = *seq,
+                Entry::KeepAlive { number, .. } => seen = *number,
+            }
+        }
+        if let Some(reader) = state.readers.get_mut(&self.generation) {
+            reader.keep_alives_seen = seen;
+        }
+        if out.is_empty() {
+            return TailRead::CaughtUp { ended: state.ended };
+        }
+        TailRead::Frames {
+            bytes: out.freeze(),
+            last_seq,
+        }
+    }
 }
 
 impl Drop for Attachment {
     fn drop(&mut self) {
+        {
+            let mut state = self.tail.lock();
+            state.readers.remove(&self.generation);
+            state.release();
+        }
         self.tail.attached.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
@@ -353,30 +413,29 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn frames(range: std::ops::RangeInclusive<u64>) -> Vec<Published> {
+    fn events(range: std::ops::RangeInclusive<u64>) -> Vec<Published> {
         range
             .map(|seq| Published::Event(seq, Bytes::from(format!("f{seq};"))))
             .collect()
     }
 
+    fn frames(read: TailRead) -> (Bytes, u64) {
+        match read {
+            TailRead::Frames { bytes, last_seq } => (bytes, last_seq),
+            other => panic!("expected frames, got {other:?}"),
+        }
+    }
+
     #[test]
     fn readers_get_frames_after_their_position() {
         let tail = Tail::new(StreamId::random(), None);
-        assert!(matches!(
-            tail.read(0, &mut 0),
-            TailRead::CaughtUp { ended: None }
-        ));
-        tail.publish(frames(1..=3), true);
-        match tail.read(1, &mut 0) {
-            TailRead::Frames { bytes, last_seq } => {
-                assert_eq!(bytes, "f2;f3;");
-                assert_eq!(last_seq, 3);
-            }
-            other => panic!("{other:?}"),
-        }
+        let reader = tail.attach(0);
+        assert!(matches!(reader.read(0), TailRead::CaughtUp { ended: None }));
+        tail.publish(events(1..=3), true);
+        assert_eq!(frames(reader.read(1)), (Bytes::from("f2;f3;"), 3));
         tail.end(StreamState::Complete);
         assert!(matches!(
-            tail.read(3, &mut 0),
+            reader.read(3),
             TailRead::CaughtUp {
                 ended: Some(StreamState::Complete)
             }
@@ -384,9 +443,48 @@ mod tests {
     }
 
     #[test]
+    fn what_every_reader_has_read_is_released() {
+        let tail = Tail::new(StreamId::random(), None);
+        let fast = tail.attach(0);
+        let slow = tail.attach(0);
+        tail.publish(events(1..=10), true);
+        frames(fast.read(0));
+        let _ = fast.read(10);
+        assert_eq!(
+            tail.lock().ring.len(),
+            10,
+            "the slow reader still needs them"
+        );
+        frames(slow.read(4));
+        assert_eq!(tail.lock().ring.len(), 6);
+        drop(slow);
+        assert!(
+            tail.lock().ring.is_empty(),
+            "the fast reader has read everything"
+        );
+        assert_eq!(tail.lock().ring_bytes, 0);
+        // Nobody attached: nothing is kept; a resume reads the store.
+        drop(fast);
+        tail.publish(events(11..=12), true);
+        assert!(tail.lock().ring.is_empty());
+        let resume = tail.attach(5);
+        assert!(matches!(resume.read(5), TailRead::Behind));
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_far_readers_go_to_the_store() {
+        let tail = Tail::new(StreamId::random(), None);
+        let reader = tail.attach(0);
+        tail.publish(events(1..=1000), true);
+        assert_eq!(tail.lock().ring.len(), RING_ENTRIES);
+        assert!(matches!(reader.read(0), TailRead::Behind));
+        frames(reader.read(1000 - RING_ENTRIES as u64));
+    }
+
+    #[test]
     fn keep_alives_keep_their_order_and_reach_only_readers_attached_before_them() {
         let tail = Tail::new(StreamId::random(), None);
-        let mut seen_by_live = 0;
+        let live = tail.attach(0);
         tail.publish(
             vec![
                 Published::Event(1, Bytes::from("a;")),
@@ -396,64 +494,37 @@ mod tests {
             ],
             true,
         );
-        match tail.read(0, &mut seen_by_live) {
-            TailRead::Frames { bytes, last_seq } => {
-                assert_eq!(bytes, "a;:p1;b;:p2;");
-                assert_eq!(last_seq, 2);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            tail.read(2, &mut seen_by_live),
-            TailRead::CaughtUp { ended: None }
-        ));
+        // A reader that attaches now (a resume) gets the events only.
+        let resume = tail.attach(0);
+        assert_eq!(frames(resume.read(0)).0, "a;b;");
+        assert_eq!(frames(live.read(0)), (Bytes::from("a;:p1;b;:p2;"), 2));
+        assert!(matches!(live.read(2), TailRead::CaughtUp { ended: None }));
         // An idle keep-alive reaches a caught-up reader, even as the stream ends.
         tail.publish(vec![Published::KeepAlive(Bytes::from(":p3;"))], true);
         tail.end(StreamState::Complete);
+        assert_eq!(frames(live.read(2)), (Bytes::from(":p3;"), 2));
         assert!(matches!(
-            tail.read(2, &mut seen_by_live),
-            TailRead::Frames { ref bytes, last_seq: 2 } if bytes == ":p3;"
-        ));
-        assert!(matches!(
-            tail.read(2, &mut seen_by_live),
+            live.read(2),
             TailRead::CaughtUp { ended: Some(_) }
         ));
-        // A reader that attached after them (a resume) gets the events only.
-        let mut seen_by_resume = 3;
-        match tail.read(0, &mut seen_by_resume) {
-            TailRead::Frames { bytes, .. } => assert_eq!(bytes, "a;b;"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_ring_is_bounded_and_old_positions_go_to_the_store() {
-        let tail = Tail::new(StreamId::random(), None);
-        tail.publish(frames(1..=1000), true);
-        assert!(matches!(tail.read(0, &mut 0), TailRead::Behind));
-        assert!(matches!(
-            tail.read(1000 - RING_FRAMES as u64, &mut 0),
-            TailRead::Frames { .. }
-        ));
-        let state = tail.lock();
-        assert_eq!(state.ring.len(), RING_FRAMES);
     }
 
     #[test]
     fn unstored_frames_that_left_the_ring_are_lost_not_behind() {
         let tail = Tail::new(StreamId::random(), None);
-        tail.publish(frames(1..=10), true);
-        tail.publish(frames(11..=600), false);
-        assert!(matches!(tail.read(5, &mut 0), TailRead::Behind));
-        assert!(matches!(tail.read(100, &mut 0), TailRead::Lost));
+        let reader = tail.attach(0);
+        tail.publish(events(1..=10), true);
+        tail.publish(events(11..=600), false);
+        assert!(matches!(reader.read(5), TailRead::Behind));
+        assert!(matches!(reader.read(100), TailRead::Lost));
     }
 
     #[test]
     fn a_newer_attachment_supersedes_older_ones_and_detaching_is_counted() {
         let tail = Tail::new(StreamId::random(), None);
         let attached = tail.watch_attached();
-        let first = tail.attach();
-        let second = tail.attach();
+        let first = tail.attach(0);
+        let second = tail.attach(0);
         assert!(first.superseded());
         assert!(!second.superseded());
         assert_eq!(*attached.borrow(), 2);
@@ -469,6 +540,7 @@ mod tests {
         let b = Tail::new(StreamId::random(), Some("s".into()));
         assert!(registry.insert(&a, 1));
         assert!(!registry.insert(&b, 1));
+        assert_eq!(registry.live_in_session("s"), 1);
         registry.remove(a.stream);
         assert!(registry.insert(&b, 1));
         assert_eq!(registry.of_session("s").len(), 1);

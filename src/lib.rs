@@ -55,7 +55,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "cli")]
+pub mod demo;
 pub mod layer;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 pub mod sse;
 pub mod store;
 

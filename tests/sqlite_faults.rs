@@ -260,6 +260,9 @@ async fn a_missing_directory_is_reported() {
     let path = dir.path().join("no/such/dir/mcp_events.db");
     let error = SqliteEventStore::open(&path).unwrap_err();
     assert!(matches!(error, StoreError::Io { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("no/such/dir does not exist"), "{message}");
+    assert!(!message.contains(".lock"), "names the directory, not the lock file: {message}");
 }
 
 #[tokio::test]

@@ -91,7 +91,6 @@ mod service;
 mod tail;
 
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -270,7 +269,7 @@ impl ResumabilityLayer {
     /// A layer on an SQLite store at `path` with default options: the one-line
     /// setup. Blocking (it opens the file); call it at start-up.
     #[cfg(feature = "sqlite")]
-    pub fn sqlite(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+    pub fn sqlite(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
         Ok(Self::new(Arc::new(SqliteEventStore::open(path)?)))
     }
 

@@ -125,6 +125,8 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
+    // The codes durable backends store.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
     pub(crate) fn code(self) -> i64 {
         match self {
             Self::PostResponse => 0,
@@ -132,6 +134,7 @@ impl StreamKind {
         }
     }
 
+    #[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
     pub(crate) fn from_code(code: i64) -> Option<Self> {
         match code {
             0 => Some(Self::PostResponse),
@@ -159,6 +162,8 @@ impl StreamState {
         !matches!(self, Self::Live)
     }
 
+    // The codes durable backends store.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
     pub(crate) fn code(self) -> i64 {
         match self {
             Self::Live => 0,
@@ -167,6 +172,7 @@ impl StreamState {
         }
     }
 
+    #[cfg_attr(not(any(feature = "sqlite", feature = "redis")), allow(dead_code))]
     pub(crate) fn from_code(code: i64) -> Option<Self> {
         match code {
             0 => Some(Self::Live),

@@ -1,0 +1,52 @@
+//! The streaming reverse proxy: [`ResumabilityLayer`](crate::ResumabilityLayer)
+//! in front of any MCP server, in any language, with no change to it.
+//!
+//! - [`ReverseProxy`]: a tower service that forwards requests to an
+//!   [`Upstream`] MCP server and streams its answers back frame by frame.
+//! - [`serve`]: serves a tower service over HTTP/1.1 and h2c, with graceful
+//!   shutdown.
+//!
+//! This is what the `mcp-resume proxy` command runs:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use mcp_resume::ResumabilityLayer;
+//! use mcp_resume::proxy::{ReverseProxy, Upstream, serve};
+//! use mcp_resume::store::{EventStore, MemoryEventStore};
+//! use tokio::net::TcpListener;
+//! use tower::Layer;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let upstream: Upstream = "http://127.0.0.1:8000/mcp".parse()?;
+//! // The command opens `SqliteEventStore` here (`--store sqlite:PATH`).
+//! let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+//! let service = ResumabilityLayer::new(store.clone()).layer(ReverseProxy::new(upstream));
+//!
+//! // Clients now use http://127.0.0.1:8080/mcp.
+//! let listener = TcpListener::bind("127.0.0.1:8080").await?;
+//! let ctrl_c = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! serve(listener, service, ctrl_c, Duration::from_secs(10)).await;
+//! store.flush().await?;
+//! store.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The layer goes in front of the proxy, so it sees the upstream's SSE
+//! streams as they are produced and answers resumes itself; the upstream
+//! never sees a `Last-Event-ID` it could not serve.
+
+mod body;
+mod forward;
+mod headers;
+mod serve;
+mod upstream;
+
+pub use body::ProxyBody;
+pub use forward::{ResponseFuture, ReverseProxy};
+pub use serve::{Shutdown, serve};
+pub use upstream::{InvalidUpstream, Upstream};

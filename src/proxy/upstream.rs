@@ -1,0 +1,178 @@
+//! [`Upstream`]: where the proxy forwards to, parsed once at start-up so a
+//! bad URL is a clear error there rather than a 502 on every request.
+
+use std::fmt;
+use std::str::FromStr;
+
+use http::HeaderValue;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+
+/// The upstream MCP server of a [`ReverseProxy`](super::ReverseProxy): an
+/// `http://` URL such as `http://127.0.0.1:8000/mcp`.
+///
+/// Only the scheme and authority decide where requests go: a request for
+/// `/<path>?<query>` is forwarded to the same path and query on the upstream,
+/// so clients use the upstream's path on the proxy's address. The URL's own
+/// path is kept for messages ([`endpoint`](Self::endpoint)).
+///
+/// ```
+/// use mcp_resume::proxy::Upstream;
+///
+/// let upstream: Upstream = "http://127.0.0.1:8000/mcp".parse()?;
+/// assert_eq!(upstream.authority().as_str(), "127.0.0.1:8000");
+/// assert_eq!(upstream.path(), "/mcp");
+/// assert!("https://example.com/mcp".parse::<Upstream>().is_err());
+/// # Ok::<(), mcp_resume::proxy::InvalidUpstream>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    authority: Authority,
+    /// The `Host` header sent upstream: the authority, validated once.
+    host: HeaderValue,
+    path: String,
+}
+
+/// Why an upstream URL was refused. Every message names the input and says
+/// what would be accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidUpstream {
+    /// The text is not an absolute URL.
+    #[error(
+        "invalid upstream `{input}`: not an absolute URL; expected one like http://127.0.0.1:8000/mcp"
+    )]
+    NotAUrl {
+        /// The text given.
+        input: String,
+    },
+    /// The scheme is not `http`.
+    #[error(
+        "invalid upstream `{input}`: only http:// upstreams are supported (the proxy speaks \
+         plain HTTP/1.1 to its upstream; run it next to the MCP server), e.g. http://127.0.0.1:8000/mcp"
+    )]
+    UnsupportedScheme {
+        /// The text given.
+        input: String,
+    },
+    /// The URL carries `user:password@`, which would never be sent.
+    #[error(
+        "invalid upstream `{input}`: credentials in the URL are not supported; clients' \
+         Authorization headers are forwarded as they are"
+    )]
+    Credentials {
+        /// The text given.
+        input: String,
+    },
+}
+
+impl Upstream {
+    /// Where requests are sent: `host:port`.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The path of the URL the upstream was given as (`/mcp`), or `/`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The URL the upstream was given as, normalised: `http://host:port/path`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}{}", self.authority, self.path)
+    }
+
+    /// The `Host` header for requests sent upstream.
+    pub(crate) fn host_header(&self) -> HeaderValue {
+        self.host.clone()
+    }
+
+    /// The upstream URL for a request's path and query.
+    pub(crate) fn uri_for(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+impl FromStr for Upstream {
+    type Err = InvalidUpstream;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let not_a_url = || InvalidUpstream::NotAUrl {
+            input: input.to_owned(),
+        };
+        let uri: Uri = input.trim().parse().map_err(|_| not_a_url())?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(not_a_url());
+        };
+        if *scheme != Scheme::HTTP {
+            return Err(InvalidUpstream::UnsupportedScheme {
+                input: input.to_owned(),
+            });
+        }
+        if authority.as_str().contains('@') {
+            return Err(InvalidUpstream::Credentials {
+                input: input.to_owned(),
+            });
+        }
+        if authority.host().is_empty() {
+            return Err(not_a_url());
+        }
+        // An authority that parsed as part of a URI is valid header text.
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| not_a_url())?;
+        Ok(Self {
+            authority: authority.clone(),
+            host,
+            path: uri.path().to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.authority, self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_urls_are_accepted() {
+        let upstream: Upstream = "http://127.0.0.1:8000/mcp".parse().unwrap();
+        assert_eq!(upstream.authority().as_str(), "127.0.0.1:8000");
+        assert_eq!(upstream.host_header(), "127.0.0.1:8000");
+        assert_eq!(upstream.path(), "/mcp");
+        assert_eq!(upstream.to_string(), "http://127.0.0.1:8000/mcp");
+
+        let bare: Upstream = "http://localhost".parse().unwrap();
+        assert_eq!(bare.path(), "/");
+        assert_eq!(bare.endpoint(), "http://localhost/");
+
+        let uri = upstream
+            .uri_for(PathAndQuery::from_static("/other?x=1"))
+            .unwrap();
+        assert_eq!(uri, "http://127.0.0.1:8000/other?x=1");
+    }
+
+    #[test]
+    fn other_urls_are_refused_with_the_reason() {
+        for (input, expected) in [
+            ("", "not an absolute URL"),
+            ("127.0.0.1:8000", "not an absolute URL"),
+            ("/mcp", "not an absolute URL"),
+            ("http://", "not an absolute URL"),
+            ("not a url", "not an absolute URL"),
+            ("https://example.com/mcp", "only http://"),
+            ("ws://example.com/mcp", "only http://"),
+            ("http://user:secret@example.com/mcp", "credentials"),
+        ] {
+            let error = input.parse::<Upstream>().unwrap_err().to_string();
+            assert!(error.contains(expected), "{input:?}: {error}");
+            assert!(error.contains(&format!("`{input}`")), "{input:?}: {error}");
+        }
+    }
+}

@@ -262,7 +262,10 @@ async fn a_missing_directory_is_reported() {
     assert!(matches!(error, StoreError::Io { .. }), "{error}");
     let message = error.to_string();
     assert!(message.contains("no/such/dir does not exist"), "{message}");
-    assert!(!message.contains(".lock"), "names the directory, not the lock file: {message}");
+    assert!(
+        !message.contains(".lock"),
+        "names the directory, not the lock file: {message}"
+    );
 }
 
 #[tokio::test]

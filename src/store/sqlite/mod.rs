@@ -171,14 +171,20 @@ impl SqliteEventStore {
     /// process. Must be called within a Tokio runtime, which serves reads.
     pub fn open_with(options: SqliteOptions) -> Result<Self, StoreError> {
         // Checked first, so the error names the directory, not the lock file.
-        if let Some(dir) = options.path.parent().filter(|dir| !dir.as_os_str().is_empty())
+        if let Some(dir) = options
+            .path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
             && !dir.is_dir()
         {
             return Err(StoreError::Io {
                 path: options.path.clone(),
                 source: Arc::new(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
-                    format!("directory {} does not exist; create it first", dir.display()),
+                    format!(
+                        "directory {} does not exist; create it first",
+                        dir.display()
+                    ),
                 )),
             });
         }

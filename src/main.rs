@@ -91,7 +91,7 @@ struct Options {
     )]
     listen: SocketAddr,
 
-    /// Event store: `sqlite:PATH` or `memory`
+    /// Event store: `sqlite:PATH`, `memory`, or `redis://HOST:PORT/[DB]` (builds with the `redis` feature)
     #[arg(
         long,
         env = "MCP_RESUME_STORE",
@@ -221,6 +221,8 @@ enum StoreSpec {
     Sqlite(PathBuf),
     /// Memory: resumes survive dropped connections, not restarts.
     Memory,
+    /// A Redis server shared by a fleet of proxies (`redis://` or `redis+unix://` URL).
+    Redis(String),
 }
 
 impl std::fmt::Display for StoreSpec {
@@ -228,6 +230,7 @@ impl std::fmt::Display for StoreSpec {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
             Self::Memory => f.write_str("memory"),
+            Self::Redis(url) => f.write_str(url),
         }
     }
 }
@@ -248,11 +251,20 @@ enum OnStoreFailure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PollAfter(Option<Duration>);
 
-const STORE_FORMS: &str = "expected `sqlite:PATH` (e.g. sqlite:./mcp_events.db) or `memory` (nothing kept across restarts)";
+const STORE_FORMS: &str = "expected `sqlite:PATH` (e.g. sqlite:./mcp_events.db), `memory` (nothing kept across restarts) or `redis://HOST:PORT/` (a fleet sharing one Redis)";
 
 fn parse_store(text: &str) -> Result<StoreSpec, String> {
     if text == "memory" {
         return Ok(StoreSpec::Memory);
+    }
+    if text.starts_with("redis://") || text.starts_with("redis+unix://") {
+        if !cfg!(feature = "redis") {
+            return Err(
+                "this build has no Redis support; build with `--features redis` (e.g. `cargo install mcp-resume --features redis`)"
+                    .to_owned(),
+            );
+        }
+        return Ok(StoreSpec::Redis(text.to_owned()));
     }
     match text.strip_prefix("sqlite:") {
         Some("") => Err(format!("the SQLite path is empty; {STORE_FORMS}")),
@@ -372,7 +384,7 @@ fn init_tracing() {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let options = cli.options;
-    let store = open_store(&options)?;
+    let store = open_store(&options).await?;
     let layer = build_layer(store.clone(), &options);
     let listener = TcpListener::bind(options.listen)
         .await
@@ -427,7 +439,7 @@ fn print_stdout(text: &str) {
     }
 }
 
-fn open_store(options: &Options) -> Result<Arc<dyn EventStore>, Failure> {
+async fn open_store(options: &Options) -> Result<Arc<dyn EventStore>, Failure> {
     let retention = Retention::new()
         .max_age(options.max_age)
         .max_events_per_stream(options.max_events_per_stream);
@@ -449,7 +461,30 @@ fn open_store(options: &Options) -> Result<Arc<dyn EventStore>, Failure> {
                 })?;
             Ok(Arc::new(store))
         }
+        StoreSpec::Redis(url) => open_redis(url, retention, options).await,
     }
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(
+    url: &str,
+    retention: Retention,
+    options: &Options,
+) -> Result<Arc<dyn EventStore>, Failure> {
+    let store = mcp_resume::store::RedisOptions::new(url)
+        .retention(retention)
+        .open()
+        .await
+        .map_err(|error| Failure::Store {
+            spec: options.store.clone(),
+            error,
+        })?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_: &str, _: Retention, _: &Options) -> Result<Arc<dyn EventStore>, Failure> {
+    unreachable!("`parse_store` accepts Redis URLs only in builds with the `redis` feature")
 }
 
 fn build_layer(store: Arc<dyn EventStore>, options: &Options) -> ResumabilityLayer {
@@ -640,12 +675,25 @@ mod tests {
             parse_store("sqlite:./x.db"),
             Ok(StoreSpec::Sqlite("./x.db".into()))
         );
-        for bad in ["bogus", "sqlite:", "sqlite", "Memory", "redis://x"] {
+        for bad in ["bogus", "sqlite:", "sqlite", "Memory", "rediss://x"] {
             let error = parse_store(bad).unwrap_err();
             assert!(
                 error.contains("sqlite:PATH") && error.contains("memory"),
                 "{bad}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn redis_urls_need_the_redis_feature() {
+        let parsed = parse_store("redis://127.0.0.1:6379/");
+        if cfg!(feature = "redis") {
+            assert_eq!(
+                parsed,
+                Ok(StoreSpec::Redis("redis://127.0.0.1:6379/".into()))
+            );
+        } else {
+            assert!(parsed.unwrap_err().contains("--features redis"));
         }
     }
 

@@ -22,3 +22,12 @@ backend_suite!(sqlite, |retention| -> suite::Store {
             .unwrap(),
     )
 });
+
+#[cfg(feature = "redis")]
+mod common_redis;
+
+// Each store gets its own key prefix on one `redis-server` per test binary.
+#[cfg(feature = "redis")]
+backend_suite!(redis, |retention| -> suite::Store {
+    common_redis::open_store(retention)
+});

@@ -12,8 +12,9 @@
 //! |---|---|---|
 //! | [`SqliteEventStore`] (feature `sqlite`, default) | one server process | survives restarts; `NORMAL` or `FULL` sync |
 //! | [`MemoryEventStore`] | tests, ephemeral servers | none |
+//! | `RedisEventStore` (feature `redis`) | a fleet behind a load balancer: resume on any instance | Redis's persistence (AOF `everysec` or `always`) |
 //!
-//! Both keep the same [`Retention`] (idle streams expire, each stream keeps a
+//! They all keep the same [`Retention`] (idle streams expire, each stream keeps a
 //! bounded number of events) and pass the same backend test suite
 //! (`tests/store_backends.rs`).
 //!
@@ -96,6 +97,8 @@ mod error;
 mod live;
 mod memory;
 mod read;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod types;
@@ -104,6 +107,8 @@ pub use error::StoreError;
 pub use live::Subscription;
 pub use memory::MemoryEventStore;
 pub use read::{EventBatches, ReadLimit, follow, replay};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisEventStore, RedisOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteEventStore, SqliteOptions, SyncMode};
 pub use types::{

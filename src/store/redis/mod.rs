@@ -1,0 +1,898 @@
+//! [`RedisEventStore`]: the shared backend, for a fleet of servers behind a
+//! load balancer.
+
+mod scripts;
+mod tail;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisError, Value};
+use tokio::task::AbortHandle;
+
+use self::scripts::SCRIPTS;
+use self::tail::Tail;
+use super::memory::check_position;
+use super::{
+    AppendReceipt, Batch, BoxFuture, EventStore, NewEvent, NewStream, ReadLimit, Retention,
+    StoreError, StoredEvent, StreamEnd, StreamHead, StreamId, StreamInfo, StreamKind, StreamState,
+    Subscription, SweepReport,
+};
+
+/// The metadata fields a read returns, in this order.
+const META_FIELDS: [&str; 8] = [
+    "kind", "state", "first", "last", "created", "active", "session", "identity",
+];
+/// At most this many events are asked of Redis per read, whatever the
+/// [`ReadLimit`]: a batch may be smaller than the limit, and readers loop.
+const MAX_READ_COUNT: usize = 4096;
+/// Sweeps handle at most this many streams (or dead instances) per script
+/// call, so no call blocks Redis for long.
+const SWEEP_BATCH: usize = 500;
+/// Expiries are capped here (about ten years): Redis refuses expiry times
+/// that overflow, and nothing needs longer.
+const MAX_EXPIRY_MS: u128 = 10 * 365 * 24 * 3600 * 1000;
+
+/// Configuration for [`RedisEventStore`]; [`open`](Self::open) connects.
+///
+/// ```
+/// use std::time::Duration;
+/// use mcp_resume::store::{RedisOptions, Retention};
+///
+/// let options = RedisOptions::new("redis://127.0.0.1:6379/0")
+///     .key_prefix("my-app:mcp:")
+///     .retention(Retention::new().max_age(Duration::from_secs(15 * 60)))
+///     .instance_lease(Duration::from_secs(20));
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    url: String,
+    prefix: String,
+    retention: Retention,
+    instance_lease: Duration,
+    response_timeout: Duration,
+    connection_timeout: Duration,
+}
+
+impl RedisOptions {
+    /// The prefix every key and channel of the store starts with, unless
+    /// [`key_prefix`](Self::key_prefix) says otherwise.
+    pub const DEFAULT_PREFIX: &'static str = "mcp-resume:";
+
+    /// Options for the Redis at `url` (`redis://[user:password@]host:port/db`
+    /// or `redis+unix:///path/to/socket`), with every other setting at its
+    /// default. (`rediss://`, TLS, needs a TLS feature of the `redis` crate,
+    /// which this crate does not turn on.)
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: Self::DEFAULT_PREFIX.to_string(),
+            retention: Retention::default(),
+            instance_lease: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(2),
+            connection_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The prefix of every key and pub/sub channel the store uses. Instances
+    /// that serve the same MCP endpoint must use the same prefix; different
+    /// applications sharing a Redis, different ones. Default: `mcp-resume:`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The retention applied to the store. Default: [`Retention::default`].
+    /// Every instance sharing a prefix should use the same.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How long an instance's live streams outlive its last heartbeat (sent
+    /// every third of this). When an instance dies without closing its store,
+    /// another instance's sweep ends its live streams as
+    /// [abandoned](StreamState::Abandoned) once the lease has run out, so
+    /// their followers stop. An instance cut off from Redis for longer than
+    /// this has its streams abandoned too: appends to them then fail with
+    /// [`StoreError::StreamEnded`]. Default: 30 seconds; at least 1 second.
+    pub fn instance_lease(mut self, lease: Duration) -> Self {
+        self.instance_lease = lease.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How long a command waits for Redis's answer before failing with
+    /// [`StoreError::Backend`]. Default: 2 seconds.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long one connection attempt may take. Default: 1 second.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Connects and opens the store; see [`RedisEventStore`].
+    pub async fn open(self) -> Result<RedisEventStore, StoreError> {
+        RedisEventStore::open_with(self).await
+    }
+}
+
+/// An [`EventStore`] on Redis Streams, shared by every instance of a fleet:
+/// a stream produced on one instance can be resumed and followed live on any
+/// other (feature `redis`).
+///
+/// # Layout
+///
+/// With the default prefix `mcp-resume:`, for a stream `<id>` (32 hex digits):
+///
+/// | key | type | holds |
+/// |---|---|---|
+/// | `mcp-resume:log:<id>` | stream | the events; entry id `<seq>-0`, fields `d` (data) and `t` (SSE event type, when there is one) |
+/// | `mcp-resume:meta:<id>` | hash | `kind`, `state`, `session`, `identity`, `cap` (max events), `first` and `last` (retained range), `created`, `active` (last activity), `owner` (instance) |
+/// | `mcp-resume:session:<session>` | set | the ids of the session's streams, for [`purge_session`](EventStore::purge_session) |
+/// | `mcp-resume:ended` | sorted set | ended streams by end time, for the sweep |
+/// | `mcp-resume:owner:<instance>` | set | the live streams an instance produces |
+/// | `mcp-resume:instances` | sorted set | instances by lease expiry |
+/// | `mcp-resume:head:<id>` | pub/sub channel | `<last_seq> <state>` after each append and at the end |
+///
+/// Every write is one Lua script, so it is atomic: an append reads the last
+/// sequence from the metadata, adds each event with the explicit id
+/// `<seq>-0` (so a read by sequence is an exact `XRANGE`), trims to the
+/// stream's cap with `XTRIM MAXLEN`, records the first retained sequence and
+/// the activity time, and publishes the new head. Two instances appending to
+/// one stream can never produce a gap or a duplicate. A read is one script
+/// too: the metadata and an `XRANGE` from `after + 1`, in one round trip.
+/// Timestamps are taken from the Redis server's clock, so instances with
+/// skewed clocks agree.
+///
+/// # Live tail
+///
+/// Each store runs a task with a dedicated pub/sub connection, subscribed
+/// to the channels of the streams followed on this instance, which feeds the
+/// [`Subscription`]s' watch channels; [`follow`](super::follow) therefore
+/// works unchanged across instances. After a reconnection it re-reads the
+/// heads it follows, so nothing announced while it was disconnected is
+/// missed, and an ended stream reports its final head.
+///
+/// # Retention
+///
+/// Each stream keeps its newest `max_events_per_stream` events (`XTRIM
+/// MAXLEN`); a position before them is refused with [`StoreError::Trimmed`].
+/// Live streams never expire. An ended stream is deleted by the sweep once
+/// idle for [`Retention::max_age`] (every instance sweeps every
+/// [`Retention::sweep_interval`]; the scripts make concurrent sweeps safe),
+/// and its keys carry a `PEXPIRE` of `max_age + sweep_interval` as a
+/// backstop for when no instance is running.
+///
+/// A store that is dropped without [`close`](EventStore::close) (a crash)
+/// leaves its live streams live; the other instances end them as abandoned
+/// once its [lease](RedisOptions::instance_lease) has run out (a later
+/// instance with the same prefix does it too).
+///
+/// # Failures
+///
+/// While Redis is unreachable, every call fails with
+/// [`StoreError::Backend`] within about the configured timeouts (no call
+/// hangs, nothing panics), followers keep waiting, and the connections come
+/// back on their own when Redis does. An append whose call failed may or may
+/// not have been committed; one that returned was committed by Redis.
+///
+/// # Redis settings that matter
+///
+/// - **Persistence.** Redis answers an append once it is in memory. What a
+///   crash of Redis itself loses depends on its configuration:
+///   `appendonly yes` with `appendfsync everysec` (the usual choice) can
+///   lose the last second of appends; `appendfsync always` loses nothing that
+///   was acknowledged, at the cost of an fsync per write; RDB snapshots alone
+///   (`save`) lose everything since the last snapshot; no persistence loses
+///   every stream on a restart (resumes are then refused as unknown, which
+///   is safe, but not resumable).
+/// - **`maxmemory-policy noeviction`.** With an evicting policy Redis may
+///   drop a stream's log or metadata under memory pressure, and a resume
+///   then fails or, worse, a live stream vanishes under its producer. With
+///   `noeviction`, a full Redis refuses writes, appends fail with
+///   [`StoreError::Backend`], and the layer's
+///   [failure policy](crate::layer::StoreFailurePolicy) applies. Size
+///   `maxmemory` for `max_events_per_stream` times the event size times the
+///   streams alive within `max_age`.
+/// - **Replication.** Replicas are updated asynchronously: a failover can
+///   lose the last acknowledged appends, like `everysec`.
+/// - **Topology.** A single Redis, with replicas or Sentinel; not Redis
+///   Cluster (the scripts touch the keys of several streams). Redis 5.0 or
+///   newer (streams).
+/// - `client-output-buffer-limit pubsub` may cut a slow live-tail
+///   connection; the store reconnects and catches up by itself.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use mcp_resume::ResumabilityLayer;
+/// use mcp_resume::store::{EventStore, RedisOptions, Retention};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), mcp_resume::store::StoreError> {
+/// let store = RedisOptions::new("redis://127.0.0.1:6379/")
+///     .retention(Retention::new().max_events_per_stream(5_000))
+///     .open()
+///     .await?;
+/// // Every instance of the fleet builds its layer on the same Redis.
+/// let layer = ResumabilityLayer::new(Arc::new(store));
+/// // ... `.layer(layer)` on the MCP endpoint; at shutdown:
+/// layer.store().close().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RedisEventStore {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// What the store and its tasks share.
+struct Shared {
+    conn: ConnectionManager,
+    keys: Keys,
+    retention: Retention,
+    /// This store's id in the `instances` index and the `owner` field.
+    instance: String,
+    lease: Duration,
+    closed: AtomicBool,
+    tail: Arc<Tail>,
+    /// Since when every heartbeat has succeeded; `None` after a failure.
+    /// Dead instances are only abandoned after a full lease of good health,
+    /// so an outage of Redis itself (which stops every heartbeat) does not
+    /// make live instances look dead.
+    healthy_since: Mutex<Option<Instant>>,
+}
+
+/// Key and channel names.
+#[derive(Clone, Debug)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn meta(&self, stream: StreamId) -> String {
+        format!("{}meta:{stream}", self.prefix)
+    }
+
+    fn session(&self, session: &str) -> String {
+        format!("{}session:{session}", self.prefix)
+    }
+
+    fn channel(&self, stream: StreamId) -> String {
+        format!("{}head:{stream}", self.prefix)
+    }
+
+    fn stream_of_channel(&self, channel: &str) -> Option<StreamId> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("head:")?
+            .parse()
+            .ok()
+    }
+}
+
+/// Data in Redis that this store did not write (or a newer version did).
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected data in Redis ({what}); is another application using the key prefix?")]
+struct Unexpected {
+    what: String,
+}
+
+fn unexpected(context: &'static str, what: impl Into<String>) -> StoreError {
+    StoreError::backend(context, Unexpected { what: what.into() })
+}
+
+fn backend(context: &'static str) -> impl FnOnce(RedisError) -> StoreError {
+    move |error| StoreError::backend(context, error)
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().min(MAX_EXPIRY_MS) as u64
+}
+
+impl RedisEventStore {
+    /// Connects to the Redis at `url` with the default options.
+    pub async fn connect(url: impl Into<String>) -> Result<Self, StoreError> {
+        RedisOptions::new(url).open().await
+    }
+
+    /// Connects with `options`, registers this instance, and starts the
+    /// live-tail and maintenance tasks (on the current Tokio runtime).
+    ///
+    /// Fails with [`StoreError::Backend`] if the URL is invalid or Redis
+    /// cannot be reached now; once open, the store rides out Redis restarts.
+    pub async fn open_with(options: RedisOptions) -> Result<Self, StoreError> {
+        let client =
+            Client::open(options.url.as_str()).map_err(backend("parsing the Redis URL"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.response_timeout))
+            .set_connection_timeout(Some(options.connection_timeout))
+            // One quick reconnection attempt per command: while Redis is
+            // down, calls fail within about 100 ms (the layer then serves
+            // without resumability) instead of queueing behind a long
+            // backoff; the next command tries again.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(backend("connecting to Redis"))?;
+        let keys = Keys {
+            prefix: options.prefix,
+        };
+        let tail = Arc::new(Tail::new(keys.clone(), options.response_timeout));
+        let shared = Arc::new(Shared {
+            conn: conn.clone(),
+            keys,
+            retention: options.retention,
+            instance: StreamId::random().to_string(),
+            lease: options.instance_lease,
+            closed: AtomicBool::new(false),
+            tail: tail.clone(),
+            healthy_since: Mutex::new(None),
+        });
+        shared.heartbeat().await?;
+        let tasks = vec![
+            tokio::spawn(tail.run(client, conn)).abort_handle(),
+            tokio::spawn(maintain(shared.clone())).abort_handle(),
+        ];
+        Ok(Self {
+            shared,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    fn stop_tasks(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for RedisEventStore {
+    fn drop(&mut self) {
+        self.stop_tasks();
+    }
+}
+
+impl fmt::Debug for RedisEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisEventStore")
+            .field("prefix", &self.shared.keys.prefix)
+            .field("instance", &self.shared.instance)
+            .field("retention", &self.shared.retention)
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn prefix(&self) -> &str {
+        &self.keys.prefix
+    }
+
+    /// The expiry of an ended stream's keys: a backstop for the sweep.
+    fn ended_ttl_ms(&self) -> u64 {
+        millis(
+            self.retention
+                .max_age
+                .saturating_add(self.retention.sweep_interval),
+        )
+        .max(1)
+    }
+
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        let result = SCRIPTS
+            .heartbeat
+            .arg(self.prefix())
+            .arg(&self.instance)
+            .arg(millis(self.lease))
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map(drop)
+            .map_err(backend("renewing this instance's lease in Redis"));
+        let mut healthy = self.healthy_since.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(()) => {
+                healthy.get_or_insert_with(Instant::now);
+            }
+            Err(_) => *healthy = None,
+        }
+        result
+    }
+
+    fn may_abandon_dead_instances(&self) -> bool {
+        self.healthy_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|since| since.elapsed() >= self.lease)
+    }
+
+    async fn sweep_now(&self) -> Result<SweepReport, StoreError> {
+        let abandon = self.may_abandon_dead_instances();
+        let max_age_us = self.retention.max_age.as_micros().min(i64::MAX as u128) as u64;
+        let mut report = SweepReport::default();
+        loop {
+            let (streams, events, abandoned, more): (u64, u64, u64, u64) = SCRIPTS
+                .sweep
+                .arg(self.prefix())
+                .arg(max_age_us)
+                .arg(SWEEP_BATCH)
+                .arg(if abandon { "1" } else { "0" })
+                .arg(self.ended_ttl_ms())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(backend("sweeping expired streams in Redis"))?;
+            report.streams_removed += streams;
+            report.events_removed += events;
+            if abandoned > 0 {
+                tracing::info!(
+                    abandoned,
+                    "event store: ended the live streams of instances whose lease ran out"
+                );
+            }
+            if more == 0 {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// The head of a stream, `None` if it does not exist.
+    async fn head(&self, stream: StreamId) -> Result<Option<StreamHead>, StoreError> {
+        let (state, last): (Option<i64>, Option<u64>) = ::redis::cmd("HMGET")
+            .arg(self.keys.meta(stream))
+            .arg("state")
+            .arg("last")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend("reading a stream's head from Redis"))?;
+        let (Some(state), Some(last_seq)) = (state, last) else {
+            return Ok(None);
+        };
+        let state = StreamState::from_code(state)
+            .ok_or_else(|| unexpected("reading a stream's head from Redis", "stream state"))?;
+        Ok(Some(StreamHead { last_seq, state }))
+    }
+
+    /// Marks the streams of a script's `{id, last_seq, ...}` reply as
+    /// abandoned for this instance's followers.
+    fn abandoned_locally(&self, pairs: Vec<Value>) -> Result<u64, StoreError> {
+        let context = "reading the streams a Redis script ended";
+        let mut count = 0;
+        let mut items = pairs.into_iter();
+        while let (Some(id), Some(last)) = (items.next(), items.next()) {
+            let id: String =
+                ::redis::from_redis_value(id).map_err(|e| StoreError::backend(context, e))?;
+            let last_seq: u64 =
+                ::redis::from_redis_value(last).map_err(|e| StoreError::backend(context, e))?;
+            let stream: StreamId = id.parse().map_err(|_| unexpected(context, "stream id"))?;
+            self.tail.merge(
+                stream,
+                StreamHead {
+                    last_seq,
+                    state: StreamState::Abandoned,
+                },
+            );
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+/// Renews the lease every third of it and sweeps every sweep interval, until
+/// the store is closed or dropped.
+async fn maintain(shared: Arc<Shared>) {
+    let mut heartbeat = tokio::time::interval(shared.lease / 3);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sweep_every = shared
+        .retention
+        .sweep_interval
+        .max(Duration::from_millis(10));
+    let mut sweep =
+        tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                if let Err(error) = shared.heartbeat().await {
+                    tracing::warn!(%error, "event store: heartbeat failed");
+                }
+            }
+            _ = sweep.tick() => {
+                if let Err(error) = shared.sweep_now().await {
+                    tracing::warn!(%error, "event store: sweep failed");
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the metadata fields of [`META_FIELDS`].
+fn decode_info(
+    stream: StreamId,
+    fields: Vec<Option<String>>,
+) -> Result<Option<StreamInfo>, StoreError> {
+    let context = "decoding stream metadata from Redis";
+    let Ok([kind, state, first, last, created, active, session, identity]) =
+        <[Option<String>; 8]>::try_from(fields)
+    else {
+        return Err(unexpected(context, "metadata field count"));
+    };
+    let Some(state) = state else {
+        return Ok(None);
+    };
+    fn number<T: std::str::FromStr>(
+        value: Option<String>,
+        name: &'static str,
+    ) -> Result<T, StoreError> {
+        value
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| unexpected("decoding stream metadata from Redis", name))
+    }
+    let time = |micros: u64| UNIX_EPOCH + Duration::from_micros(micros);
+    let first_seq: u64 = number(first, "first")?;
+    let last_seq: u64 = number(last, "last")?;
+    Ok(Some(StreamInfo {
+        id: stream,
+        kind: StreamKind::from_code(number(kind, "kind")?)
+            .ok_or_else(|| unexpected(context, "kind"))?,
+        state: StreamState::from_code(number(Some(state), "state")?)
+            .ok_or_else(|| unexpected(context, "state"))?,
+        session,
+        identity,
+        event_count: (last_seq + 1).saturating_sub(first_seq),
+        first_seq,
+        last_seq,
+        created_at: time(number(created, "created")?),
+        last_activity: time(number(active, "active")?),
+    }))
+}
+
+/// Decodes `XRANGE` entries into events.
+fn decode_events(entries: Value) -> Result<Vec<StoredEvent>, StoreError> {
+    let context = "decoding events from Redis";
+    let Value::Array(entries) = entries else {
+        return Err(unexpected(context, "entry list"));
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let (id, fields): (String, Vec<Vec<u8>>) =
+                ::redis::from_redis_value(entry).map_err(|e| StoreError::backend(context, e))?;
+            let seq = id
+                .strip_suffix("-0")
+                .and_then(|seq| seq.parse().ok())
+                .ok_or_else(|| unexpected(context, "entry id"))?;
+            let mut event = StoredEvent {
+                seq,
+                event_type: None,
+                data: Default::default(),
+            };
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                match name.as_slice() {
+                    b"d" => event.data = value.into(),
+                    b"t" => event.event_type = Some(value.into()),
+                    _ => {}
+                }
+            }
+            Ok(event)
+        })
+        .collect()
+}
+
+impl EventStore for RedisEventStore {
+    fn create_stream(&self, new: NewStream) -> BoxFuture<'_, Result<StreamId, StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            let stream = StreamId::random();
+            let cap = new.event_cap(&shared.retention);
+            SCRIPTS
+                .create
+                .arg(shared.prefix())
+                .arg(stream.to_string())
+                .arg(new.kind.code())
+                .arg(cap)
+                .arg(&shared.instance)
+                .arg(millis(shared.lease))
+                .arg(u8::from(new.session.is_some()).to_string())
+                .arg(new.session.as_deref().unwrap_or_default())
+                .arg(u8::from(new.identity.is_some()).to_string())
+                .arg(new.identity.as_deref().unwrap_or_default())
+                .invoke_async::<i64>(&mut shared.conn())
+                .await
+                .map_err(backend("creating a stream in Redis"))?;
+            Ok(stream)
+        })
+    }
+
+    fn append(
+        &self,
+        stream: StreamId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'_, Result<AppendReceipt, StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            let mut invocation = SCRIPTS.append.prepare_invoke();
+            invocation
+                .arg(shared.prefix())
+                .arg(stream.to_string())
+                .arg(events.len());
+            for event in &events {
+                match &event.event_type {
+                    Some(event_type) => invocation.arg("1").arg(event_type.as_ref()),
+                    None => invocation.arg("0").arg(""),
+                };
+                invocation.arg(event.data.as_ref());
+            }
+            let reply: Vec<i64> = invocation
+                .invoke_async(&mut shared.conn())
+                .await
+                .map_err(backend("appending to a stream in Redis"))?;
+            match *reply.as_slice() {
+                [0, first_seq, last_seq] => {
+                    let (first_seq, last_seq) = (first_seq as u64, last_seq as u64);
+                    if last_seq >= first_seq {
+                        shared.tail.merge(
+                            stream,
+                            StreamHead {
+                                last_seq,
+                                state: StreamState::Live,
+                            },
+                        );
+                    }
+                    Ok(AppendReceipt {
+                        first_seq,
+                        last_seq,
+                    })
+                }
+                [-1] => Err(StoreError::StreamNotFound(stream)),
+                [-2, state] => Err(StoreError::StreamEnded {
+                    stream,
+                    state: StreamState::from_code(state)
+                        .ok_or_else(|| unexpected("appending to a stream in Redis", "state"))?,
+                }),
+                _ => Err(unexpected("appending to a stream in Redis", "script reply")),
+            }
+        })
+    }
+
+    fn end_stream(
+        &self,
+        stream: StreamId,
+        end: StreamEnd,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            let state = StreamState::from(end);
+            let reply: Vec<i64> = SCRIPTS
+                .end
+                .arg(shared.prefix())
+                .arg(stream.to_string())
+                .arg(state.code())
+                .arg(shared.ended_ttl_ms())
+                .invoke_async(&mut shared.conn())
+                .await
+                .map_err(backend("ending a stream in Redis"))?;
+            match *reply.as_slice() {
+                [0, last_seq] => {
+                    shared.tail.merge(
+                        stream,
+                        StreamHead {
+                            last_seq: last_seq as u64,
+                            state,
+                        },
+                    );
+                    Ok(())
+                }
+                [1, _] => Ok(()),
+                [-1] => Err(StoreError::StreamNotFound(stream)),
+                _ => Err(unexpected("ending a stream in Redis", "script reply")),
+            }
+        })
+    }
+
+    fn read_batch(
+        &self,
+        stream: StreamId,
+        after: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'_, Result<Batch, StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            let context = "reading a stream from Redis";
+            let reply: Value = SCRIPTS
+                .read
+                .arg(shared.prefix())
+                .arg(stream.to_string())
+                .arg(after)
+                .arg(limit.max_events.clamp(1, MAX_READ_COUNT))
+                .arg(limit.max_bytes)
+                .invoke_async(&mut shared.conn())
+                .await
+                .map_err(backend(context))?;
+            let (meta, entries) = match reply {
+                Value::Nil => return Err(StoreError::StreamNotFound(stream)),
+                Value::Array(parts) => match <[Value; 2]>::try_from(parts) {
+                    Ok([meta, entries]) => (meta, entries),
+                    Err(_) => return Err(unexpected(context, "script reply")),
+                },
+                _ => return Err(unexpected(context, "script reply")),
+            };
+            let fields: Vec<Option<String>> =
+                ::redis::from_redis_value(meta).map_err(|e| StoreError::backend(context, e))?;
+            let info = decode_info(stream, fields)?.ok_or(StoreError::StreamNotFound(stream))?;
+            check_position(&info, after)?;
+            Ok(Batch {
+                events: decode_events(entries)?,
+                head: info.head(),
+            })
+        })
+    }
+
+    fn subscribe(&self, stream: StreamId) -> BoxFuture<'_, Result<Subscription, StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            // Watch, subscribe the channel, then read the head: a commit is
+            // either in that read or announced after the subscription.
+            let rx = shared.tail.watch(stream);
+            shared.tail.ensure_subscribed(stream).await;
+            match shared.head(stream).await? {
+                Some(head) => {
+                    shared.tail.merge(stream, head);
+                    Ok(Subscription::from_receiver(rx))
+                }
+                None => {
+                    shared.tail.forget(stream);
+                    Err(StoreError::StreamNotFound(stream))
+                }
+            }
+        })
+    }
+
+    fn stream_info(
+        &self,
+        stream: StreamId,
+    ) -> BoxFuture<'_, Result<Option<StreamInfo>, StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            let fields: Vec<Option<String>> = ::redis::cmd("HMGET")
+                .arg(shared.keys.meta(stream))
+                .arg(&META_FIELDS[..])
+                .query_async(&mut shared.conn())
+                .await
+                .map_err(backend("reading stream metadata from Redis"))?;
+            decode_info(stream, fields)
+        })
+    }
+
+    fn session_streams<'a>(
+        &'a self,
+        session: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StreamInfo>, StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            let context = "listing a session's streams in Redis";
+            let ids: Vec<String> = ::redis::cmd("SMEMBERS")
+                .arg(shared.keys.session(session))
+                .query_async(&mut shared.conn())
+                .await
+                .map_err(backend(context))?;
+            let streams: Vec<StreamId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+            if streams.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut pipe = ::redis::pipe();
+            for &stream in &streams {
+                pipe.cmd("HMGET")
+                    .arg(shared.keys.meta(stream))
+                    .arg(&META_FIELDS[..]);
+            }
+            let metas: Vec<Vec<Option<String>>> = pipe
+                .query_async(&mut shared.conn())
+                .await
+                .map_err(backend(context))?;
+            let mut infos = Vec::with_capacity(streams.len());
+            for (stream, fields) in streams.into_iter().zip(metas) {
+                // Streams expired by the backstop expiry are skipped.
+                infos.extend(decode_info(stream, fields)?);
+            }
+            infos.sort_by_key(|info| (info.created_at, info.id));
+            Ok(infos)
+        })
+    }
+
+    fn purge_session<'a>(&'a self, session: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            let purged: Vec<Value> = SCRIPTS
+                .purge
+                .arg(shared.prefix())
+                .arg(session)
+                .invoke_async(&mut shared.conn())
+                .await
+                .map_err(backend("purging a session's streams in Redis"))?;
+            shared.abandoned_locally(purged)
+        })
+    }
+
+    fn sweep(&self) -> BoxFuture<'_, Result<SweepReport, StoreError>> {
+        Box::pin(async move {
+            self.shared.check_open()?;
+            self.shared.sweep_now().await
+        })
+    }
+
+    fn retention(&self) -> Retention {
+        self.shared.retention
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            // Appends resolve once Redis has applied them, so there is nothing
+            // to wait for beyond a round trip; durability is Redis's
+            // persistence setting.
+            ::redis::cmd("PING")
+                .query_async::<Value>(&mut shared.conn())
+                .await
+                .map(drop)
+                .map_err(backend("flushing (PING) to Redis"))
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            if shared.closed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            // End this instance's live streams and give up its lease, in one
+            // step. If Redis is unreachable now, the other instances will end
+            // them once the lease runs out.
+            let retired = SCRIPTS
+                .retire
+                .arg(shared.prefix())
+                .arg(&shared.instance)
+                .arg(shared.ended_ttl_ms())
+                .invoke_async::<Vec<Value>>(&mut shared.conn())
+                .await
+                .map_err(backend("ending this instance's streams in Redis"))
+                .and_then(|ended| shared.abandoned_locally(ended));
+            self.stop_tasks();
+            // Followers of streams produced elsewhere stop too: their last
+            // read reports the store closed.
+            shared.tail.clear();
+            retired.map(drop)
+        })
+    }
+}

@@ -103,12 +103,12 @@ mod redis;
 mod sqlite;
 mod types;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisEventStore, RedisOptions};
 pub use error::StoreError;
 pub use live::Subscription;
 pub use memory::MemoryEventStore;
 pub use read::{EventBatches, ReadLimit, follow, replay};
-#[cfg(feature = "redis")]
-pub use self::redis::{RedisEventStore, RedisOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteEventStore, SqliteOptions, SyncMode};
 pub use types::{

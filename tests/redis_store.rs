@@ -672,3 +672,25 @@ async fn layer_fails_open_while_redis_is_down_and_resumes_across_instances_after
         .unwrap();
     assert_eq!((info.last_seq, info.state), (4, StreamState::Complete));
 }
+
+/// "Unbounded" caps (the CLI's and the benches' `u64::MAX`) must not break
+/// appends: Redis integers are signed 64-bit, and Lua turns large numbers
+/// into floats that `XTRIM` refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_event_cap_is_accepted() {
+    let server = common_redis::shared();
+    let retention = Retention::new().max_events_per_stream(u64::MAX);
+    let store = common_redis::open(server, &common_redis::unique_prefix(), retention).await;
+    for cap in [None, Some(u64::MAX), Some(1 << 62)] {
+        let mut new = NewStream::new(StreamKind::PostResponse);
+        new.max_events = cap;
+        let stream = store.create_stream(new).await.unwrap();
+        let receipt = store
+            .append(stream, vec![NewEvent::message("a"), NewEvent::message("b")])
+            .await
+            .unwrap();
+        assert_eq!((receipt.first_seq, receipt.last_seq), (1, 2), "{cap:?}");
+        let info = store.stream_info(stream).await.unwrap().unwrap();
+        assert_eq!((info.first_seq, info.event_count), (1, 2), "{cap:?}");
+    }
+}

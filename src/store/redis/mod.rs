@@ -607,7 +607,8 @@ impl EventStore for RedisEventStore {
             let shared = &self.shared;
             shared.check_open()?;
             let stream = StreamId::random();
-            let cap = new.event_cap(&shared.retention);
+            // Redis integers are signed 64-bit; a larger cap means "unbounded" anyway.
+            let cap = new.event_cap(&shared.retention).min(i64::MAX as u64);
             SCRIPTS
                 .create
                 .arg(shared.prefix())

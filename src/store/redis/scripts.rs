@@ -103,7 +103,9 @@ for k = 1, n do
   end
   i = i + 3
 end
-redis.call('XTRIM', log, 'MAXLEN', cap)
+-- The stored string, not the Lua number: Lua turns large integers into
+-- floats (9.2e18), which XTRIM refuses.
+redis.call('XTRIM', log, 'MAXLEN', m[3])
 local retained = redis.call('XLEN', log)
 redis.call('HSET', meta, 'last', fmt(last), 'first', fmt(last - retained + 1), 'active', fmt(now_us()))
 redis.call('PUBLISH', P .. 'head:' .. id, fmt(last) .. ' 0')

@@ -1,0 +1,495 @@
+//! Redis event store benchmarks: `cargo bench --bench redis --features redis`.
+//!
+//! Starts its own `redis-server` on a free loopback port (no persistence:
+//! `--save "" --appendonly no`) and measures, in one run:
+//!
+//! - `redis_append/*`: events per second committed by [`RedisEventStore`]
+//!   with 100 concurrent streams of 256 B events, each caller awaiting its
+//!   own commit (the shape of `append/*` in `benches/store.rs`);
+//! - `redis_replay/*`: reading 10,000 events after position 0
+//!   ([`store::replay`]) from a 10,000-event stream;
+//! - the limit: `redis-benchmark -c 100 -n 200000 -P 1 -q XADD benchstream *
+//!   d <256 B>` against the same server, once before and once after the
+//!   store's appends (the ratio uses their mean);
+//! - cross-instance resume latency: instance A (its own store and runtime)
+//!   produces a stream, an event every 5 ms; instance B (another store on
+//!   the same Redis) resumes it with [`store::follow`] from the head A has
+//!   committed, at a random phase of A's appends. A sample is the time from
+//!   starting B's follow to B holding the first event A commits after that
+//!   head, so it includes waiting for A's next append (2.5 ms on average);
+//!   the same less that wait (from the later of the follow's start and A's
+//!   append call) is reported beside it. Every sample resumes a fresh
+//!   stream, so B subscribes its channel from cold, as an instance does when
+//!   a client lands on it; a second, warm follow of the same stream right
+//!   after (the channel already subscribed) is reported beside it.
+//!
+//! At the end it prints a summary computed from criterion's estimates and
+//! the measurements of this same run.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use tokio::sync::watch;
+
+mod common;
+use common::{mean_seconds, runtime};
+use mcp_resume::store::{
+    self, EventStore, NewEvent, NewStream, RedisEventStore, RedisOptions, Retention, StreamEnd,
+    StreamId, StreamKind,
+};
+
+const EVENT_SIZE: usize = 256;
+const STREAMS: usize = 100;
+const REPLAY_EVENTS: u64 = 10_000;
+const XADD_CLIENTS: usize = 100;
+const XADD_REQUESTS: usize = 200_000;
+const RESUME_SAMPLES: usize = 500;
+/// How often instance A appends to the stream B resumes.
+const PRODUCER_INTERVAL: Duration = Duration::from_millis(5);
+/// B resumes once A has committed this many events: mid-stream.
+const RESUME_AFTER: u64 = 3;
+
+/// A `redis-server` child on a free loopback port, killed on drop. A small
+/// `sh` watchdog also kills it when this process exits however it exits.
+struct RedisServer {
+    port: u16,
+    server: Child,
+    watchdog: Child,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let mut last_error = String::new();
+        // Another process may take the free port before the server binds it.
+        for _ in 0..5 {
+            match Self::spawn(free_port()) {
+                Ok(server) => return server,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("could not start redis-server: {last_error}");
+    }
+
+    fn spawn(port: u16) -> Result<Self, String> {
+        let server = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|error| {
+                format!("cannot run redis-server ({error}); install it, e.g. `apt-get install redis-server`")
+            })?;
+        let watchdog = Command::new("sh")
+            .args([
+                "-c",
+                "read _ignored; kill -9 \"$0\" 2>/dev/null",
+                &server.id().to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("could not run sh for the redis-server watchdog");
+        let mut running = Self {
+            port,
+            server,
+            watchdog,
+        };
+        running.wait_ready()?;
+        Ok(running)
+    }
+
+    /// Waits until the server answers `PING` with `PONG`.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        loop {
+            if let Ok(Some(status)) = self.server.try_wait() {
+                return Err(format!(
+                    "redis-server exited at start ({status}); port {} taken?",
+                    self.port
+                ));
+            }
+            if let Ok(mut socket) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                let _ = socket.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut reply = [0u8; 64];
+                if socket.write_all(b"PING\r\n").is_ok()
+                    && let Ok(n) = socket.read(&mut reply)
+                    && reply[..n].starts_with(b"+PONG")
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("redis-server on port {} did not start", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("no free loopback port")
+        .port()
+}
+
+/// Appends in the benchmarks are never trimmed, as XADD never trims. (A
+/// cap far above anything a run writes, not `u64::MAX`: the append script
+/// hands the cap to `XTRIM MAXLEN` as a Lua number, which Redis refuses as
+/// "not an integer" once it is that large.)
+fn unbounded() -> Retention {
+    Retention::new().max_events_per_stream(1_000_000_000)
+}
+
+async fn open(url: &str, prefix: &str) -> RedisEventStore {
+    RedisOptions::new(url)
+        .key_prefix(prefix)
+        .retention(unbounded())
+        .open()
+        .await
+        .expect("open the Redis store")
+}
+
+/// Runs `iters` appends on each of `streams` concurrent streams and returns
+/// the elapsed time. Each append is one event and awaits its commit.
+async fn timed_appends(
+    store: Arc<dyn EventStore>,
+    streams: usize,
+    size: usize,
+    iters: u64,
+) -> Duration {
+    let mut ids = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        ids.push(
+            store
+                .create_stream(NewStream::new(StreamKind::PostResponse))
+                .await
+                .unwrap(),
+        );
+    }
+    let data = bytes::Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let store = store.clone();
+            let data = data.clone();
+            tokio::spawn(async move {
+                for _ in 0..iters {
+                    store
+                        .append(id, vec![NewEvent::message(data.clone())])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    // Ended streams are swept by retention; live ones would pile up in the
+    // instance's owner set for the close.
+    for id in ids {
+        store.end_stream(id, StreamEnd::Complete).await.unwrap();
+    }
+    elapsed
+}
+
+/// `redis-benchmark`'s XADD rate against the server (requests per second).
+fn xadd_limit(port: u16) -> f64 {
+    let value = "x".repeat(EVENT_SIZE);
+    let output = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-c", &XADD_CLIENTS.to_string()])
+        .args(["-n", &XADD_REQUESTS.to_string()])
+        .args(["-P", "1", "-q"])
+        .args(["XADD", "benchstream", "*", "d", &value])
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run redis-benchmark; install it with redis-server (or `redis-tools`)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // Progress lines end in `\r`; the result is the last one:
+    // `XADD benchstream * d xxx…: 51020.41 requests per second, p50=1.263 msec`.
+    text.split(['\r', '\n'])
+        .filter_map(|line| {
+            line.split_once(" requests per second")?
+                .0
+                .rsplit(' ')
+                .next()
+        })
+        .filter_map(|rate| rate.parse::<f64>().ok())
+        .next_back()
+        .unwrap_or_else(|| {
+            panic!(
+                "no rate in redis-benchmark's output (status {}): {text}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
+
+fn append_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
+    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(url, "bench-append:")));
+    let mut group = c.benchmark_group("redis_append");
+    group.measurement_time(Duration::from_secs(6));
+    group.throughput(Throughput::Elements(STREAMS as u64));
+    group.bench_function(
+        BenchmarkId::new("redis_store", format!("{EVENT_SIZE}B/{STREAMS}streams")),
+        |b| {
+            b.to_async(rt)
+                .iter_custom(|iters| timed_appends(store.clone(), STREAMS, EVENT_SIZE, iters));
+        },
+    );
+    group.finish();
+    rt.block_on(store.close()).unwrap();
+}
+
+fn replay_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
+    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(url, "bench-replay:")));
+    let stream = rt.block_on(async {
+        let id = store
+            .create_stream(NewStream::new(StreamKind::PostResponse))
+            .await
+            .unwrap();
+        let data = bytes::Bytes::from(vec![b'x'; EVENT_SIZE]);
+        for _ in 0..REPLAY_EVENTS / 1_000 {
+            store
+                .append(id, vec![NewEvent::message(data.clone()); 1_000])
+                .await
+                .unwrap();
+        }
+        store.end_stream(id, StreamEnd::Complete).await.unwrap();
+        id
+    });
+    let mut group = c.benchmark_group("redis_replay");
+    group.throughput(Throughput::Elements(REPLAY_EVENTS));
+    group.sample_size(20);
+    group.bench_function(
+        BenchmarkId::new("redis_10k_events", format!("store_{REPLAY_EVENTS}")),
+        |b| {
+            b.to_async(rt).iter(|| async {
+                let mut batches = store::replay(store.clone(), stream, 0);
+                let mut count = 0;
+                while let Some(batch) = batches.next_batch().await {
+                    count += batch.unwrap().len();
+                }
+                assert_eq!(count as u64, REPLAY_EVENTS);
+            });
+        },
+    );
+    group.finish();
+    rt.block_on(store.close()).unwrap();
+}
+
+/// One stream produced on instance A: when each append started (index
+/// `seq - 1`), and the newest committed sequence.
+struct Production {
+    started: Mutex<Vec<Instant>>,
+    committed: watch::Sender<u64>,
+}
+
+/// Instance A's producer: creates a stream, appends an event every
+/// [`PRODUCER_INTERVAL`] until `stop` fires, then completes the stream.
+async fn produce(
+    store: Arc<dyn EventStore>,
+    production: Arc<Production>,
+    id_tx: tokio::sync::oneshot::Sender<StreamId>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let id = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    let _ = id_tx.send(id);
+    let data = bytes::Bytes::from(vec![b'x'; EVENT_SIZE]);
+    let mut tick = tokio::time::interval(PRODUCER_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                production.started.lock().unwrap().push(Instant::now());
+                let receipt = store
+                    .append(id, vec![NewEvent::message(data.clone())])
+                    .await
+                    .unwrap();
+                production.committed.send_replace(receipt.last_seq);
+            }
+        }
+    }
+    store.end_stream(id, StreamEnd::Complete).await.unwrap();
+}
+
+/// One resume on B from A's committed head: (time from starting the follow
+/// to holding the first new event, the same less the wait for A to start
+/// appending that event).
+async fn resume_once(
+    b: &Arc<dyn EventStore>,
+    id: StreamId,
+    production: &Production,
+) -> (Duration, Duration) {
+    let head = *production.committed.borrow();
+    let start = Instant::now();
+    let mut follow = store::follow(b.clone(), id, head);
+    let batch = follow
+        .next_batch()
+        .await
+        .expect("the stream is live")
+        .unwrap();
+    let received = Instant::now();
+    let seq = batch[0].seq;
+    assert_eq!(seq, head + 1, "follow resumes right after the head");
+    let appended = production.started.lock().unwrap()[seq as usize - 1];
+    (received - start, received - start.max(appended))
+}
+
+/// A wait within one producer interval, spread evenly over the samples (a
+/// golden-ratio sequence), so resumes land at every phase of A's appends
+/// rather than always just after one (tokio's timer rounds it to the ms).
+fn phase(sample: usize) -> Duration {
+    PRODUCER_INTERVAL.mul_f64((sample as f64 * 0.618_033_988_749_895).fract())
+}
+
+/// Latency samples of the resume runs, in seconds.
+#[derive(Default)]
+struct ResumeFigures {
+    cold: Vec<f64>,
+    cold_delivery: Vec<f64>,
+    warm: Vec<f64>,
+    warm_delivery: Vec<f64>,
+}
+
+fn resume_latency(rt: &tokio::runtime::Runtime, url: &str) -> ResumeFigures {
+    // Instance A: its own store, on its own runtime (its own worker thread).
+    let a_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    let a: Arc<dyn EventStore> = Arc::new(a_rt.block_on(open(url, "bench-resume:")));
+    let b: Arc<dyn EventStore> = Arc::new(rt.block_on(open(url, "bench-resume:")));
+    let mut figures = ResumeFigures::default();
+    rt.block_on(async {
+        for sample in 0..RESUME_SAMPLES {
+            let production = Arc::new(Production {
+                started: Mutex::new(Vec::new()),
+                committed: watch::Sender::new(0),
+            });
+            let mut committed = production.committed.subscribe();
+            let (id_tx, id_rx) = tokio::sync::oneshot::channel();
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+            let producer = a_rt.spawn(produce(a.clone(), production.clone(), id_tx, stop_rx));
+            let id = id_rx.await.unwrap();
+            committed.wait_for(|&n| n >= RESUME_AFTER).await.unwrap();
+            tokio::time::sleep(phase(2 * sample)).await;
+            let (total, delivery) = resume_once(&b, id, &production).await;
+            figures.cold.push(total.as_secs_f64());
+            figures.cold_delivery.push(delivery.as_secs_f64());
+            tokio::time::sleep(phase(2 * sample + 1)).await;
+            let (total, delivery) = resume_once(&b, id, &production).await;
+            figures.warm.push(total.as_secs_f64());
+            figures.warm_delivery.push(delivery.as_secs_f64());
+            let _ = stop_tx.send(());
+            producer.await.unwrap();
+        }
+    });
+    rt.block_on(b.close()).unwrap();
+    a_rt.block_on(a.close()).unwrap();
+    figures
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn print_summary(xadd: &[f64], resume: &ResumeFigures) {
+    println!("\n== redis benchmark summary (this run) ==");
+    let label = format!("{EVENT_SIZE}B/{STREAMS}streams");
+    let store_rate =
+        mean_seconds("redis_append", "redis_store", &label).map(|s| STREAMS as f64 / s);
+    let xadd_mean = xadd.iter().sum::<f64>() / xadd.len() as f64;
+    let runs: Vec<String> = xadd.iter().map(|rate| format!("{rate:.0}")).collect();
+    match store_rate {
+        Some(rate) => println!("store appends ({label}, each awaited): {rate:.0} events/s"),
+        None => println!("store appends: - (filtered out of this run)"),
+    }
+    println!(
+        "redis-benchmark XADD (-c {XADD_CLIENTS} -P 1, {EVENT_SIZE} B): {xadd_mean:.0} req/s (runs: {})",
+        runs.join(", ")
+    );
+    if let Some(rate) = store_rate {
+        println!("ratio store/XADD: {:.2} (target >= 0.30)", rate / xadd_mean);
+    }
+    match mean_seconds(
+        "redis_replay",
+        "redis_10k_events",
+        &format!("store_{REPLAY_EVENTS}"),
+    ) {
+        Some(s) => println!("replay 10k events from 0: {:.2} ms", s * 1e3),
+        None => println!("replay 10k events: - (filtered out of this run)"),
+    }
+    let ms = |samples: &[f64], p| percentile(samples, p) * 1e3;
+    println!(
+        "cross-instance resume, {} samples, producer every {} ms:",
+        resume.cold.len(),
+        PRODUCER_INTERVAL.as_millis()
+    );
+    println!(
+        "  cold (B subscribes):  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; less the producer's wait: p50 {:.2} ms, p99 {:.2} ms",
+        ms(&resume.cold, 50.0),
+        ms(&resume.cold, 99.0),
+        ms(&resume.cold, 100.0),
+        ms(&resume.cold_delivery, 50.0),
+        ms(&resume.cold_delivery, 99.0),
+    );
+    println!(
+        "  warm (already subscribed): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; less the producer's wait: p50 {:.2} ms, p99 {:.2} ms",
+        ms(&resume.warm, 50.0),
+        ms(&resume.warm, 99.0),
+        ms(&resume.warm, 100.0),
+        ms(&resume.warm_delivery, 50.0),
+        ms(&resume.warm_delivery, 99.0),
+    );
+    println!("  target: p99 < 50 ms on loopback");
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let rt = runtime();
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut xadd = vec![xadd_limit(server.port)];
+    append_benches(&mut criterion, &rt, &url);
+    xadd.push(xadd_limit(server.port));
+    replay_benches(&mut criterion, &rt, &url);
+    let resume = resume_latency(&rt, &url);
+    criterion.final_summary();
+    print_summary(&xadd, &resume);
+    drop(server);
+}

@@ -46,7 +46,10 @@
 //! curl -N http://127.0.0.1:8000/mcp -H 'Accept: text/event-stream' \
 //!   -H "Mcp-Session-Id: $SESSION" -H 'MCP-Protocol-Version: 2025-11-25' \
 //!   -H 'Last-Event-ID: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.4'
+//! #   id: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.4    <- primed at the resume point
 //! #   retry: 1000
+//! #   data:
+//! #
 //! #   id: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.5    <- the events you missed, at once, then live
 //! #   ...
 //! #   id: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.31

@@ -71,20 +71,26 @@ async fn resume_replays_after_the_id_with_original_ids() {
                 .unwrap()
                 .starts_with("text/event-stream")
         );
-        let events = resumed.events_to_end().await;
+        let mut events = resumed.events_to_end().await;
         assert_eq!(resumed.end(), Some(&End::Clean));
-        assert!(
-            events.iter().all(|ev| !ev.is_empty_data()),
-            "no priming on a resume: {events:#?}"
-        );
+        if version == V2025_11_25 {
+            // One priming event, at the resume point, carrying the retry hint.
+            let priming = events.remove(0);
+            assert!(priming.is_empty_data(), "{priming:?}");
+            assert_eq!(priming.id(), original[2].id());
+            assert_eq!(priming.retry, Some(1200));
+            assert!(events.iter().all(|ev| ev.retry.is_none()));
+        } else {
+            assert_eq!(
+                events[0].retry,
+                Some(1200),
+                "first resumed event carries retry"
+            );
+            assert!(events[1..].iter().all(|ev| ev.retry.is_none()));
+        }
+        assert!(events.iter().all(|ev| !ev.is_empty_data()), "{events:#?}");
         assert_eq!(seq_data(&events), expected(3..=5), "{version}");
         assert!(events.iter().all(|ev| ev.stream() == stream));
-        assert_eq!(
-            events[0].retry,
-            Some(1200),
-            "first resumed event carries retry"
-        );
-        assert!(events[1..].iter().all(|ev| ev.retry.is_none()));
         // Same ids as the original delivery.
         let ids: Vec<_> = events.iter().map(|ev| ev.id().to_string()).collect();
         let original_ids: Vec<_> = original[3..].iter().map(|ev| ev.id().to_string()).collect();
@@ -216,10 +222,11 @@ async fn resume_racing_a_fast_producer_has_no_gap_and_no_duplicate() {
         // Take a few hundred events, then leave (or read to the end).
         for _ in 0..700 {
             match next.next_event().await {
-                Some(ev) => {
-                    assert!(!ev.is_empty_data(), "priming event on a resume: {ev:?}");
-                    got.push(ev);
+                Some(ev) if ev.is_empty_data() => {
+                    // The priming event of a resumed response: the resume point.
+                    assert_eq!(ev.id(), last, "priming at the resume id");
                 }
+                Some(ev) => got.push(ev),
                 None => break,
             }
         }
@@ -603,13 +610,15 @@ async fn poll_mode_client_reconnects_and_receives_everything() {
             assert_eq!((priming.seq(), priming.retry), (0, Some(50)), "{events:#?}");
             assert!(priming.is_empty_data());
         } else {
+            // Every resumed response is primed at its resume point, with the
+            // retry hint, even one the poll deadline closes before any event.
+            let priming = &events[0];
+            assert!(priming.is_empty_data(), "{events:#?}");
+            assert_eq!(priming.retry, Some(50), "{events:#?}");
             assert!(
-                events.iter().all(|ev| !ev.is_empty_data()),
-                "priming on a resume: {events:#?}"
+                events[1..].iter().all(|ev| !ev.is_empty_data()),
+                "{events:#?}"
             );
-            if let Some(first) = events.first() {
-                assert_eq!(first.retry, Some(50), "first resumed event carries retry");
-            }
         }
         if let Some(last) = events.last() {
             last_id = last.id().to_string();

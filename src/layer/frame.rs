@@ -51,12 +51,15 @@ pub(crate) fn encode_unstored(event_type: Option<&[u8]>, data: &[u8], out: &mut 
     }
 }
 
-/// The priming event of a 2025-11-25 stream: the position before the first
-/// event, the reconnection delay, and empty data.
-pub(crate) fn priming(stream: StreamId, retry_millis: u64) -> Bytes {
+/// The priming event of a 2025-11-25 response: the client's position (0,
+/// before the first event, for a new stream; the resume point for a resume),
+/// the reconnection delay, and empty data. It gives the client an id and a
+/// `retry` before anything else, so even a response that ends before any
+/// event (poll mode) leaves it able to reconnect where it was.
+pub(crate) fn priming(stream: StreamId, seq: u64, retry_millis: u64) -> Bytes {
     Bytes::from(format!(
         "id: {}\nretry: {retry_millis}\ndata:\n\n",
-        EventId::new(stream, 0)
+        EventId::new(stream, seq)
     ))
 }
 
@@ -107,7 +110,7 @@ mod tests {
     #[test]
     fn priming_and_retry_prefix_parse_as_intended() {
         let stream = StreamId::random();
-        let Frame::Event(priming) = &parse(priming(stream, 1500))[0] else {
+        let Frame::Event(priming) = &parse(priming(stream, 0, 1500))[0] else {
             panic!()
         };
         assert_eq!(

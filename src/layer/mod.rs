@@ -281,8 +281,9 @@ impl ResumabilityLayer {
     }
 
     /// The `retry` hint sent to clients: how long they wait before
-    /// reconnecting. Sent in the priming event of 2025-11-25 clients and on
-    /// the first event of every other response. Default: 1 second.
+    /// reconnecting. Sent in the priming event of 2025-11-25 responses (new
+    /// streams and resumes alike) and on the first event of every other
+    /// response. Default: 1 second.
     pub fn retry(mut self, retry: Duration) -> Self {
         self.config.retry = retry;
         self

@@ -159,7 +159,7 @@ fn first_response_of(
 ) -> Feed {
     let retry = config.retry_millis();
     if version.primes() {
-        feed.preamble(frame::priming(stream, retry))
+        feed.preamble(frame::priming(stream, 0, retry))
             .deadline(config.poll_deadline())
     } else {
         feed.retry(retry)

@@ -11,7 +11,7 @@ use tower::Service;
 use super::body::{Feed, ResponseBody};
 use super::open::{Exchange, Opened, unavailable};
 use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, Version};
-use super::{Config, Runtime};
+use super::{Config, Runtime, frame};
 use crate::store::{EventId, StreamKind};
 
 /// Why a resume was refused: for the log only, never for the client.
@@ -97,11 +97,15 @@ where
         Some(tail) => Feed::from_tail(tail.attach(id.seq), id.seq, runtime.clone()),
         None => Feed::from_store(id.stream, id.seq, runtime.clone()),
     }
-    .resumed()
-    .retry(config.retry_millis());
-    if version.primes() {
-        feed = feed.deadline(config.poll_deadline());
-    }
+    .resumed();
+    feed = if version.primes() {
+        // A resumed response is a new SSE stream too: primed at the resume
+        // point, so a poll that closes before any event leaves the client its id.
+        feed.preamble(frame::priming(id.stream, id.seq, config.retry_millis()))
+            .deadline(config.poll_deadline())
+    } else {
+        feed.retry(config.retry_millis())
+    };
 
     if info.kind == StreamKind::Standalone && producer_gone {
         // The standalone stream carries server-initiated messages for the

@@ -8,7 +8,8 @@
 # Installs what it needs itself, pinned, under target/interop/ (reused when present):
 #   - a Python virtual environment with mcp==2.3.0 (PyPI)
 #   - @modelcontextprotocol/sdk 1.32.x (npm), run with the machine's Node 20
-# Builds: cargo build --release --bin mcp-resume --example fault_proxy --example reference_client
+# Builds: # --all-features, as `cargo bench --no-run --all-features` in .ci/run: one release build serves both.
+cargo build --release --all-features --bin mcp-resume --example fault_proxy --example reference_client
 # Every process listens on 127.0.0.1 (free ports); all are stopped on exit, whatever happens.
 # Exits non-zero on any failure. Env: INTEROP_SEED (fault proxy seeds), INTEROP_KEEP=1 (keep logs).
 set -euo pipefail
@@ -164,7 +165,7 @@ PY="$VENV/bin/python"
 
 # ---------------------------------------------------------------------------------------------
 section "interop: build"
-cargo build --release --bin mcp-resume --example fault_proxy --example reference_client
+cargo build --release --all-features --bin mcp-resume --example fault_proxy --example reference_client
 MCP_RESUME="$TARGET_DIR/release/mcp-resume"
 FAULT_PROXY="$TARGET_DIR/release/examples/fault_proxy"
 REFERENCE_CLIENT="$TARGET_DIR/release/examples/reference_client"

@@ -36,7 +36,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use tokio::sync::watch;
 
 mod common;
-use common::{mean_seconds, runtime};
+use common::{mean_seconds, runtime, timed_appends};
 use mcp_resume::store::{
     self, EventStore, NewEvent, NewStream, RedisEventStore, RedisOptions, Retention, StreamEnd,
     StreamId, StreamKind,
@@ -170,52 +170,6 @@ async fn open(url: &str, prefix: &str) -> RedisEventStore {
         .open()
         .await
         .expect("open the Redis store")
-}
-
-/// Runs `iters` appends on each of `streams` concurrent streams and returns
-/// the elapsed time. Each append is one event and awaits its commit.
-async fn timed_appends(
-    store: Arc<dyn EventStore>,
-    streams: usize,
-    size: usize,
-    iters: u64,
-) -> Duration {
-    let mut ids = Vec::with_capacity(streams);
-    for _ in 0..streams {
-        ids.push(
-            store
-                .create_stream(NewStream::new(StreamKind::PostResponse))
-                .await
-                .unwrap(),
-        );
-    }
-    let data = bytes::Bytes::from(vec![b'x'; size]);
-    let start = Instant::now();
-    let tasks: Vec<_> = ids
-        .iter()
-        .map(|&id| {
-            let store = store.clone();
-            let data = data.clone();
-            tokio::spawn(async move {
-                for _ in 0..iters {
-                    store
-                        .append(id, vec![NewEvent::message(data.clone())])
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let elapsed = start.elapsed();
-    // Ended streams are swept by retention; live ones would pile up in the
-    // instance's owner set for the close.
-    for id in ids {
-        store.end_stream(id, StreamEnd::Complete).await.unwrap();
-    }
-    elapsed
 }
 
 /// `redis-benchmark`'s XADD rate against the server (requests per second).

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 mod common;
-use common::{mean_seconds, runtime, scratch_dir};
+use common::{mean_seconds, runtime, scratch_dir, timed_appends};
 use mcp_resume::store::{
     self, EventStore, MemoryEventStore, NewEvent, NewStream, Retention, SqliteOptions, StreamId,
     StreamKind,
@@ -31,46 +31,6 @@ const CONCURRENCY: [usize; 2] = [1, 100];
 /// Appends in the throughput runs are never trimmed, as the raw baseline never deletes.
 fn unbounded() -> Retention {
     Retention::new().max_events_per_stream(u64::MAX)
-}
-
-/// Runs `iters` appends on each of `streams` concurrent streams and returns
-/// the elapsed time. Each append is one event and awaits its commit.
-async fn timed_appends(
-    store: Arc<dyn EventStore>,
-    streams: usize,
-    size: usize,
-    iters: u64,
-) -> Duration {
-    let mut ids = Vec::with_capacity(streams);
-    for _ in 0..streams {
-        ids.push(
-            store
-                .create_stream(NewStream::new(StreamKind::PostResponse))
-                .await
-                .unwrap(),
-        );
-    }
-    let data = bytes::Bytes::from(vec![b'x'; size]);
-    let start = Instant::now();
-    let tasks: Vec<_> = ids
-        .into_iter()
-        .map(|id| {
-            let store = store.clone();
-            let data = data.clone();
-            tokio::spawn(async move {
-                for _ in 0..iters {
-                    store
-                        .append(id, vec![NewEvent::message(data.clone())])
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    start.elapsed()
 }
 
 /// The limit: rusqlite inserting the same rows into the same table, in

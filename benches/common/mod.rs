@@ -4,6 +4,10 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_resume::store::{EventStore, NewEvent, NewStream, StreamEnd, StreamKind};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
@@ -48,4 +52,52 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch directory");
     dir
+}
+
+/// Runs `iters` appends on each of `streams` concurrent new streams and
+/// returns the time they took: each append is one event of `size` bytes and
+/// awaits its commit. The streams are ended afterwards, outside the timing.
+pub async fn timed_appends(
+    store: Arc<dyn EventStore>,
+    streams: usize,
+    size: usize,
+    iters: u64,
+) -> Duration {
+    let mut ids = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        ids.push(
+            store
+                .create_stream(NewStream::new(StreamKind::PostResponse))
+                .await
+                .expect("a stream"),
+        );
+    }
+    let data = bytes::Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let store = store.clone();
+            let data = data.clone();
+            tokio::spawn(async move {
+                for _ in 0..iters {
+                    store
+                        .append(id, vec![NewEvent::message(data.clone())])
+                        .await
+                        .expect("an append");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("an appending task");
+    }
+    let elapsed = start.elapsed();
+    for id in ids {
+        store
+            .end_stream(id, StreamEnd::Complete)
+            .await
+            .expect("the end of a stream");
+    }
+    elapsed
 }

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::proxy::{CutPolicy, Proxy};
-use common::server::{Script, message};
+use common::server::message;
 use common::sse::{End, Ev, Req};
 use common::store::{FailingStore, ops};
-use common::{V2025_06_18, V2025_11_25, guard, memory_store, serve, stream_of, wait_state};
+use common::{
+    V2025_06_18, V2025_11_25, guard, memory_store, post_call, serve_scripted, stream_of, wait_state,
+};
 use http::StatusCode;
 use mcp_resume::store::{EventStore, StreamState};
 use mcp_resume::{ResumabilityLayer, StoreFailurePolicy};
-use tower::Layer;
 
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#;
 
@@ -35,8 +36,7 @@ async fn survive_cuts(version: &str, seed: u64) {
     const TOTAL: u64 = 400;
     const CUTS: usize = 10;
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
     let proxy = Proxy::with_policy(served.addr, CutPolicy::seeded(seed, CUTS, 600, 12_000)).await;
 
     // Open the stream directly: the first POST must get its id, or there
@@ -131,8 +131,7 @@ async fn proxy_cuts_mid_stream_every_event_once_in_order_with_priming() {
 #[tokio::test]
 async fn on_demand_cuts_during_live_tail() {
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
     let proxy = Proxy::new(served.addr).await;
 
     let mut resp = Req::post("/mcp", CALL)
@@ -178,8 +177,7 @@ async fn fail_open_at_stream_start_passes_the_inner_bytes_through() {
     let failing = FailingStore::new();
     failing.fail(ops::ALL);
     let layer = ResumabilityLayer::new(failing.clone());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     for version in [V2025_06_18, V2025_11_25] {
         let mut resp = Req::post("/mcp", CALL)
@@ -219,8 +217,7 @@ async fn fail_closed_at_stream_start_is_a_503() {
     failing.fail(ops::ALL);
     let layer =
         ResumabilityLayer::new(failing.clone()).on_store_failure(StoreFailurePolicy::FailClosed);
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_06_18)
@@ -260,15 +257,8 @@ async fn fail_closed_at_stream_start_is_a_503() {
 async fn fail_open_mid_stream_still_delivers_every_message() {
     let failing = FailingStore::new();
     let layer = ResumabilityLayer::new(failing.clone());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     for n in 1..=3 {
         assert!(inner.event(&message(n)).await);
     }
@@ -296,15 +286,8 @@ async fn fail_closed_mid_stream_never_sends_an_unstored_event() {
     let failing = FailingStore::new();
     let layer =
         ResumabilityLayer::new(failing.clone()).on_store_failure(StoreFailurePolicy::FailClosed);
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     for n in 1..=3 {
         assert!(inner.event(&message(n)).await);
     }
@@ -338,15 +321,8 @@ async fn fail_closed_mid_stream_never_sends_an_unstored_event() {
 async fn inner_body_error_abandons_the_stream_and_stored_events_replay() {
     let layer = ResumabilityLayer::new(memory_store());
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     for n in 1..=4 {
         assert!(inner.event(&message(n)).await);
     }
@@ -380,15 +356,8 @@ async fn inner_body_error_abandons_the_stream_and_stored_events_replay() {
 async fn oversized_event_abandons_the_stream() {
     let layer = ResumabilityLayer::new(memory_store()).max_event_bytes(1024);
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     assert!(inner.event("small").await);
     let _ = inner.event(&"y".repeat(4096)).await;
     let _ = inner.event("after").await;
@@ -412,8 +381,7 @@ async fn oversized_event_abandons_the_stream() {
 async fn streams_beyond_the_session_limit_pass_through() {
     let layer = ResumabilityLayer::new(memory_store()).max_live_streams_per_session(1);
     let store: Arc<dyn EventStore> = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let post = |session: &'static str| {
         Req::post("/mcp", CALL)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::server::{Reply, Script};
 use common::sse::{End, Req};
-use common::{V2025_06_18, V2025_11_25, V2026_07_28, guard, memory_store, serve};
+use common::{V2025_06_18, V2025_11_25, V2026_07_28, guard, memory_store, serve, serve_scripted};
 use http::{Method, StatusCode};
 use mcp_resume::ResumabilityLayer;
 use mcp_resume::store::StreamId;
@@ -31,8 +31,7 @@ const INNER_SSE: [&str; 4] = [
 async fn later_versions_pass_through_byte_for_byte() {
     let layer = ResumabilityLayer::new(memory_store());
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     for version in [V2026_07_28, "2027-01-01", "not-a-version"] {
         let mut resp = Req::post("/mcp", CALL)
@@ -67,8 +66,7 @@ async fn later_versions_pass_through_byte_for_byte() {
 #[tokio::test]
 async fn later_versions_forward_last_event_id_to_the_inner_service() {
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let layer_like = format!("{}.3", StreamId::random());
     for last_event_id in ["5/2", layer_like.as_str(), "garbage"] {
@@ -92,8 +90,7 @@ async fn later_versions_forward_last_event_id_to_the_inner_service() {
 #[tokio::test]
 async fn later_versions_are_not_detached() {
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2026_07_28)

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::server::{Script, StreamHandle, message};
 use common::sse::{End, Ev, Req};
 use common::{
-    CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, serve, stream_of, wait_state,
-    wait_until,
+    CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, post_call, serve, serve_scripted,
+    stream_of, wait_state, wait_until,
 };
 use http::{Method, StatusCode};
 use mcp_resume::ResumabilityLayer;
@@ -46,8 +46,7 @@ fn expected(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, String)> {
 async fn resume_replays_after_the_id_with_original_ids() {
     let layer = ResumabilityLayer::new(memory_store()).retry(Duration::from_millis(1200));
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_11_25)
@@ -133,8 +132,7 @@ async fn write_range(inner: &StreamHandle, from: u64, to: u64) {
 async fn live_tail(store: Arc<dyn EventStore>) {
     const TOTAL: u64 = 5_000;
     let layer = ResumabilityLayer::new(store);
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut first = Req::post("/mcp", CALL)
         .version(V2025_06_18)
@@ -194,8 +192,7 @@ async fn live_tail_has_no_gap_and_no_duplicate_on_sqlite() {
 async fn resume_racing_a_fast_producer_has_no_gap_and_no_duplicate() {
     const TOTAL: u64 = 5_000;
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut first = Req::post("/mcp", CALL)
         .version(V2025_11_25)
@@ -241,15 +238,8 @@ async fn resume_racing_a_fast_producer_has_no_gap_and_no_duplicate() {
 async fn detached_stream_keeps_running_and_is_stored() {
     let layer = ResumabilityLayer::new(memory_store());
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     write_range(&inner, 1, 2).await;
     let first = resp.expect_event().await;
     let second = resp.expect_event().await;
@@ -285,15 +275,8 @@ async fn detached_stream_keeps_running_and_is_stored() {
 async fn detach_timeout_abandons_and_resume_replays_what_was_stored() {
     let layer = ResumabilityLayer::new(memory_store()).detach_timeout(Duration::from_millis(300));
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     write_range(&inner, 1, 2).await;
     resp.expect_event().await;
     let second = resp.expect_event().await;
@@ -325,8 +308,7 @@ async fn detach_timeout_abandons_and_resume_replays_what_was_stored() {
 #[tokio::test]
 async fn attached_stream_outlives_the_detach_timeout() {
     let layer = ResumabilityLayer::new(memory_store()).detach_timeout(Duration::from_millis(100));
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_06_18)
@@ -351,15 +333,8 @@ async fn attached_stream_outlives_the_detach_timeout() {
 #[tokio::test]
 async fn resumed_client_keeps_the_stream_alive() {
     let layer = ResumabilityLayer::new(memory_store()).detach_timeout(Duration::from_millis(500));
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     write_range(&inner, 1, 1).await;
     let first = resp.expect_event().await;
     drop(resp);
@@ -442,8 +417,7 @@ async fn delete_purges_the_session_streams() {
 #[tokio::test]
 async fn newer_resume_wins_and_older_response_ends_cleanly() {
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut original = Req::post("/mcp", CALL)
         .version(V2025_06_18)
@@ -501,8 +475,7 @@ async fn newer_resume_wins_and_older_response_ends_cleanly() {
 async fn standalone_get_resume_replays_then_continues_with_a_fresh_stream() {
     let layer = ResumabilityLayer::new(memory_store());
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut get = Req::get("/mcp")
         .version(V2025_06_18)
@@ -580,8 +553,7 @@ async fn poll_mode_client_reconnects_and_receives_everything() {
     let layer = ResumabilityLayer::new(memory_store())
         .poll_after(Duration::from_millis(300))
         .retry(Duration::from_millis(50));
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_11_25)
@@ -641,8 +613,7 @@ async fn poll_mode_client_reconnects_and_receives_everything() {
 #[tokio::test]
 async fn poll_mode_leaves_older_versions_alone() {
     let layer = ResumabilityLayer::new(memory_store()).poll_after(Duration::from_millis(100));
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_06_18)
@@ -664,15 +635,8 @@ async fn sqlite_layer_detach_and_resume() {
     let dir = tempfile::tempdir().unwrap();
     let layer = ResumabilityLayer::sqlite(dir.path().join("events.db")).unwrap();
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_11_25)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_11_25).await;
     write_range(&inner, 1, 3).await;
     let mut seen = Vec::new();
     while seen.len() < 3 {
@@ -718,8 +682,7 @@ async fn sqlite_streams_resume_after_a_restart() {
     };
     let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(&path).unwrap());
     let layer = ResumabilityLayer::new(store);
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
     let mut resumed = resume(V2025_06_18, "s1", &id).send(served.addr).await;
     assert_eq!(resumed.status, StatusCode::OK);
     assert_eq!(seq_data(&resumed.events_to_end().await), expected(6..=10));

@@ -11,7 +11,10 @@ use std::time::Duration;
 use common::server::{Reply, Script, message};
 use common::sse::{End, Ev, Item, Req};
 use common::store::FailingStore;
-use common::{V2025_03_26, V2025_06_18, V2025_11_25, memory_store, serve, stream_of, wait_state};
+use common::{
+    V2025_03_26, V2025_06_18, V2025_11_25, memory_store, post_call, serve, serve_scripted,
+    stream_of, wait_state,
+};
 use http::StatusCode;
 use mcp_resume::ResumabilityLayer;
 use mcp_resume::store::{EventStore, StreamState};
@@ -25,8 +28,7 @@ const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n
 #[tokio::test]
 async fn ids_are_rewritten_and_data_kept_byte_for_byte() {
     let layer = ResumabilityLayer::new(memory_store()).retry(Duration::from_millis(2500));
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_06_18)
@@ -134,8 +136,7 @@ async fn content_length_is_dropped_other_headers_kept() {
 async fn one_priming_event_for_2025_11_25_and_inner_priming_absorbed() {
     let layer = ResumabilityLayer::new(memory_store()).retry(Duration::from_millis(1500));
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_11_25)
@@ -184,8 +185,7 @@ async fn one_priming_event_for_2025_11_25_and_inner_priming_absorbed() {
 #[tokio::test]
 async fn priming_event_comes_before_any_inner_event() {
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_11_25)
@@ -206,8 +206,7 @@ async fn priming_event_comes_before_any_inner_event() {
 #[tokio::test]
 async fn no_priming_before_2025_11_25_first_event_has_retry() {
     let layer = ResumabilityLayer::new(memory_store()).retry(Duration::from_millis(700));
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     for version in [Some(V2025_06_18), Some(V2025_03_26), None] {
         let mut req = Req::post("/mcp", CALL);
@@ -240,15 +239,8 @@ async fn no_priming_before_2025_11_25_first_event_has_retry() {
 async fn keepalive_comments_pass_through_and_are_not_replayed() {
     let layer = ResumabilityLayer::new(memory_store());
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     assert!(inner.event("a").await);
     let a = resp.next_item().await.unwrap();
     assert_eq!(a.event().unwrap().data(), "a");
@@ -296,15 +288,8 @@ async fn keepalive_comments_pass_through_and_are_not_replayed() {
 #[tokio::test]
 async fn keepalive_comments_in_a_burst_all_reach_the_client() {
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
-
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     assert!(
         inner
             .raw("data: a\n\n: ping\n\ndata: b\n\n:keep-alive\n\n")
@@ -341,8 +326,7 @@ async fn events_are_committed_before_they_are_sent() {
     failing.delay_appends(Duration::from_millis(30));
     let store: Arc<dyn EventStore> = failing.clone();
     let layer = ResumabilityLayer::new(store.clone());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_11_25)

@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use common::server::{Script, message};
 use common::sse::{Ev, Req, Resp};
 use common::{
-    CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, serve, stream_of, wait_state,
+    CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, serve, serve_scripted, stream_of,
+    wait_state,
 };
 use http::StatusCode;
 use mcp_resume::ResumabilityLayer;
@@ -121,8 +122,7 @@ async fn initialize_stream_is_bound_to_the_session_from_the_response() {
 async fn foreign_session_resume_is_refused() {
     let layer = ResumabilityLayer::new(memory_store());
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let events = complete_stream(
         &script,
@@ -188,8 +188,7 @@ async fn foreign_identity_resume_is_refused() {
             .map(str::to_string)
     });
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let events = complete_stream(
         &script,
@@ -240,8 +239,7 @@ async fn foreign_identity_resume_is_refused() {
 #[tokio::test]
 async fn malformed_ids_get_the_same_400() {
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let stream = StreamId::random().to_string();
     let text_ids = [
@@ -292,8 +290,7 @@ async fn malformed_ids_get_the_same_400() {
 #[tokio::test]
 async fn empty_last_event_id_gets_the_400() {
     let layer = ResumabilityLayer::new(memory_store());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
     let resp = Req::get("/mcp")
         .version(V2025_06_18)
         .header("last-event-id", "")
@@ -309,8 +306,7 @@ async fn empty_last_event_id_gets_the_400() {
 async fn unknown_ahead_and_trimmed_ids_get_the_same_400() {
     let layer = ResumabilityLayer::new(memory_store()).max_events_per_stream(3);
     let store = layer.store().clone();
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
 
     let events = complete_stream(
         &script,

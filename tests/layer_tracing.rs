@@ -9,13 +9,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::server::Script;
 use common::sse::Req;
 use common::store::{FailingStore, ops};
-use common::{V2025_06_18, serve, stream_of, wait_state, wait_until};
+use common::{V2025_06_18, serve_scripted, stream_of, wait_state, wait_until};
 use mcp_resume::ResumabilityLayer;
 use mcp_resume::store::{EventStore, StreamState};
-use tower::Layer as _;
 use tracing::Level;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -93,8 +91,7 @@ async fn tracing_reports_every_step() {
     let failing = FailingStore::new();
     let store: Arc<dyn EventStore> = failing.clone();
     let layer = ResumabilityLayer::new(store.clone());
-    let script = Script::streams();
-    let served = serve(layer.layer(script.clone())).await;
+    let (script, served) = serve_scripted(&layer).await;
     let mut seen = 0;
 
     // Start.

@@ -122,6 +122,31 @@ impl Served {
     }
 }
 
+/// `layer` in front of a scripted inner service ([`Script::streams`]),
+/// served on loopback: the setup of most layer tests.
+pub async fn serve_scripted(layer: &mcp_resume::ResumabilityLayer) -> (server::Script, Served) {
+    use tower::Layer as _;
+    let script = server::Script::streams();
+    let served = serve(layer.layer(script.clone())).await;
+    (script, served)
+}
+
+/// POSTs the tool call `body` as session `s1` at `version`, and returns the
+/// client's response and the inner stream the call opened.
+pub async fn post_call(
+    script: &server::Script,
+    served: &Served,
+    body: &'static str,
+    version: &'static str,
+) -> (sse::Resp, server::StreamHandle) {
+    let resp = sse::Req::post("/mcp", body)
+        .version(version)
+        .session("s1")
+        .send(served.addr)
+        .await;
+    (resp, script.next_stream().await)
+}
+
 /// Serves a tower service taking `Request<ReqBody>`.
 pub async fn serve<S, B>(service: S) -> Served
 where

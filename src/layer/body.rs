@@ -164,7 +164,8 @@ pub(crate) struct Feed {
 
 impl Feed {
     /// A feed of a stream produced here, from `position` on.
-    pub(crate) fn from_tail(attachment: Attachment, position: u64, runtime: Arc<Runtime>) -> Self {
+    pub(crate) fn from_tail(attachment: Attachment, runtime: Arc<Runtime>) -> Self {
+        let position = attachment.attached_at();
         Self::new(
             attachment.tail.stream,
             position,

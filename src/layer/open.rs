@@ -140,7 +140,7 @@ impl Exchange {
         protocol::rewrite_headers(&mut parts.headers);
         pump::spawn(body, tail, config.clone(), runtime.clone());
         runtime.counters.streams_started.increment();
-        let feed = Feed::from_tail(attachment, 0, runtime.clone());
+        let feed = Feed::from_tail(attachment, runtime.clone());
         Opened::Stream(
             parts,
             Box::new(first_response_of(feed, self.version, config, stream)),

@@ -94,7 +94,7 @@ where
 
     let producer_gone = local.is_none() && info.state.is_ended();
     let mut feed = match local {
-        Some(tail) => Feed::from_tail(tail.attach(id.seq), id.seq, runtime.clone()),
+        Some(tail) => Feed::from_tail(tail.attach(id.seq), runtime.clone()),
         None => Feed::from_store(id.stream, id.seq, runtime.clone()),
     }
     .resumed();

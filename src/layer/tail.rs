@@ -237,6 +237,7 @@ impl Tail {
         Attachment {
             tail: self.clone(),
             generation,
+            attached_at: position,
             version: self.version.subscribe(),
         }
     }
@@ -252,10 +253,17 @@ impl Tail {
 pub(crate) struct Attachment {
     pub(crate) tail: Arc<Tail>,
     generation: u64,
+    /// The position it attached at: where its reader starts.
+    attached_at: u64,
     version: watch::Receiver<u64>,
 }
 
 impl Attachment {
+    /// The position this attachment was made at.
+    pub(crate) fn attached_at(&self) -> u64 {
+        self.attached_at
+    }
+
     /// Whether a newer attachment has taken this stream over.
     pub(crate) fn superseded(&self) -> bool {
         self.tail.lock().generation > self.generation

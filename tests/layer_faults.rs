@@ -424,3 +424,37 @@ async fn streams_beyond_the_session_limit_pass_through() {
     );
     assert!(layer.stats().passthrough_streams >= 1);
 }
+
+/// A client too slow for its producer: the stream's event cap (100) must not
+/// trim what the attached client has yet to read. The layer holds the pump
+/// once the client is half the cap behind, so the client gets every event, in
+/// order, however far the producer would have run ahead.
+#[tokio::test]
+async fn a_slow_attached_client_holds_the_producer_instead_of_losing_events() {
+    const EVENTS: usize = 2_000;
+    let layer = ResumabilityLayer::new(memory_store()).max_events_per_stream(100);
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, stream) = post_call(&script, &served, CALL, V2025_06_18).await;
+    // 16 KiB events: 32 MB in all, more than loopback socket buffers hold, so
+    // a client that does not read really falls behind.
+    let payload = "x".repeat(16 * 1024);
+    let producer = tokio::spawn(async move {
+        for n in 1..=EVENTS {
+            assert!(
+                stream.event(&format!("{n} {payload}")).await,
+                "the layer reads the inner stream"
+            );
+        }
+    });
+    // The client reads nothing for a while: without back-pressure the producer
+    // runs thousands of events ahead and the cap trims what the client has not read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen = 0;
+    while seen < EVENTS {
+        let event = guard("the next event", resp.expect_event()).await;
+        seen += 1;
+        let n: usize = event.data().split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(n, seen, "every event once, in order");
+    }
+    guard("the producer", producer).await.unwrap();
+}

@@ -34,9 +34,13 @@
 //! response body: it parses the SSE, commits each chunk's events in one
 //! append, and publishes the encoded events to the stream's hot tail, a
 //! small bounded buffer in memory. Clients read from the tail, and from the
-//! store when they are behind it, so a slow or absent client never holds up
-//! the pump, other streams, or memory; and a resume is the same code reading
-//! from an older position.
+//! store when they are behind it, so an absent client never holds up the
+//! pump, other streams, or memory; and a resume is the same code reading
+//! from an older position. An attached client that falls 4,096 events
+//! behind (or half of [`max_events_per_stream`](ResumabilityLayer::max_events_per_stream),
+//! if smaller) holds its pump until it catches up, so that the event cap
+//! never trims what it has yet to read: the back-pressure TCP would give the
+//! service without the layer.
 //!
 //! # Example
 //!

@@ -12,7 +12,7 @@ use http_body::Body;
 use tokio::time::Instant;
 
 use super::frame;
-use super::tail::{Published, Tail};
+use super::tail::{MAX_READER_LAG, Published, Tail};
 use super::{Config, Runtime, StoreFailurePolicy, sleep_until};
 use crate::sse::{Frame, SseParser};
 use crate::store::{NewEvent, StoreError, StreamEnd};
@@ -122,8 +122,22 @@ impl Pump {
     {
         let mut parser = SseParser::new(self.config.limits);
         let mut attached = self.tail.watch_attached();
+        let mut readers = self.tail.watch_readers();
+        // Half the cap: a reader is never trimmed past, even while a commit is in flight.
+        let max_lag = self
+            .config
+            .max_events_per_stream
+            .map_or(MAX_READER_LAG, |cap| (cap / 2).clamp(1, MAX_READER_LAG));
         let mut detached_since: Option<Instant> = None;
         loop {
+            readers.borrow_and_update();
+            if self.tail.lag() > max_lag {
+                tokio::select! {
+                    _ = readers.changed() => {}
+                    () = self.tail.stopped() => return Stop::Gone,
+                }
+                continue;
+            }
             let clients = *attached.borrow_and_update();
             if clients == 0 && !self.stored {
                 // Without a store nobody can come back for these events.

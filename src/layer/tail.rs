@@ -17,6 +17,9 @@ const RING_ENTRIES: usize = 256;
 const RING_BYTES: usize = 256 * 1024;
 /// One read from the tail returns at most about this many bytes.
 const READ_BYTES: usize = 64 * 1024;
+/// An attached reader this many events behind the newest event holds the
+/// pump back (see [`Tail::lag`]), unless the stream's event cap is smaller.
+pub(crate) const MAX_READER_LAG: u64 = 4096;
 
 /// A stream being produced in this process.
 #[derive(Debug)]
@@ -29,6 +32,9 @@ pub(crate) struct Tail {
     version: watch::Sender<u64>,
     /// How many client bodies are attached; the pump watches it to detach.
     attached: watch::Sender<usize>,
+    /// Bumped when an attached reader moves on; the pump watches it while
+    /// it waits for a reader that fell behind.
+    readers_moved: watch::Sender<u64>,
     /// Tells the pump to stop (the session was deleted).
     stop: tokio::sync::Notify,
 }
@@ -146,6 +152,7 @@ impl Tail {
             state: Mutex::new(TailState::default()),
             version: watch::Sender::new(0),
             attached: watch::Sender::new(0),
+            readers_moved: watch::Sender::new(0),
             stop: tokio::sync::Notify::new(),
         })
     }
@@ -246,6 +253,27 @@ impl Tail {
     pub(crate) fn watch_attached(&self) -> watch::Receiver<usize> {
         self.attached.subscribe()
     }
+
+    /// Watches the attached readers' progress (for the pump's back-pressure).
+    pub(crate) fn watch_readers(&self) -> watch::Receiver<u64> {
+        self.readers_moved.subscribe()
+    }
+
+    /// How many events the slowest attached reader has yet to read; 0 with
+    /// nobody attached. Detached streams run free: their events wait in the
+    /// store. An attached reader, though, must not fall so far behind that
+    /// the stream's event cap trims what it has yet to read, so the pump
+    /// waits for it past a limit: back-pressure, as TCP gives a producer
+    /// without the layer.
+    pub(crate) fn lag(&self) -> u64 {
+        let state = self.lock();
+        state
+            .readers
+            .values()
+            .map(|reader| state.last_seq.saturating_sub(reader.position))
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A client body attached to a tail. Dropping it detaches.
@@ -289,7 +317,10 @@ impl Attachment {
         let Some(reader) = state.readers.get_mut(&self.generation) else {
             return TailRead::CaughtUp { ended: state.ended };
         };
-        reader.position = after;
+        if reader.position != after {
+            reader.position = after;
+            self.tail.readers_moved.send_modify(|n| *n += 1);
+        }
         let mut seen = reader.keep_alives_seen;
         state.release();
         let oldest_event = state.ring.iter().find_map(|entry| match entry {
@@ -347,6 +378,7 @@ impl Drop for Attachment {
             state.release();
         }
         self.tail.attached.send_modify(|n| *n = n.saturating_sub(1));
+        self.tail.readers_moved.send_modify(|n| *n += 1);
     }
 }
 

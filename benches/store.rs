@@ -14,12 +14,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 mod common;
-use common::{mean_seconds, runtime, scratch_dir, timed_appends};
+use common::{mean_seconds, raw_inserts, runtime, scratch_dir, timed_appends};
 use mcp_resume::store::{
     self, EventStore, MemoryEventStore, NewEvent, NewStream, Retention, SqliteOptions, StreamId,
     StreamKind,
@@ -31,42 +31,6 @@ const CONCURRENCY: [usize; 2] = [1, 100];
 /// Appends in the throughput runs are never trimmed, as the raw baseline never deletes.
 fn unbounded() -> Retention {
     Retention::new().max_events_per_stream(u64::MAX)
-}
-
-/// The limit: rusqlite inserting the same rows into the same table, in
-/// transactions of 1,000 rows, interleaved across `streams` streams.
-fn raw_inserts(path: &Path, streams: usize, size: usize, rows: u64) -> Duration {
-    let mut conn = rusqlite::Connection::open(path).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS events (stream_no INTEGER NOT NULL, seq INTEGER NOT NULL,
-         event_type BLOB, data BLOB NOT NULL, PRIMARY KEY (stream_no, seq)) WITHOUT ROWID;
-         DELETE FROM events;",
-    )
-    .unwrap();
-    let data = vec![b'x'; size];
-    let mut seqs = vec![0i64; streams];
-    let start = Instant::now();
-    let mut written = 0;
-    while written < rows {
-        let tx = conn.transaction().unwrap();
-        {
-            let mut insert = tx
-                .prepare_cached("INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, NULL, ?3)")
-                .unwrap();
-            for _ in 0..1_000.min(rows - written) {
-                let stream = (written % streams as u64) as usize;
-                seqs[stream] += 1;
-                insert
-                    .execute(rusqlite::params![stream as i64, seqs[stream], &data])
-                    .unwrap();
-                written += 1;
-            }
-        }
-        tx.commit().unwrap();
-    }
-    start.elapsed()
 }
 
 fn append_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, dir: &Path) {

@@ -21,97 +21,21 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mcp_resume::ResumabilityLayer;
-use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientConfig, ClientRequest, ContentBlock,
-    ProgressNotificationParam, ProgressToken, ProtocolVersion, Request, ServerCapabilities,
-    ServerConfig, ServerJsonRpcMessage, ServerNotification, ServerResult,
+    CallToolRequestParams, ClientConfig, ClientRequest, ProgressNotificationParam, ProgressToken,
+    ProtocolVersion, Request, ServerJsonRpcMessage, ServerNotification, ServerResult,
 };
-use rmcp::service::{
-    NotificationContext, PeerRequestOptions, RequestContext, RxJsonRpcMessage, TxJsonRpcMessage,
-};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::common::client_side_sse::FixedInterval;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::transport::{StreamableHttpClientTransport, Transport};
-use rmcp::{
-    ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt, tool,
-    tool_handler, tool_router,
-};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-// ---------------------------------------------------------------------------------------------
-// The MCP server: one tool that streams progress notifications, then answers.
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, rmcp::serde::Deserialize, rmcp::schemars::JsonSchema)]
-#[serde(crate = "rmcp::serde")]
-#[schemars(crate = "rmcp::schemars")]
-struct StreamProgressArgs {
-    /// How many progress notifications to send before the result.
-    count: u32,
-    /// Pause between two notifications, in milliseconds (default 0).
-    #[serde(default)]
-    interval_ms: u64,
-}
-
-#[derive(Clone)]
-struct ProgressServer;
-
-#[tool_router]
-impl ProgressServer {
-    #[tool(description = "Send `count` progress notifications (progress 1..=count), then return")]
-    async fn stream_progress(
-        &self,
-        Parameters(args): Parameters<StreamProgressArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let token = ctx
-            .meta
-            .get_progress_token()
-            .ok_or_else(|| ErrorData::invalid_params("a progress token is required", None))?;
-        for step in 1..=args.count {
-            ctx.peer
-                .notify_progress(
-                    ProgressNotificationParam::new(token.clone(), f64::from(step))
-                        .with_total(f64::from(args.count)),
-                )
-                .await
-                .map_err(|error| ErrorData::internal_error(error.to_string(), None))?;
-            if args.interval_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
-            }
-        }
-        Ok(CallToolResult::success(vec![ContentBlock::text(format!(
-            "sent {} progress notifications",
-            args.count
-        ))]))
-    }
-}
-
-#[tool_handler]
-impl ServerHandler for ProgressServer {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-}
-
-fn mcp_service() -> (
-    StreamableHttpService<ProgressServer, LocalSessionManager>,
-    impl FnOnce(),
-) {
-    let config = StreamableHttpServerConfig::default().with_sse_keep_alive(None);
-    let shutdown = config.cancellation_token.clone();
-    let service = StreamableHttpService::new(
-        || Ok(ProgressServer),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    (service, move || shutdown.cancel())
-}
+mod progress_server;
+use progress_server::mcp_service;
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()

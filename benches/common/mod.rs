@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,4 +100,40 @@ pub async fn timed_appends(
             .expect("the end of a stream");
     }
     elapsed
+}
+
+/// The limit: rusqlite inserting the same rows into the same table, in
+/// transactions of 1,000 rows, interleaved across `streams` streams.
+pub fn raw_inserts(path: &Path, streams: usize, size: usize, rows: u64) -> Duration {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS events (stream_no INTEGER NOT NULL, seq INTEGER NOT NULL,
+         event_type BLOB, data BLOB NOT NULL, PRIMARY KEY (stream_no, seq)) WITHOUT ROWID;
+         DELETE FROM events;",
+    )
+    .unwrap();
+    let data = vec![b'x'; size];
+    let mut seqs = vec![0i64; streams];
+    let start = Instant::now();
+    let mut written = 0;
+    while written < rows {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, NULL, ?3)")
+                .unwrap();
+            for _ in 0..1_000.min(rows - written) {
+                let stream = (written % streams as u64) as usize;
+                seqs[stream] += 1;
+                insert
+                    .execute(rusqlite::params![stream as i64, seqs[stream], &data])
+                    .unwrap();
+                written += 1;
+            }
+        }
+        tx.commit().unwrap();
+    }
+    start.elapsed()
 }

@@ -8,8 +8,8 @@
 # Installs what it needs itself, pinned, under target/interop/ (reused when present):
 #   - a Python virtual environment with mcp==2.3.0 (PyPI)
 #   - @modelcontextprotocol/sdk 1.32.x (npm), run with the machine's Node 20
-# Builds: # --all-features, as `cargo bench --no-run --all-features` in .ci/run: one release build serves both.
-cargo build --release --all-features --bin mcp-resume --example fault_proxy --example reference_client
+# Builds the binary and two examples in release mode with --all-features, as
+# `cargo bench --no-run --all-features` in .ci/run does: one release build serves both.
 # Every process listens on 127.0.0.1 (free ports); all are stopped on exit, whatever happens.
 # Exits non-zero on any failure. Env: INTEROP_SEED (fault proxy seeds), INTEROP_KEEP=1 (keep logs).
 set -euo pipefail
@@ -20,7 +20,8 @@ HERE="$ROOT/tests/interop"
 WORK="$ROOT/target/interop"
 VENV="$WORK/venv"
 NODE_DIR="$WORK/node"
-PY_MCP_VERSION="2.3.0"
+# shellcheck source=python-sdk.sh
+source "$ROOT/tests/interop/python-sdk.sh"
 TS_SDK_RANGE="~1.32.0"
 SEED="${INTEROP_SEED:-20261124}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -139,12 +140,7 @@ record() {
 # ---------------------------------------------------------------------------------------------
 section "interop: tools (pinned, under target/interop)"
 
-if [[ ! -x "$VENV/bin/python" ]]; then
-    python3 -m venv "$VENV"
-fi
-if [[ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null)" != "$PY_MCP_VERSION" ]]; then
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "mcp==$PY_MCP_VERSION"
-fi
+ensure_python_sdk "$VENV"
 log "python sdk: mcp $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))') ($("$VENV/bin/python" --version))"
 
 NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]')

@@ -1,0 +1,319 @@
+//! Rows 1, 2 and the throughput half of 7: the inner service of `net` over
+//! loopback HTTP/1.1, bare and behind the layer, measured in interleaved
+//! rounds so that drift on a shared machine hits every setup alike.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+
+use crate::Plan;
+use crate::net::{self, Answer, EVENT_BYTES, HttpClient, Setup, epoch, median};
+use crate::report::{Report, Row, Series, Target};
+
+/// JSON requests per second: `concurrency` clients, each sending the next
+/// request when the previous answer has been read, for `window`.
+async fn json_rate(
+    client: &HttpClient,
+    addr: SocketAddr,
+    concurrency: usize,
+    window: Duration,
+) -> f64 {
+    let start = Instant::now();
+    let until = start + window;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut answered = 0u64;
+                while Instant::now() < until {
+                    let response = client
+                        .request(net::mcp_post(addr, Answer::Json))
+                        .await
+                        .unwrap();
+                    assert!(response.status().is_success(), "{}", response.status());
+                    response.into_body().collect().await.unwrap();
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for task in tasks {
+        answered += task.await.unwrap();
+    }
+    answered as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Events per second delivered to `streams` concurrent clients whose
+/// producers emit as fast as they can for `window`: every event produced is
+/// read, and the clock stops when the last client has read its last one.
+async fn flood_rate(
+    client: &HttpClient,
+    addr: SocketAddr,
+    streams: usize,
+    window: Duration,
+) -> f64 {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..streams)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let response = client
+                    .request(net::mcp_post(addr, Answer::Flood(window)))
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                net::read_events(response, |_| {}).await
+            })
+        })
+        .collect();
+    let mut events = 0;
+    for task in tasks {
+        events += task.await.unwrap();
+    }
+    events as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Latency of every event, produced to read, in nanoseconds: `streams`
+/// producers each emit one event per `period` for `duration`.
+async fn paced_latencies(
+    client: &HttpClient,
+    addr: SocketAddr,
+    streams: usize,
+    period: Duration,
+    duration: Duration,
+) -> Vec<u64> {
+    let tasks: Vec<_> = (0..streams)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let response = client
+                    .request(net::mcp_post(addr, Answer::Paced { period, duration }))
+                    .await
+                    .unwrap();
+                let mut latencies = Vec::new();
+                net::read_events(response, |data| {
+                    let now = epoch().elapsed().as_nanos() as u64;
+                    let stamp = data
+                        .strip_prefix(b"t=")
+                        .and_then(|rest| rest.split(|&b| b == b' ').next())
+                        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                        .expect("a stamped event");
+                    latencies.push(now.saturating_sub(stamp));
+                })
+                .await;
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64
+}
+
+fn rate(per_second: f64) -> String {
+    format!("{per_second:.0}/s")
+}
+
+/// One server per setup, each on its own store in `dir`.
+async fn servers(
+    setups: &[Setup],
+    dir: &Path,
+) -> Vec<(
+    Setup,
+    SocketAddr,
+    Option<Arc<dyn mcp_resume::store::EventStore>>,
+)> {
+    let mut servers = Vec::new();
+    for &setup in setups {
+        let store = setup.store(dir);
+        servers.push((setup, net::serve_setup(store.clone()).await, store));
+    }
+    servers
+}
+
+/// Row 1: JSON request/response through the layer against the same service without it.
+pub async fn json(report: &mut Report, plan: &Plan, dir: &Path) {
+    let servers = servers(&[Setup::NoLayer, Setup::SqliteNormal], dir).await;
+    let client = net::client(64);
+    let concurrency = 32;
+    let mut rates = vec![Vec::new(); servers.len()];
+    // Warm-up: connections, caches.
+    for (_, addr, _) in &servers {
+        json_rate(&client, *addr, concurrency, Duration::from_millis(300)).await;
+    }
+    for _ in 0..plan.rounds * 2 {
+        for (n, (_, addr, _)) in servers.iter().enumerate() {
+            rates[n].push(json_rate(&client, *addr, concurrency, plan.window / 2).await);
+        }
+    }
+    let base = median(&mut rates[0]);
+    let layer = median(&mut rates[1]);
+    report.push(
+        Row::new(
+            "1. JSON",
+            format!("requests/s, {concurrency} clients, layer on SQLite"),
+            rate(layer),
+        )
+        .against(format!("no layer {}", rate(base)), layer / base)
+        .ratio_target(Target::AtLeast(0.97)),
+    );
+}
+
+/// Row 2: raw SSE, 100 streams of 256 B events; the raw rusqlite insert rate;
+/// added latency at an offered 10,000 events/s. Returns nothing: rows go to `report`.
+pub async fn sse(report: &mut Report, plan: &Plan, dir: &Path) {
+    const STREAMS: usize = 100;
+    let setups = [
+        Setup::NoLayer,
+        Setup::Memory,
+        Setup::SqliteNormal,
+        Setup::SqliteFull,
+    ];
+    let servers = servers(&setups, dir).await;
+    let client = net::client(STREAMS);
+    for (_, addr, _) in &servers {
+        flood_rate(&client, *addr, STREAMS, Duration::from_millis(200)).await;
+    }
+    let mut rates = vec![Vec::new(); servers.len()];
+    for _ in 0..plan.rounds {
+        for (n, (_, addr, _)) in servers.iter().enumerate() {
+            rates[n].push(flood_rate(&client, *addr, STREAMS, plan.window).await);
+        }
+    }
+    let rates: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();
+
+    // The limit for a durable store on this disk: rusqlite inserting the same
+    // rows in transactions of 1,000, with nothing else in the way.
+    let raw_rows = (rates[2] * plan.window.as_secs_f64()).max(50_000.0) as u64;
+    let raw_elapsed = tokio::task::spawn_blocking({
+        let path = dir.join("raw-inserts.db");
+        move || crate::common::raw_inserts(&path, STREAMS, EVENT_BYTES, raw_rows)
+    })
+    .await
+    .unwrap();
+    let raw = raw_rows as f64 / raw_elapsed.as_secs_f64();
+
+    let what = |setup: Setup| {
+        format!(
+            "events/s, {STREAMS} streams x {EVENT_BYTES} B, {}",
+            setup.label()
+        )
+    };
+    report.push(Row::new("2. Raw SSE", what(Setup::NoLayer), rate(rates[0])));
+    report.push(
+        Row::new("2. Raw SSE", what(Setup::Memory), rate(rates[1]))
+            .against(format!("no layer {}", rate(rates[0])), rates[1] / rates[0])
+            .ratio_target(Target::AtLeast(0.5)),
+    );
+    report.push(
+        Row::new("2. Raw SSE", what(Setup::SqliteNormal), rate(rates[2]))
+            .against(format!("raw rusqlite insert {}", rate(raw)), rates[2] / raw)
+            .ratio_target(Target::AtLeast(0.25)),
+    );
+    report.push(
+        Row::new("2. Raw SSE", what(Setup::SqliteFull), rate(rates[3]))
+            .against(format!("raw rusqlite insert {}", rate(raw)), rates[3] / raw),
+    );
+    report.push(
+        Row::new(
+            "2. Raw SSE",
+            format!("raw rusqlite: {STREAMS} streams' rows of {EVENT_BYTES} B, 1,000 per transaction, WAL NORMAL"),
+            rate(raw),
+        )
+        .command("cargo bench --bench e2e (also cargo bench --bench store)"),
+    );
+
+    // Added latency at an offered 10,000 events/s: 100 streams, one event every 10 ms each.
+    let period = Duration::from_millis(10);
+    let mut percentiles = Vec::new();
+    for (_, addr, _) in &servers {
+        let mut latencies =
+            paced_latencies(&client, *addr, STREAMS, period, plan.latency_window).await;
+        latencies.sort_unstable();
+        percentiles.push((
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.len(),
+        ));
+    }
+    let (base_p50, base_p99, _) = percentiles[0];
+    let micros = |nanos: f64| format!("{:.0} us", nanos / 1e3);
+    report.push(Row::new(
+        "2. Raw SSE",
+        format!(
+            "latency produced->read at 10,000 events/s offered, {}",
+            Setup::NoLayer.label()
+        ),
+        format!("p50 {} / p99 {}", micros(base_p50), micros(base_p99)),
+    ));
+    for (n, setup) in setups.iter().enumerate().skip(1) {
+        let (p50, p99, count) = percentiles[n];
+        let added99 = p99 - base_p99;
+        report.push(
+            Row::new(
+                "2. Raw SSE",
+                format!(
+                    "added latency at 10,000 events/s offered, {} ({count} events)",
+                    setup.label()
+                ),
+                format!("p50 {} / p99 {}", micros(p50 - base_p50), micros(added99)),
+            )
+            .value_target("p99 added < 1 ms", Target::AtMost(1e6), added99),
+        );
+    }
+    for (_, _, store) in servers {
+        if let Some(store) = store {
+            let _ = store.close().await;
+        }
+    }
+}
+
+/// Row 7, throughput: events/s at 1, 10, 100 and 1,000 concurrent streams.
+pub async fn scaling(report: &mut Report, plan: &Plan, dir: &Path) -> Vec<Series> {
+    let setups = [
+        Setup::NoLayer,
+        Setup::Memory,
+        Setup::SqliteNormal,
+        Setup::SqliteFull,
+    ];
+    let servers = servers(&setups, dir).await;
+    let mut series: Vec<Series> = setups
+        .iter()
+        .map(|s| Series {
+            label: s.label().into(),
+            points: Vec::new(),
+        })
+        .collect();
+    for &streams in &plan.scaling_streams {
+        let client = net::client(streams);
+        for (n, (setup, addr, _)) in servers.iter().enumerate() {
+            let rate = flood_rate(&client, *addr, streams, plan.window).await;
+            series[n].points.push((streams as f64, rate));
+            report.push(Row::new(
+                "7. Scaling",
+                format!(
+                    "events/s, {streams} streams x {EVENT_BYTES} B, {}",
+                    setup.label()
+                ),
+                self::rate(rate),
+            ));
+        }
+    }
+    for (_, _, store) in servers {
+        if let Some(store) = store {
+            let _ = store.close().await;
+        }
+    }
+    series
+}

@@ -458,3 +458,28 @@ async fn a_slow_attached_client_holds_the_producer_instead_of_losing_events() {
     }
     guard("the producer", producer).await.unwrap();
 }
+
+/// One inner chunk can hold more events than the stream's cap (here the
+/// store's retention, 100; the layer sets none). Committed at once, they
+/// would trim events the client has yet to read; the layer commits such a
+/// chunk in runs the client keeps up with, and every event arrives.
+#[tokio::test]
+async fn a_chunk_larger_than_the_store_cap_reaches_the_client_whole() {
+    const EVENTS: usize = 1_000;
+    let store = mcp_resume::store::MemoryEventStore::with_retention(
+        mcp_resume::store::Retention::new().max_events_per_stream(100),
+    );
+    let layer = ResumabilityLayer::new(Arc::new(store));
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, stream) = post_call(&script, &served, CALL, V2025_06_18).await;
+    let chunk: String = (1..=EVENTS).map(|n| format!("data: {n}\n\n")).collect();
+    assert!(stream.raw(chunk).await);
+    drop(stream);
+    let events = guard("the stream to end", resp.events_to_end()).await;
+    let data: Vec<usize> = events.iter().map(|e| e.data().parse().unwrap()).collect();
+    assert_eq!(
+        data,
+        (1..=EVENTS).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+}

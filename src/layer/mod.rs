@@ -37,8 +37,8 @@
 //! store when they are behind it, so an absent client never holds up the
 //! pump, other streams, or memory; and a resume is the same code reading
 //! from an older position. An attached client that falls 4,096 events
-//! behind (or half of [`max_events_per_stream`](ResumabilityLayer::max_events_per_stream),
-//! if smaller) holds its pump until it catches up, so that the event cap
+//! behind (or half the stream's event cap, if smaller) holds its pump until
+//! it catches up, so that the event cap
 //! never trims what it has yet to read: the back-pressure TCP would give the
 //! service without the layer.
 //!

@@ -63,12 +63,22 @@ where
         "stream started"
     );
     drop(_entered);
+    // Half the stream's cap (the layer's, or else the store's): a reader
+    // within it is never trimmed past by the next commit, which is at most
+    // this many events too.
+    let cap = config
+        .max_events_per_stream
+        .unwrap_or_else(|| runtime.store.retention().max_events_per_stream_value());
+    let max_lag = (cap / 2).clamp(1, MAX_READER_LAG);
+    let readers = tail.watch_readers();
     tokio::spawn(tracing::Instrument::instrument(
         Pump {
             tail,
             config,
             runtime,
             stored: true,
+            max_lag,
+            readers,
         }
         .run(body),
         span,
@@ -82,6 +92,11 @@ struct Pump {
     /// False once the store failed under the fail-open policy: events are
     /// then passed to attached clients without ids and not stored.
     stored: bool,
+    /// How many events an attached reader may be behind before the pump
+    /// waits for it (see [`Tail::lag`]); also the most one commit holds.
+    max_lag: u64,
+    /// Changes when an attached reader moves on or detaches.
+    readers: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What the inner service sent, in order.
@@ -122,22 +137,8 @@ impl Pump {
     {
         let mut parser = SseParser::new(self.config.limits);
         let mut attached = self.tail.watch_attached();
-        let mut readers = self.tail.watch_readers();
-        // Half the cap: a reader is never trimmed past, even while a commit is in flight.
-        let max_lag = self
-            .config
-            .max_events_per_stream
-            .map_or(MAX_READER_LAG, |cap| (cap / 2).clamp(1, MAX_READER_LAG));
         let mut detached_since: Option<Instant> = None;
         loop {
-            readers.borrow_and_update();
-            if self.tail.lag() > max_lag {
-                tokio::select! {
-                    _ = readers.changed() => {}
-                    () = self.tail.stopped() => return Stop::Gone,
-                }
-                continue;
-            }
             let clients = *attached.borrow_and_update();
             if clients == 0 && !self.stored {
                 // Without a store nobody can come back for these events.
@@ -224,12 +225,52 @@ impl Pump {
                 Err(error) => break Some(error),
             }
         };
-        let stop = self.commit(items).await;
+        let stop = self.commit_in_runs(items).await;
         if let Some(error) = failure {
             tracing::warn!(%error, "inner stream broke the SSE limits; stream abandoned");
             return Some(Stop::GaveUp);
         }
         stop
+    }
+
+    /// Commits `items` in runs of at most `max_lag` events, each once the
+    /// slowest attached reader is within `max_lag` of the newest event: so
+    /// no commit makes the cap trim an event an attached client has yet to
+    /// read. A fast producer is held back while its client catches up.
+    async fn commit_in_runs(&mut self, mut items: Vec<Item>) -> Option<Stop> {
+        while !items.is_empty() {
+            let mut events = 0;
+            let run_end = items
+                .iter()
+                .position(|item| {
+                    events += u64::from(matches!(item, Item::Event(_)));
+                    events > self.max_lag
+                })
+                .unwrap_or(items.len());
+            let rest = items.split_off(run_end);
+            if let Some(stop) = self.wait_for_readers().await {
+                return Some(stop);
+            }
+            if let Some(stop) = self.commit(items).await {
+                return Some(stop);
+            }
+            items = rest;
+        }
+        None
+    }
+
+    /// Waits until no attached reader is more than `max_lag` events behind.
+    async fn wait_for_readers(&mut self) -> Option<Stop> {
+        loop {
+            self.readers.borrow_and_update();
+            if self.tail.lag() <= self.max_lag {
+                return None;
+            }
+            tokio::select! {
+                _ = self.readers.changed() => {}
+                () = self.tail.stopped() => return Some(Stop::Gone),
+            }
+        }
     }
 
     /// Commits the events among `items` in one append, then publishes them

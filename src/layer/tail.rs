@@ -18,7 +18,7 @@ const RING_BYTES: usize = 256 * 1024;
 /// One read from the tail returns at most about this many bytes.
 const READ_BYTES: usize = 64 * 1024;
 /// An attached reader this many events behind the newest event holds the
-/// pump back (see [`Tail::lag`]), unless the stream's event cap is smaller.
+/// pump back (see [`Tail::lag`]), or half the stream's event cap if smaller.
 pub(crate) const MAX_READER_LAG: u64 = 4096;
 
 /// A stream being produced in this process.

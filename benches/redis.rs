@@ -26,9 +26,7 @@
 //! At the end it prints a summary computed from criterion's estimates and
 //! the measurements of this same run.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +34,10 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use tokio::sync::watch;
 
 mod common;
+#[path = "../tests/common_redis/mod.rs"]
+mod common_redis;
 use common::{mean_seconds, runtime, timed_appends};
+use common_redis::RedisServer;
 use mcp_resume::store::{
     self, EventStore, NewEvent, NewStream, RedisEventStore, RedisOptions, Retention, StreamEnd,
     StreamId, StreamKind,
@@ -53,114 +54,9 @@ const PRODUCER_INTERVAL: Duration = Duration::from_millis(5);
 /// B resumes once A has committed this many events: mid-stream.
 const RESUME_AFTER: u64 = 3;
 
-/// A `redis-server` child on a free loopback port, killed on drop. A small
-/// `sh` watchdog also kills it when this process exits however it exits.
-struct RedisServer {
-    port: u16,
-    server: Child,
-    watchdog: Child,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let mut last_error = String::new();
-        // Another process may take the free port before the server binds it.
-        for _ in 0..5 {
-            match Self::spawn(free_port()) {
-                Ok(server) => return server,
-                Err(error) => last_error = error,
-            }
-        }
-        panic!("could not start redis-server: {last_error}");
-    }
-
-    fn spawn(port: u16) -> Result<Self, String> {
-        let server = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--loglevel", "warning"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|error| {
-                format!("cannot run redis-server ({error}); install it, e.g. `apt-get install redis-server`")
-            })?;
-        let watchdog = Command::new("sh")
-            .args([
-                "-c",
-                "read _ignored; kill -9 \"$0\" 2>/dev/null",
-                &server.id().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("could not run sh for the redis-server watchdog");
-        let mut running = Self {
-            port,
-            server,
-            watchdog,
-        };
-        running.wait_ready()?;
-        Ok(running)
-    }
-
-    /// Waits until the server answers `PING` with `PONG`.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        loop {
-            if let Ok(Some(status)) = self.server.try_wait() {
-                return Err(format!(
-                    "redis-server exited at start ({status}); port {} taken?",
-                    self.port
-                ));
-            }
-            if let Ok(mut socket) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                let _ = socket.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut reply = [0u8; 64];
-                if socket.write_all(b"PING\r\n").is_ok()
-                    && let Ok(n) = socket.read(&mut reply)
-                    && reply[..n].starts_with(b"+PONG")
-                {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!("redis-server on port {} did not start", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("no free loopback port")
-        .port()
-}
-
-/// Appends in the benchmarks are never trimmed, as XADD never trims. (A
-/// cap far above anything a run writes, not `u64::MAX`: the append script
-/// hands the cap to `XTRIM MAXLEN` as a Lua number, which Redis refuses as
-/// "not an integer" once it is that large.)
+/// Appends in the benchmarks are never trimmed, as XADD never trims.
 fn unbounded() -> Retention {
-    Retention::new().max_events_per_stream(1_000_000_000)
+    Retention::new().max_events_per_stream(u64::MAX)
 }
 
 async fn open(url: &str, prefix: &str) -> RedisEventStore {
@@ -438,9 +334,9 @@ fn main() {
     let rt = runtime();
     let server = RedisServer::start();
     let url = server.url();
-    let mut xadd = vec![xadd_limit(server.port)];
+    let mut xadd = vec![xadd_limit(server.port())];
     append_benches(&mut criterion, &rt, &url);
-    xadd.push(xadd_limit(server.port));
+    xadd.push(xadd_limit(server.port()));
     replay_benches(&mut criterion, &rt, &url);
     let resume = resume_latency(&rt, &url);
     criterion.final_summary();

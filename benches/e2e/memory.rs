@@ -142,10 +142,7 @@ async fn measure(setup: Setup, streams: usize, dir: &Path) -> Measured {
             let mut released = released.clone();
             tokio::spawn(async move {
                 let permit = opening.acquire_owned().await.unwrap();
-                let response = client
-                    .request(net::mcp_post(addr, Answer::Idle))
-                    .await
-                    .unwrap();
+                let response = net::call(&client, addr, Answer::Idle).await;
                 let mut body = response.into_body();
                 // The first (and only) event: the stream is up at both ends.
                 loop {

@@ -305,7 +305,7 @@ pub fn client(connections: usize) -> HttpClient {
 }
 
 /// A POST to the MCP endpoint at `addr`, answered as `answer` says.
-pub fn mcp_post(addr: SocketAddr, answer: Answer) -> Request<Full<Bytes>> {
+fn mcp_post(addr: SocketAddr, answer: Answer) -> Request<Full<Bytes>> {
     Request::post(format!("http://{addr}/mcp"))
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json")
@@ -315,6 +315,43 @@ pub fn mcp_post(addr: SocketAddr, answer: Answer) -> Request<Full<Bytes>> {
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"answer","arguments":{}}}"#,
         )))
         .unwrap()
+}
+
+/// POSTs to the MCP endpoint at `addr`, answered as `answer` says, and
+/// returns the (successful) response.
+pub async fn call(
+    client: &HttpClient,
+    addr: SocketAddr,
+    answer: Answer,
+) -> Response<hyper::body::Incoming> {
+    let response = client
+        .request(mcp_post(addr, answer))
+        .await
+        .expect("a response");
+    assert!(
+        response.status().is_success(),
+        "answered {}",
+        response.status()
+    );
+    response
+}
+
+/// Runs `clients` copies of `task` at once, each on a task of its own with
+/// its own handle on `client`, and returns what they returned.
+pub async fn concurrently<T, F, Fut>(client: &HttpClient, clients: usize, task: F) -> Vec<T>
+where
+    F: Fn(HttpClient) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| tokio::spawn(task(client.clone())))
+        .collect();
+    let mut results = Vec::with_capacity(clients);
+    for task in tasks {
+        results.push(task.await.expect("a client task"));
+    }
+    results
 }
 
 /// Reads an SSE response to its end, calling `on_event` with the data of

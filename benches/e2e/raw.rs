@@ -23,29 +23,17 @@ async fn json_rate(
 ) -> f64 {
     let start = Instant::now();
     let until = start + window;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let mut answered = 0u64;
-                while Instant::now() < until {
-                    let response = client
-                        .request(net::mcp_post(addr, Answer::Json))
-                        .await
-                        .unwrap();
-                    assert!(response.status().is_success(), "{}", response.status());
-                    response.into_body().collect().await.unwrap();
-                    answered += 1;
-                }
-                answered
-            })
-        })
-        .collect();
-    let mut answered = 0;
-    for task in tasks {
-        answered += task.await.unwrap();
-    }
-    answered as f64 / start.elapsed().as_secs_f64()
+    let answered = net::concurrently(client, concurrency, |client| async move {
+        let mut answered = 0u64;
+        while Instant::now() < until {
+            let response = net::call(&client, addr, Answer::Json).await;
+            response.into_body().collect().await.unwrap();
+            answered += 1;
+        }
+        answered
+    })
+    .await;
+    answered.iter().sum::<u64>() as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Events per second delivered to `streams` concurrent clients whose
@@ -58,24 +46,12 @@ async fn flood_rate(
     window: Duration,
 ) -> f64 {
     let start = Instant::now();
-    let tasks: Vec<_> = (0..streams)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let response = client
-                    .request(net::mcp_post(addr, Answer::Flood(window)))
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success(), "{}", response.status());
-                net::read_events(response, |_| {}).await
-            })
-        })
-        .collect();
-    let mut events = 0;
-    for task in tasks {
-        events += task.await.unwrap();
-    }
-    events as f64 / start.elapsed().as_secs_f64()
+    let events = net::concurrently(client, streams, |client| async move {
+        let response = net::call(&client, addr, Answer::Flood(window)).await;
+        net::read_events(response, |_| {}).await
+    })
+    .await;
+    events.iter().sum::<usize>() as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Latency of every event, produced to read, in nanoseconds: `streams`
@@ -87,34 +63,23 @@ async fn paced_latencies(
     period: Duration,
     duration: Duration,
 ) -> Vec<u64> {
-    let tasks: Vec<_> = (0..streams)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let response = client
-                    .request(net::mcp_post(addr, Answer::Paced { period, duration }))
-                    .await
-                    .unwrap();
-                let mut latencies = Vec::new();
-                net::read_events(response, |data| {
-                    let now = epoch().elapsed().as_nanos() as u64;
-                    let stamp = data
-                        .strip_prefix(b"t=")
-                        .and_then(|rest| rest.split(|&b| b == b' ').next())
-                        .and_then(|digits| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
-                        .expect("a stamped event");
-                    latencies.push(now.saturating_sub(stamp));
-                })
-                .await;
-                latencies
-            })
+    let per_stream = net::concurrently(client, streams, |client| async move {
+        let response = net::call(&client, addr, Answer::Paced { period, duration }).await;
+        let mut latencies = Vec::new();
+        net::read_events(response, |data| {
+            let now = epoch().elapsed().as_nanos() as u64;
+            let stamp = data
+                .strip_prefix(b"t=")
+                .and_then(|rest| rest.split(|&b| b == b' ').next())
+                .and_then(|digits| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                .expect("a stamped event");
+            latencies.push(now.saturating_sub(stamp));
         })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    all
+        .await;
+        latencies
+    })
+    .await;
+    per_stream.concat()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {

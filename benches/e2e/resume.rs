@@ -33,7 +33,7 @@ struct Timing {
     end: Duration,
 }
 
-/// Appends finished streams of `events` events each until the store holds `total`.
+/// Appends finished streams of [`FILLER_STREAM_EVENTS`] events until the store holds `total`.
 async fn fill(store: &Arc<dyn EventStore>, held: &mut u64, total: u64) {
     let data = Bytes::from(vec![b'x'; EVENT_BYTES - 8]);
     // Four appenders at once: the writer thread commits their batches together.

@@ -1,5 +1,6 @@
 //! [`SqliteEventStore`]: the default, embedded, durable backend.
 
+mod checkpointer;
 mod schema;
 mod writer;
 
@@ -197,6 +198,7 @@ impl SqliteEventStore {
             options.retention,
             live.clone(),
             lock,
+            checkpointer::Checkpointer::start(&options)?,
         );
         writer.load_recent_rows()?;
         let orphans = writer.abandon_orphans()?;

@@ -57,10 +57,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX recent_by_stream ON recent (stream_no, seq);
     ",
+    // Version 2: the same tables; what changes is what a file may hold.
+    //
+    // `recent` is moved into `events` in small slices between commits
+    // instead of one batch inside a commit (which held every append of that
+    // commit for tens of milliseconds): the rows are copied first and
+    // deleted from `recent` after, so an event may be in both tables for a
+    // while. For a stream, the sequences in `events` are a contiguous run
+    // and `recent` holds every later one: readers take `events` first, then
+    // what follows it from `recent`. Version 1 builds, which expected each
+    // event in one table only, refuse a version 2 file.
+    "-- No change to the tables.",
 ];
-
-/// WAL pages between automatic checkpoints (SQLite's default is 1,000).
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
 /// The schema version this build writes and understands.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -79,12 +87,9 @@ pub(crate) fn open_writer(options: &SqliteOptions) -> Result<Connection, StoreEr
     let version = check_ownership(&conn, path)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| classify(path, "switching to WAL mode", e))?;
-    // Group commits of many streams rewrite the same hot pages again and
-    // again; a checkpoint copies each distinct page once, so checkpointing
-    // every 10,000 pages (about 40 MB of WAL) instead of SQLite's 1,000
-    // collapses those versions and writes far less. The WAL is reset by each
-    // checkpoint, so it does not grow past that.
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+    // Checkpoints run on a thread of their own (see `checkpointer`), never
+    // inside a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(|e| classify(path, "configuring checkpoints", e))?;
     if let Some(max_pages) = options
         .max_size_bytes
@@ -104,6 +109,18 @@ pub(crate) fn open_reader(options: &SqliteOptions) -> Result<Connection, StoreEr
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| classify(path, "opening a read connection", e))?;
     configure(&conn, options).map_err(|e| classify(path, "configuring a read connection", e))?;
+    Ok(conn)
+}
+
+/// Opens the checkpointing thread's connection (read-write: a checkpoint
+/// writes the database file).
+pub(crate) fn open_checkpointer(options: &SqliteOptions) -> Result<Connection, StoreError> {
+    let path = &options.path;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| classify(path, "opening the checkpoint connection", e))?;
+    configure(&conn, options)
+        .map_err(|e| classify(path, "configuring the checkpoint connection", e))?;
     Ok(conn)
 }
 

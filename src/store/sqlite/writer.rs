@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpointer::Checkpointer;
 use super::schema::classify;
 use super::unix_millis;
 use crate::store::live::LiveStreams;
@@ -67,10 +68,21 @@ struct Cached {
     activity_written: i64,
 }
 
-/// When `recent` holds this many rows, the writer settles them into `events`
-/// (see the schema). Larger amortises the settling better; smaller keeps the
-/// index of `recent`, rewritten by every commit, smaller.
+/// When `recent` holds this many rows, the writer starts settling them into
+/// `events` (see the schema). Larger amortises the settling better; smaller
+/// keeps the index of `recent`, rewritten by every commit, smaller.
 const SETTLE_ROWS: u64 = 4_096;
+
+/// Rows a settle moves in one slice while the writer is idle: one slice
+/// holds up an append that arrives during it, so it is kept well under a
+/// millisecond.
+const IDLE_SLICE_ROWS: u64 = 256;
+
+/// A writer that is never idle (appends arrive faster than it commits them)
+/// still settles once `recent` has grown to twice [`SETTLE_ROWS`]: the whole
+/// settle at once, after a commit, in slices of this many rows, which move
+/// rows at the lowest cost per row: what matters when throughput is.
+const BUSY_SLICE_ROWS: u64 = SETTLE_ROWS;
 
 /// `last_activity` of a live stream is refreshed at most this often: it only
 /// has to be precise enough for a retention age measured in minutes.
@@ -79,8 +91,27 @@ const ACTIVITY_RESOLUTION_MILLIS: i64 = 1_000;
 pub(crate) struct Writer {
     conn: Connection,
     ledger: Ledger,
+    /// Told after every commit; dropped (and joined) before the lock below.
+    checkpointer: Checkpointer,
     /// Held for the thread's lifetime: releasing it lets another process in.
     _lock: File,
+}
+
+/// A settle under way: the rows of `recent` up to position `frozen`, the
+/// ones there when it began, are copied into `events` in key order, then
+/// deleted from `recent` in position order, a slice per transaction, so
+/// that appends committed between slices never wait for the whole move.
+///
+/// Between the two steps a row is in both tables. Readers take a stream's
+/// events from `events` first and then only the later ones from `recent`,
+/// so a row in both is read once; the copy keeps each stream's rows in
+/// `events` a contiguous run of sequences, which that read needs.
+#[derive(Clone, Copy, Debug)]
+enum Settle {
+    /// Copying the frozen rows whose key follows `after` (stream, sequence).
+    Copy { frozen: i64, after: (i64, i64) },
+    /// Deleting the copied rows whose position follows `after`, up to `frozen`.
+    Clear { frozen: i64, after: i64 },
 }
 
 /// Everything the writer knows besides its connection, kept apart so a
@@ -93,6 +124,8 @@ struct Ledger {
     cache: HashMap<StreamId, Cached>,
     /// Rows in `recent`, as of the last commit.
     recent_rows: u64,
+    /// The settle under way, if any.
+    settle: Option<Settle>,
 }
 
 /// A reply to send, or a notification to publish, once the batch is committed.
@@ -118,6 +151,7 @@ impl Writer {
         retention: Retention,
         live: Arc<LiveStreams>,
         lock: File,
+        checkpointer: Checkpointer,
     ) -> Self {
         Self {
             conn,
@@ -127,7 +161,9 @@ impl Writer {
                 live,
                 cache: HashMap::new(),
                 recent_rows: 0,
+                settle: None,
             },
+            checkpointer,
             _lock: lock,
         }
     }
@@ -171,7 +207,23 @@ impl Writer {
     /// Runs until the store is closed or dropped.
     pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut group = Vec::with_capacity(MAX_GROUP);
-        while let Some(first) = commands.blocking_recv() {
+        loop {
+            let first = if self.ledger.settle.is_some() {
+                // Settling is what the writer does when it has nothing else to do.
+                match commands.try_recv() {
+                    Ok(command) => command,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.settle_slice(IDLE_SLICE_ROWS);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match commands.blocking_recv() {
+                    Some(command) => command,
+                    None => break,
+                }
+            };
             group.push(first);
             while group.len() < MAX_GROUP {
                 match commands.try_recv() {
@@ -187,6 +239,12 @@ impl Writer {
                 let _ = close.send(result);
                 return;
             }
+            // A writer too busy to be idle settles anyway, and all of it:
+            // otherwise `recent` would grow as long as the load lasts.
+            while self.ledger.settle.is_some()
+                && self.ledger.recent_rows >= 2 * SETTLE_ROWS
+                && self.settle_slice(BUSY_SLICE_ROWS)
+            {}
         }
         // Every sender is gone: the store was dropped without `close`.
         if let Err(error) = self.shut_down() {
@@ -197,7 +255,12 @@ impl Writer {
     /// Applies a group of commands in one transaction and answers them.
     /// Returns the reply of a `Close` command, which ends the thread.
     fn commit_group(&mut self, group: &mut Vec<Command>) -> Option<Reply<()>> {
-        let Self { conn, ledger, .. } = self;
+        let Self {
+            conn,
+            ledger,
+            checkpointer,
+            ..
+        } = self;
         let mut close = None;
         let mut flushes = Vec::new();
         let mut outcomes = Vec::with_capacity(group.len());
@@ -254,18 +317,14 @@ impl Writer {
                 outcomes.push(outcome);
             }
             finish_heads(&tx, &mut dirty)
-                .and_then(|()| {
-                    if ledger.recent_rows >= SETTLE_ROWS {
-                        settle(&tx)?;
-                        ledger.recent_rows = 0;
-                    }
-                    tx.commit()
-                })
+                .and_then(|()| ledger.start_settle_if_due(&tx))
+                .and_then(|()| tx.commit())
                 .map_err(|e| (classify(&ledger.path, "committing", e), None))
         })();
 
         match result {
             Ok(()) => {
+                checkpointer.request();
                 for (stream, head) in dirty {
                     // Streams ended or purged in this batch have left the cache.
                     if let Some(cached) = ledger.cache.get_mut(&stream) {
@@ -301,10 +360,36 @@ impl Writer {
                 }
             }
         }
-        for reply in flushes {
-            let _ = reply.send(checkpoint(conn, &ledger.path));
+        if !flushes.is_empty() {
+            // A flush leaves every event in its final place, then in the main file.
+            let mut flushed = Ok(());
+            while ledger.settle.is_some() && flushed.is_ok() {
+                flushed = settle_step(conn, ledger, BUSY_SLICE_ROWS);
+            }
+            let flushed = flushed.and_then(|()| checkpoint(conn, &ledger.path));
+            for reply in flushes {
+                let _ = reply.send(flushed.clone());
+            }
         }
         close
+    }
+
+    /// Moves one slice of the settle under way. A failure is logged and
+    /// leaves the settle where it was, to be retried by the next slice:
+    /// appends do not depend on it. Returns whether the slice was moved.
+    fn settle_slice(&mut self, rows: u64) -> bool {
+        match settle_step(&mut self.conn, &mut self.ledger, rows) {
+            Ok(()) => {
+                self.checkpointer.request();
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "mcp-resume SQLite store could not settle events; will retry");
+                // Back off instead of retrying at once, over and over.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                false
+            }
+        }
     }
 
     /// Ends the live streams of this process as abandoned and checkpoints.
@@ -333,6 +418,20 @@ impl Writer {
 }
 
 impl Ledger {
+    /// Starts a settle once `recent` has grown to [`SETTLE_ROWS`]: it will
+    /// move the rows there now.
+    fn start_settle_if_due(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        if self.settle.is_none() && self.recent_rows >= SETTLE_ROWS {
+            let frozen: Option<i64> =
+                tx.query_row("SELECT MAX(position) FROM recent", [], |row| row.get(0))?;
+            self.settle = frozen.map(|frozen| Settle::Copy {
+                frozen,
+                after: (i64::MIN, i64::MIN),
+            });
+        }
+        Ok(())
+    }
+
     /// Answers a committed command and tells followers about the new head.
     fn publish(&self, outcome: Outcome) {
         match outcome {
@@ -640,16 +739,105 @@ fn finish_heads(
     Ok(())
 }
 
-/// Moves every row of `recent` into `events`, in key order: one sorted batch,
-/// the cheapest way to insert into `events`.
-fn settle(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO events (stream_no, seq, event_type, data)
-         SELECT stream_no, seq, event_type, data FROM recent ORDER BY stream_no, seq",
-    )?
-    .execute([])?;
-    tx.prepare_cached("DELETE FROM recent")?.execute([])?;
+/// Moves one slice of the ledger's settle, in a transaction of its own.
+fn settle_step(conn: &mut Connection, ledger: &mut Ledger, rows: u64) -> Result<(), StoreError> {
+    let Some(settle) = ledger.settle else {
+        return Ok(());
+    };
+    // A slice only moves rows that are already durable: losing its commit
+    // to a power cut leaves them where they were. So it is not synced even
+    // in `FULL` mode; the next synced commit makes it durable, as the WAL is
+    // written in order.
+    const FULL: i64 = 2;
+    let synced = conn.pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0));
+    let full = matches!(synced, Ok(FULL));
+    let moved = (|| {
+        if full {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        let moved = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .and_then(|tx| {
+                let moved = move_slice(&tx, settle, rows)?;
+                tx.commit()?;
+                Ok(moved)
+            });
+        if full {
+            conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        moved
+    })();
+    let (next, deleted) = moved.map_err(|e| classify(&ledger.path, "settling recent events", e))?;
+    ledger.settle = next;
+    ledger.recent_rows = ledger.recent_rows.saturating_sub(deleted);
     Ok(())
+}
+
+/// One step of `settle` over at most `rows` rows: returns where the settle
+/// goes on from (`None` once it is done) and how many rows left `recent`.
+fn move_slice(
+    tx: &Transaction<'_>,
+    settle: Settle,
+    rows: u64,
+) -> rusqlite::Result<(Option<Settle>, u64)> {
+    match settle {
+        Settle::Copy { frozen, after } => {
+            // The key `rows` frozen rows on, if there are that many left. The
+            // index is named: the planner would otherwise scan and sort
+            // `recent` by position.
+            let end: Option<(i64, i64)> = tx
+                .prepare_cached(
+                    "SELECT stream_no, seq FROM recent INDEXED BY recent_by_stream
+                     WHERE (stream_no, seq) > (?1, ?2) AND position <= ?3
+                     ORDER BY stream_no, seq LIMIT 1 OFFSET ?4",
+                )?
+                .query_row(
+                    params![after.0, after.1, frozen, rows.max(1) as i64 - 1],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let end_key = end.unwrap_or((i64::MAX, i64::MAX));
+            // OR IGNORE: a settle cut short by a crash is done again from the
+            // start, over rows it had already copied.
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (stream_no, seq, event_type, data)
+                 SELECT stream_no, seq, event_type, data FROM recent INDEXED BY recent_by_stream
+                 WHERE (stream_no, seq) > (?1, ?2) AND (stream_no, seq) <= (?3, ?4)
+                   AND position <= ?5
+                 ORDER BY stream_no, seq",
+            )?
+            .execute(params![after.0, after.1, end_key.0, end_key.1, frozen])?;
+            let next = match end {
+                Some(after) => Settle::Copy { frozen, after },
+                None => Settle::Clear {
+                    frozen,
+                    after: i64::MIN,
+                },
+            };
+            Ok((Some(next), 0))
+        }
+        Settle::Clear { frozen, after } => {
+            let start: Option<i64> = tx
+                .prepare_cached("SELECT MIN(position) FROM recent WHERE position > ?1")?
+                .query_row([after], |row| row.get(0))?;
+            let Some(start) = start.filter(|&start| start <= frozen) else {
+                return Ok((None, 0));
+            };
+            let end = start.saturating_add(rows.max(1) as i64 - 1).min(frozen);
+            // Only rows that are in `events`: a row given a frozen position
+            // after the settle began (SQLite reuses the highest positions
+            // once their rows are deleted) may not have been copied.
+            let deleted = tx
+                .prepare_cached(
+                    "DELETE FROM recent WHERE position >= ?1 AND position <= ?2
+                     AND EXISTS (SELECT 1 FROM events e
+                                 WHERE e.stream_no = recent.stream_no AND e.seq = recent.seq)",
+                )?
+                .execute(params![start, end])?;
+            let next = (end < frozen).then_some(Settle::Clear { frozen, after: end });
+            Ok((next, deleted as u64))
+        }
+    }
 }
 
 fn delete_stream(tx: &Transaction<'_>, stream_no: i64) -> rusqlite::Result<u64> {

@@ -67,11 +67,18 @@ impl Checkpointer {
 fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path) {
     while wakes.recv().is_ok() {
         let started = std::time::Instant::now();
-        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(%error, path = %path.display(), "mcp-resume SQLite checkpoint failed; the next one will retry");
+        if let Err(error) = checkpoint(conn, path) {
+            tracing::warn!(%error, "mcp-resume SQLite checkpoint failed; the next one will retry");
         }
         std::thread::sleep(CHECKPOINT_INTERVAL.saturating_sub(started.elapsed()));
     }
+}
+
+/// Copies what the WAL holds into the main file, as far as readers allow,
+/// without waiting for them or for the writer.
+pub(crate) fn checkpoint(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .map_err(|e| schema::classify(path, "checkpointing", e))
 }
 
 impl Drop for Checkpointer {

@@ -194,8 +194,7 @@ impl SqliteEventStore {
         let live = Arc::new(LiveStreams::default());
         let mut writer = Writer::new(
             conn,
-            options.path.clone(),
-            options.retention,
+            &options,
             live.clone(),
             lock,
             checkpointer::Checkpointer::start(&options)?,

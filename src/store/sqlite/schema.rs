@@ -104,23 +104,34 @@ pub(crate) fn open_writer(options: &SqliteOptions) -> Result<Connection, StoreEr
 
 /// Opens a read connection to a database the writer has already prepared.
 pub(crate) fn open_reader(options: &SqliteOptions) -> Result<Connection, StoreError> {
-    let path = &options.path;
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| classify(path, "opening a read connection", e))?;
-    configure(&conn, options).map_err(|e| classify(path, "configuring a read connection", e))?;
-    Ok(conn)
+    open_more(
+        options,
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+        "opening a read connection",
+    )
 }
 
 /// Opens the checkpointing thread's connection (read-write: a checkpoint
 /// writes the database file).
 pub(crate) fn open_checkpointer(options: &SqliteOptions) -> Result<Connection, StoreError> {
+    open_more(
+        options,
+        OpenFlags::SQLITE_OPEN_READ_WRITE,
+        "opening the checkpoint connection",
+    )
+}
+
+/// Opens one more connection, besides the writer's, to the prepared database;
+/// `what` names the step in its errors.
+fn open_more(
+    options: &SqliteOptions,
+    access: OpenFlags,
+    what: &'static str,
+) -> Result<Connection, StoreError> {
     let path = &options.path;
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| classify(path, "opening the checkpoint connection", e))?;
-    configure(&conn, options)
-        .map_err(|e| classify(path, "configuring the checkpoint connection", e))?;
+    let conn = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| classify(path, what, e))?;
+    configure(&conn, options).map_err(|e| classify(path, what, e))?;
     Ok(conn)
 }
 

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpointer::Checkpointer;
+use super::checkpointer::{Checkpointer, checkpoint};
 use super::schema::classify;
 use super::unix_millis;
+use super::{SqliteOptions, SyncMode};
 use crate::store::live::LiveStreams;
 use crate::store::{
     AppendReceipt, NewEvent, NewStream, Retention, StoreError, StreamEnd, StreamId, StreamState,
@@ -122,10 +123,13 @@ struct Ledger {
     live: Arc<LiveStreams>,
     /// Live streams of this process. A miss is looked up in the database.
     cache: HashMap<StreamId, Cached>,
-    /// Rows in `recent`, as of the last commit.
+    /// Rows in `recent`, as of the last commit: counted up by appends, down
+    /// by settles, and recounted when a settle ends (trims and purges are
+    /// not subtracted, so in between it may be a little high).
     recent_rows: u64,
     /// The settle under way, if any.
     settle: Option<Settle>,
+    sync: SyncMode,
 }
 
 /// A reply to send, or a notification to publish, once the batch is committed.
@@ -147,8 +151,7 @@ enum Outcome {
 impl Writer {
     pub(crate) fn new(
         conn: Connection,
-        path: PathBuf,
-        retention: Retention,
+        options: &SqliteOptions,
         live: Arc<LiveStreams>,
         lock: File,
         checkpointer: Checkpointer,
@@ -156,12 +159,13 @@ impl Writer {
         Self {
             conn,
             ledger: Ledger {
-                path,
-                retention,
+                path: options.path.clone(),
+                retention: options.retention,
                 live,
                 cache: HashMap::new(),
                 recent_rows: 0,
                 settle: None,
+                sync: options.sync,
             },
             checkpointer,
             _lock: lock,
@@ -170,12 +174,7 @@ impl Writer {
 
     /// Counts the rows waiting in `recent`, left by a previous run.
     pub(crate) fn load_recent_rows(&mut self) -> Result<(), StoreError> {
-        self.ledger.recent_rows = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM recent", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .map(|n| n as u64)
+        self.ledger.recent_rows = count_recent(&self.conn)
             .map_err(|e| classify(&self.ledger.path, "counting recent events", e))?;
         Ok(())
     }
@@ -340,10 +339,8 @@ impl Writer {
                 // The transaction rolled back: the cache may be ahead of the
                 // database, so forget it; the next use reloads from the file.
                 ledger.cache.clear();
-                if let Ok(rows) = conn.query_row("SELECT COUNT(*) FROM recent", [], |row| {
-                    row.get::<_, i64>(0)
-                }) {
-                    ledger.recent_rows = rows as u64;
+                if let Ok(rows) = count_recent(conn) {
+                    ledger.recent_rows = rows;
                 }
                 // Everything in the group fails with the batch's error: what
                 // was applied (rolled back), the command that failed, and the
@@ -664,12 +661,6 @@ impl Ledger {
     }
 }
 
-/// Makes everything committed durable in the main file, whatever the sync mode.
-fn checkpoint(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        .map_err(|e| classify(path, "checkpointing", e))
-}
-
 /// The head columns of a stream row aliased `s`: the first and the last
 /// retained sequence, both NULL when the stream has no events. Each is one
 /// index probe.
@@ -719,8 +710,8 @@ fn finish_heads(
     }
     let now = unix_millis();
     let mut trim = tx.prepare_cached("DELETE FROM events WHERE stream_no = ?1 AND seq < ?2")?;
-    // Rows trimmed from `recent` still count towards settling it, which only
-    // makes the next settle come a little early.
+    // Rows trimmed from `recent` are not subtracted from the ledger's count
+    // here; the end of the next settle recounts.
     let mut trim_recent =
         tx.prepare_cached("DELETE FROM recent WHERE stream_no = ?1 AND seq < ?2")?;
     let mut touch =
@@ -739,6 +730,13 @@ fn finish_heads(
     Ok(())
 }
 
+fn count_recent(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT COUNT(*) FROM recent", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|rows| rows as u64)
+}
+
 /// Moves one slice of the ledger's settle, in a transaction of its own.
 fn settle_step(conn: &mut Connection, ledger: &mut Ledger, rows: u64) -> Result<(), StoreError> {
     let Some(settle) = ledger.settle else {
@@ -748,9 +746,7 @@ fn settle_step(conn: &mut Connection, ledger: &mut Ledger, rows: u64) -> Result<
     // to a power cut leaves them where they were. So it is not synced even
     // in `FULL` mode; the next synced commit makes it durable, as the WAL is
     // written in order.
-    const FULL: i64 = 2;
-    let synced = conn.pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0));
-    let full = matches!(synced, Ok(FULL));
+    let full = ledger.sync == SyncMode::Full;
     let moved = (|| {
         if full {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -770,6 +766,13 @@ fn settle_step(conn: &mut Connection, ledger: &mut Ledger, rows: u64) -> Result<
     let (next, deleted) = moved.map_err(|e| classify(&ledger.path, "settling recent events", e))?;
     ledger.settle = next;
     ledger.recent_rows = ledger.recent_rows.saturating_sub(deleted);
+    if next.is_none() {
+        // Rows trimmed or purged from `recent` were never subtracted: without
+        // this, the count would only grow under a small cap, and a settle
+        // would start after every commit.
+        ledger.recent_rows =
+            count_recent(conn).map_err(|e| classify(&ledger.path, "counting recent events", e))?;
+    }
     Ok(())
 }
 

@@ -265,13 +265,13 @@ impl Feed {
         let deadline = self.deadline;
         match &mut self.source {
             Source::Tail(attachment) => {
-                if attachment.superseded() {
-                    tracing::info!(stream = %self.stream, "a newer resume took this stream over; closing this response");
-                    self.then = None;
-                    return Read::End;
-                }
                 attachment.mark_seen();
                 match attachment.read(self.position) {
+                    TailRead::Superseded => {
+                        tracing::info!(stream = %self.stream, "a newer resume took this stream over; closing this response");
+                        self.then = None;
+                        Read::End
+                    }
                     TailRead::Frames { bytes, last_seq } => {
                         self.count_replayed(last_seq);
                         self.position = last_seq;

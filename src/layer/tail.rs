@@ -30,7 +30,7 @@ pub(crate) struct Tail {
     /// Bumped on every change a reader may care about: new frames, a
     /// keep-alive, the end, a takeover.
     version: watch::Sender<u64>,
-    /// How many client bodies are attached; the pump watches it to detach.
+    /// How many client bodies are attached (0 or 1); the pump watches it to detach.
     attached: watch::Sender<usize>,
     /// Bumped when an attached reader moves on; the pump watches it while
     /// it waits for a reader that fell behind.
@@ -56,8 +56,10 @@ struct TailState {
     /// Increases with every attachment; an attachment older than the newest
     /// is told to end (the newer resume wins).
     generation: u64,
-    /// The attached readers, by generation.
-    readers: HashMap<u64, Reader>,
+    /// The attached reader, with its generation. A newer attachment replaces
+    /// it at once: a superseded body whose connection is no longer polled
+    /// must not hold the ring, or the pump (see [`Tail::lag`]), for it.
+    reader: Option<(u64, Reader)>,
 }
 
 /// Where an attached reader is.
@@ -113,23 +115,24 @@ pub(crate) enum TailRead {
     /// The next event was never stored and has left the ring: it is lost to
     /// this reader (only after a store failure under the fail-open policy).
     Lost,
+    /// A newer attachment (a resume) has taken the stream over.
+    Superseded,
 }
 
 impl TailState {
-    /// Drops what no attached reader needs any more: entries every reader has
+    /// Drops what the attached reader does not need any more: entries it has
     /// read, everything when nobody is attached (a later resume reads the
     /// store), and the oldest entries past the ring's bounds (a reader that
     /// far behind reads the store). So a caught-up stream holds nothing, and
     /// a slow reader cannot hold more than the bounds.
     fn release(&mut self) {
-        let oldest_needed = self.readers.values().map(|r| r.position).min();
-        let oldest_keep_alive_needed = self.readers.values().map(|r| r.keep_alives_seen).min();
+        let reader = self.reader.map(|(_, reader)| reader);
         while let Some(front) = self.ring.front() {
-            let unneeded = match (front, oldest_needed, oldest_keep_alive_needed) {
-                (_, None, _) | (_, _, None) => true,
-                (Entry::Event { seq, .. }, Some(position), _) => *seq <= position,
-                (Entry::KeepAlive { number, after, .. }, Some(position), Some(seen)) => {
-                    *number <= seen || *after < position
+            let unneeded = match (front, reader) {
+                (_, None) => true,
+                (Entry::Event { seq, .. }, Some(reader)) => *seq <= reader.position,
+                (Entry::KeepAlive { number, after, .. }, Some(reader)) => {
+                    *number <= reader.keep_alives_seen || *after < reader.position
                 }
             };
             let over_bounds = self.ring.len() > RING_ENTRIES
@@ -223,23 +226,23 @@ impl Tail {
     }
 
     /// Attaches a client body that has read up to `position`. The previous
-    /// attachments are told to end.
+    /// attachment, if any, is detached and told to end.
     pub(crate) fn attach(self: &Arc<Self>, position: u64) -> Attachment {
         let generation = {
             let mut state = self.lock();
             state.generation += 1;
             let generation = state.generation;
             let keep_alives_seen = state.keep_alives;
-            state.readers.insert(
-                generation,
-                Reader {
-                    position,
-                    keep_alives_seen,
-                },
-            );
+            let reader = Reader {
+                position,
+                keep_alives_seen,
+            };
+            state.reader = Some((generation, reader));
+            state.release();
             generation
         };
-        self.attached.send_modify(|n| *n += 1);
+        self.attached.send_replace(1);
+        self.readers_moved.send_modify(|n| *n += 1);
         self.bump();
         Attachment {
             tail: self.clone(),
@@ -259,20 +262,17 @@ impl Tail {
         self.readers_moved.subscribe()
     }
 
-    /// How many events the slowest attached reader has yet to read; 0 with
-    /// nobody attached. Detached streams run free: their events wait in the
+    /// How many events the attached reader has yet to read; 0 with nobody
+    /// attached. Detached streams run free: their events wait in the
     /// store. An attached reader, though, must not fall so far behind that
     /// the stream's event cap trims what it has yet to read, so the pump
     /// waits for it past a limit: back-pressure, as TCP gives a producer
     /// without the layer.
     pub(crate) fn lag(&self) -> u64 {
         let state = self.lock();
-        state
-            .readers
-            .values()
-            .map(|reader| state.last_seq.saturating_sub(reader.position))
-            .max()
-            .unwrap_or(0)
+        state.reader.map_or(0, |(_, reader)| {
+            state.last_seq.saturating_sub(reader.position)
+        })
     }
 }
 
@@ -292,11 +292,6 @@ impl Attachment {
         self.attached_at
     }
 
-    /// Whether a newer attachment has taken this stream over.
-    pub(crate) fn superseded(&self) -> bool {
-        self.tail.lock().generation > self.generation
-    }
-
     /// Marks the current state seen; call before reading.
     pub(crate) fn mark_seen(&mut self) {
         self.version.borrow_and_update();
@@ -314,8 +309,12 @@ impl Attachment {
     pub(crate) fn read(&self, after: u64) -> TailRead {
         let mut guard = self.tail.lock();
         let state = &mut *guard;
-        let Some(reader) = state.readers.get_mut(&self.generation) else {
-            return TailRead::CaughtUp { ended: state.ended };
+        let Some((_, reader)) = state
+            .reader
+            .as_mut()
+            .filter(|(generation, _)| *generation == self.generation)
+        else {
+            return TailRead::Superseded;
         };
         if reader.position != after {
             reader.position = after;
@@ -334,7 +333,11 @@ impl Attachment {
                 _ => TailRead::Behind,
             };
         }
+        // One frame is handed out as it is (a reference count); more are
+        // copied into one buffer.
+        let mut first: Option<Bytes> = None;
         let mut out = BytesMut::new();
+        let mut len = 0;
         let mut last_seq = after;
         for entry in &state.ring {
             let wanted = match entry {
@@ -348,25 +351,34 @@ impl Attachment {
             if !wanted {
                 continue;
             }
-            if !out.is_empty() && out.len() + entry.frame().len() > READ_BYTES {
+            let frame = entry.frame();
+            if len > 0 && len + frame.len() > READ_BYTES {
                 break;
             }
-            out.extend_from_slice(entry.frame());
+            len += frame.len();
+            match first.take() {
+                None if out.is_empty() => first = Some(frame.clone()),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        out.extend_from_slice(&earlier);
+                    }
+                    out.extend_from_slice(frame);
+                }
+            }
             match entry {
                 Entry::Event { seq, .. } => last_seq = *seq,
                 Entry::KeepAlive { number, .. } => seen = *number,
             }
         }
-        if let Some(reader) = state.readers.get_mut(&self.generation) {
+        if let Some((_, reader)) = state.reader.as_mut() {
             reader.keep_alives_seen = seen;
         }
-        if out.is_empty() {
-            return TailRead::CaughtUp { ended: state.ended };
-        }
-        TailRead::Frames {
-            bytes: out.freeze(),
-            last_seq,
-        }
+        let bytes = match first {
+            Some(frame) => frame,
+            None if out.is_empty() => return TailRead::CaughtUp { ended: state.ended },
+            None => out.freeze(),
+        };
+        TailRead::Frames { bytes, last_seq }
     }
 }
 
@@ -374,10 +386,17 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         {
             let mut state = self.tail.lock();
-            state.readers.remove(&self.generation);
+            // A superseded attachment was detached when it was superseded.
+            if state
+                .reader
+                .is_none_or(|(generation, _)| generation != self.generation)
+            {
+                return;
+            }
+            state.reader = None;
             state.release();
         }
-        self.tail.attached.send_modify(|n| *n = n.saturating_sub(1));
+        self.tail.attached.send_replace(0);
         self.tail.readers_moved.send_modify(|n| *n += 1);
     }
 }
@@ -483,32 +502,51 @@ mod tests {
     }
 
     #[test]
-    fn what_every_reader_has_read_is_released() {
+    fn what_the_reader_has_read_is_released() {
         let tail = Tail::new(StreamId::random(), None);
-        let fast = tail.attach(0);
-        let slow = tail.attach(0);
+        let reader = tail.attach(0);
         tail.publish(events(1..=10), true);
-        frames(fast.read(0));
-        let _ = fast.read(10);
-        assert_eq!(
-            tail.lock().ring.len(),
-            10,
-            "the slow reader still needs them"
-        );
-        frames(slow.read(4));
+        assert_eq!(frames(reader.read(0)).1, 10);
+        assert_eq!(tail.lock().ring.len(), 10, "sent, not yet confirmed");
+        frames(reader.read(4));
         assert_eq!(tail.lock().ring.len(), 6);
-        drop(slow);
-        assert!(
-            tail.lock().ring.is_empty(),
-            "the fast reader has read everything"
-        );
+        let _ = reader.read(10);
+        assert!(tail.lock().ring.is_empty());
         assert_eq!(tail.lock().ring_bytes, 0);
         // Nobody attached: nothing is kept; a resume reads the store.
-        drop(fast);
+        drop(reader);
         tail.publish(events(11..=12), true);
         assert!(tail.lock().ring.is_empty());
         let resume = tail.attach(5);
         assert!(matches!(resume.read(5), TailRead::Behind));
+    }
+
+    #[test]
+    fn a_superseded_reader_that_is_never_polled_again_holds_nothing_back() {
+        let tail = Tail::new(StreamId::random(), None);
+        let stuck = tail.attach(0);
+        tail.publish(events(1..=100), true);
+        // A resume takes over and reads everything; the old body, behind a
+        // connection nobody writes to any more, is still alive.
+        let resume = tail.attach(0);
+        assert_eq!(frames(resume.read(0)).1, 100);
+        let _ = resume.read(100);
+        assert_eq!(tail.lag(), 0, "the pump is not held for the old reader");
+        assert!(tail.lock().ring.is_empty());
+        assert!(matches!(stuck.read(0), TailRead::Superseded));
+        // Dropping it later detaches nothing: the resume is still attached.
+        drop(stuck);
+        assert_eq!(*tail.watch_attached().borrow(), 1);
+    }
+
+    #[test]
+    fn a_single_frame_is_handed_out_without_a_copy() {
+        let tail = Tail::new(StreamId::random(), None);
+        let reader = tail.attach(0);
+        let frame = Bytes::from("only;");
+        tail.publish(vec![Published::Event(1, frame.clone())], true);
+        let (bytes, _) = frames(reader.read(0));
+        assert_eq!(bytes.as_ptr(), frame.as_ptr());
     }
 
     #[test]
@@ -534,17 +572,22 @@ mod tests {
             ],
             true,
         );
-        // A reader that attaches now (a resume) gets the events only.
-        let resume = tail.attach(0);
-        assert_eq!(frames(resume.read(0)).0, "a;b;");
         assert_eq!(frames(live.read(0)), (Bytes::from("a;:p1;b;:p2;"), 2));
         assert!(matches!(live.read(2), TailRead::CaughtUp { ended: None }));
         // An idle keep-alive reaches a caught-up reader, even as the stream ends.
         tail.publish(vec![Published::KeepAlive(Bytes::from(":p3;"))], true);
-        tail.end(StreamState::Complete);
         assert_eq!(frames(live.read(2)), (Bytes::from(":p3;"), 2));
+        // A reader that attaches now (a resume) gets the events only.
+        tail.publish(events(3..=3), true);
+        let resume = tail.attach(0);
+        assert!(matches!(resume.read(0), TailRead::Behind));
+        let resume = tail.attach(2);
+        assert_eq!(frames(resume.read(2)).0, "f3;");
+        tail.publish(vec![Published::KeepAlive(Bytes::from(":p4;"))], true);
+        tail.end(StreamState::Complete);
+        assert_eq!(frames(resume.read(3)), (Bytes::from(":p4;"), 3));
         assert!(matches!(
-            live.read(2),
+            resume.read(3),
             TailRead::CaughtUp { ended: Some(_) }
         ));
     }
@@ -565,10 +608,11 @@ mod tests {
         let attached = tail.watch_attached();
         let first = tail.attach(0);
         let second = tail.attach(0);
-        assert!(first.superseded());
-        assert!(!second.superseded());
-        assert_eq!(*attached.borrow(), 2);
+        assert!(matches!(first.read(0), TailRead::Superseded));
+        assert!(matches!(second.read(0), TailRead::CaughtUp { .. }));
+        assert_eq!(*attached.borrow(), 1);
         drop(first);
+        assert_eq!(*attached.borrow(), 1);
         drop(second);
         assert_eq!(*attached.borrow(), 0);
     }

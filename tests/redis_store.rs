@@ -694,3 +694,43 @@ async fn an_unbounded_event_cap_is_accepted() {
         assert_eq!((info.first_seq, info.event_count), (1, 2), "{cap:?}");
     }
 }
+
+/// A log evicted (or expired) behind the store's back while its metadata
+/// survives: the store claims events it cannot give. A replay must fail
+/// with an error that says so, not end quietly as if it were complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_evicted_behind_the_store_fail_the_replay_instead_of_cutting_it_short() {
+    let server = common_redis::shared();
+    let prefix = common_redis::unique_prefix();
+    let store: Store = Arc::new(common_redis::open(server, &prefix, Retention::default()).await);
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store
+        .append(stream, (1..=10).map(event).collect())
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(format!("{prefix}log:{stream}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let error = collect(store::replay(store.clone(), stream, 3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::EventsMissing {
+                after: 3,
+                last_seq: 10,
+                ..
+            }
+        ),
+        "{error}"
+    );
+}

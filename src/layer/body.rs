@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::frame;
 use super::tail::{Attachment, TailRead};
 use super::{Runtime, sleep_until};
+use crate::store::read::check_continues;
 use crate::store::{self, BoxFuture, EventBatches, ReadLimit, StoredEvent, StreamId};
 
 pin_project! {
@@ -312,17 +313,22 @@ impl Feed {
 
     /// The client is behind the hot tail: one page from the store.
     async fn read_store_batch(&mut self) -> Read {
-        match self
+        let (stream, after) = (self.stream, self.position);
+        let events = self
             .runtime
             .store
-            .read_batch(self.stream, self.position, ReadLimit::default())
+            .read_batch(stream, after, ReadLimit::default())
             .await
-        {
-            Ok(batch) if !batch.events.is_empty() => Read::Chunk(self.encode(&batch.events)),
-            // Committed but not yet published to the tail: it will be shortly.
-            Ok(_) => Read::Again,
+            .and_then(|batch| {
+                // The tail holds newer events, so the store has the next one.
+                let last_seq = batch.head.last_seq.max(after + 1);
+                check_continues(stream, after, &batch.events, last_seq)?;
+                Ok(batch.events)
+            });
+        match events {
+            Ok(events) => Read::Chunk(self.encode(&events)),
             Err(error) => {
-                tracing::warn!(stream = %self.stream, %error, "cannot read the stream back; closing the response");
+                tracing::warn!(%stream, %error, "cannot read the stream back; closing the response");
                 Read::End
             }
         }

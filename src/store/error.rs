@@ -53,6 +53,23 @@ pub enum StoreError {
         last_seq: u64,
     },
 
+    /// The store says the stream holds events after the position, yet gave
+    /// none back: they were removed behind mcp-resume's back (a Redis key
+    /// evicted or expired, rows deleted by hand). The replay stops here
+    /// rather than skip them.
+    #[error(
+        "stream {stream} should hold events {after} < seq <= {last_seq}, but the store returned \
+         none: they were deleted outside mcp-resume (for Redis, check maxmemory-policy is noeviction)"
+    )]
+    EventsMissing {
+        /// The stream.
+        stream: StreamId,
+        /// The position asked for.
+        after: u64,
+        /// The newest event the store claims to have.
+        last_seq: u64,
+    },
+
     /// An append or end to a stream that has already ended.
     #[error("stream {stream} is {state}; it takes no more events")]
     StreamEnded {

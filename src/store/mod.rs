@@ -96,7 +96,7 @@ use std::pin::Pin;
 mod error;
 mod live;
 mod memory;
-mod read;
+pub(crate) mod read;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "sqlite")]

@@ -183,7 +183,7 @@ impl Cursor {
             if let Mode::Until(until @ None) = &mut self.mode {
                 *until = Some(batch.head.last_seq);
             }
-            if let Some(events) = self.accept(batch.events)? {
+            if let Some(events) = self.accept(batch.events, batch.head.last_seq)? {
                 return Ok(Some(events));
             }
             match &mut self.mode {
@@ -200,38 +200,61 @@ impl Cursor {
                             .store
                             .read_batch(self.stream, self.position, self.limit)
                             .await?;
-                        return self.accept(last.events);
+                        return self.accept(last.events, last.head.last_seq);
                     }
                 }
             }
         }
     }
 
-    /// Checks a batch continues exactly at the position and advances it.
+    /// Checks a batch continues exactly at the position and advances it;
+    /// `last_seq` is the head of the same read.
     fn accept(
         &mut self,
         mut events: Vec<StoredEvent>,
+        mut last_seq: u64,
     ) -> Result<Option<Vec<StoredEvent>>, StoreError> {
         if let Mode::Until(Some(until)) = self.mode {
             events.retain(|event| event.seq <= until);
+            last_seq = last_seq.min(until);
         }
-        let Some(first) = events.first() else {
-            return Ok(None);
-        };
-        // Backends promise gap-free batches; verify rather than trust, because
-        // a silent partial replay is the one outcome we never allow.
-        let contiguous = first.seq == self.position + 1
-            && events.windows(2).all(|pair| pair[1].seq == pair[0].seq + 1);
-        if !contiguous {
-            return Err(StoreError::Trimmed {
-                stream: self.stream,
-                after: self.position,
-                first_retained: first.seq,
+        check_continues(self.stream, self.position, &events, last_seq)?;
+        self.position = events.last().map_or(self.position, |event| event.seq);
+        Ok((!events.is_empty()).then_some(events))
+    }
+}
+
+/// Checks that `events`, read after `after` from a store whose head was
+/// `last_seq` in the same read, continue exactly at `after`, with no gap,
+/// and that they are there at all if the head says so. Backends promise
+/// this; it is verified rather than trusted, because a silent partial
+/// replay is the one outcome we never allow.
+pub(crate) fn check_continues(
+    stream: StreamId,
+    after: u64,
+    events: &[StoredEvent],
+    last_seq: u64,
+) -> Result<(), StoreError> {
+    let Some(first) = events.first() else {
+        if last_seq > after {
+            return Err(StoreError::EventsMissing {
+                stream,
+                after,
+                last_seq,
             });
         }
-        self.position = events.last().map_or(self.position, |event| event.seq);
-        Ok(Some(events))
+        return Ok(());
+    };
+    let contiguous =
+        first.seq == after + 1 && events.windows(2).all(|pair| pair[1].seq == pair[0].seq + 1);
+    if !contiguous {
+        return Err(StoreError::Trimmed {
+            stream,
+            after,
+            first_retained: first.seq,
+        });
     }
+    Ok(())
 }
 
 /// Waits for the head to move past `position` (or the state to change from

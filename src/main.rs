@@ -230,8 +230,26 @@ impl std::fmt::Display for StoreSpec {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
             Self::Memory => f.write_str("memory"),
-            Self::Redis(url) => f.write_str(url),
+            Self::Redis(url) => f.write_str(&without_password(url)),
         }
+    }
+}
+
+/// `url` with the password of its `user:password@` part, if any, masked:
+/// store URLs are logged at start-up and shown in errors.
+fn without_password(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') else {
+        return url.into();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => {
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..]).into()
+        }
+        None => url.into(),
     }
 }
 
@@ -681,6 +699,22 @@ mod tests {
                 error.contains("sqlite:PATH") && error.contains("memory"),
                 "{bad}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn store_urls_are_shown_without_their_password() {
+        for (url, shown) in [
+            ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
+            ("redis://app:p@ss@db/", "redis://app:***@db/"),
+            ("rediss://app@db:6380", "rediss://app@db:6380"),
+            ("redis://db:6379/", "redis://db:6379/"),
+            (
+                "redis+unix:///run/redis.sock",
+                "redis+unix:///run/redis.sock",
+            ),
+        ] {
+            assert_eq!(StoreSpec::Redis(url.into()).to_string(), shown);
         }
     }
 

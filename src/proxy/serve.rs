@@ -135,6 +135,8 @@ where
     }
 
     drop(listener);
+    // `len` counts finished tasks not yet joined: reap them first.
+    while connections.try_join_next().is_some() {}
     let open = connections.len();
     tracing::info!(
         connections = open,
@@ -144,6 +146,7 @@ where
     match tokio::time::timeout(grace_period, graceful.shutdown()).await {
         Ok(()) => Shutdown::Drained,
         Err(_) => {
+            while connections.try_join_next().is_some() {}
             let connections_left = connections.len();
             connections.shutdown().await;
             Shutdown::GracePeriodElapsed {

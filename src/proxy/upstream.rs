@@ -63,6 +63,16 @@ pub enum InvalidUpstream {
         /// The text given.
         input: String,
     },
+    /// The port is not a number from 1 to 65535. (Left as it is, the
+    /// connector would quietly use port 80.)
+    #[error(
+        "invalid upstream `{input}`: the port must be a number from 1 to 65535, \
+         e.g. http://127.0.0.1:8000/mcp"
+    )]
+    InvalidPort {
+        /// The text given.
+        input: String,
+    },
 }
 
 impl Upstream {
@@ -78,7 +88,7 @@ impl Upstream {
 
     /// The URL the upstream was given as, normalised: `http://host:port/path`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}{}", self.authority, self.path)
+        self.to_string()
     }
 
     /// The `Host` header for requests sent upstream.
@@ -120,6 +130,14 @@ impl FromStr for Upstream {
         if authority.host().is_empty() {
             return Err(not_a_url());
         }
+        // `http` parses any text after the host's colon as the authority,
+        // and reports no port when it is not a valid one.
+        let port_text = authority.as_str().len() > authority.host().len();
+        if port_text && authority.port_u16().is_none_or(|port| port == 0) {
+            return Err(InvalidUpstream::InvalidPort {
+                input: input.to_owned(),
+            });
+        }
         // An authority that parsed as part of a URI is valid header text.
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| not_a_url())?;
         Ok(Self {
@@ -148,6 +166,9 @@ mod tests {
         assert_eq!(upstream.path(), "/mcp");
         assert_eq!(upstream.to_string(), "http://127.0.0.1:8000/mcp");
 
+        let v6: Upstream = "http://[::1]:8000/mcp".parse().unwrap();
+        assert_eq!(v6.authority().port_u16(), Some(8000));
+
         let bare: Upstream = "http://localhost".parse().unwrap();
         assert_eq!(bare.path(), "/");
         assert_eq!(bare.endpoint(), "http://localhost/");
@@ -169,6 +190,10 @@ mod tests {
             ("https://example.com/mcp", "only http://"),
             ("ws://example.com/mcp", "only http://"),
             ("http://user:secret@example.com/mcp", "credentials"),
+            ("http://127.0.0.1:99999/mcp", "port must be a number"),
+            ("http://127.0.0.1:80a/mcp", "port must be a number"),
+            ("http://127.0.0.1:0/mcp", "port must be a number"),
+            ("http://127.0.0.1:/mcp", "port must be a number"),
         ] {
             let error = input.parse::<Upstream>().unwrap_err().to_string();
             assert!(error.contains(expected), "{input:?}: {error}");

@@ -509,7 +509,8 @@ fn build_layer(store: Arc<dyn EventStore>, options: &Options) -> ResumabilityLay
     let mut layer = ResumabilityLayer::new(store)
         .retry(options.retry)
         .detach_timeout(options.detach_timeout)
-        .max_events_per_stream(options.max_events_per_stream)
+        // The event cap needs no setting here: the layer takes the store's
+        // retention, which `open_store` set from the same option.
         .max_event_bytes(usize::try_from(options.max_event_bytes).unwrap_or(usize::MAX))
         .max_live_streams_per_session(
             usize::try_from(options.max_live_streams_per_session).unwrap_or(usize::MAX),

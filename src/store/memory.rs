@@ -339,9 +339,9 @@ impl EventStore for MemoryEventStore {
             if inner.closed {
                 return Ok(());
             }
+            // The streams are dropped below: only their followers need telling.
             for id in self.live.ids() {
-                if let Some(stream) = inner.streams.get_mut(&id) {
-                    stream.info.state = StreamState::Abandoned;
+                if let Some(stream) = inner.streams.get(&id) {
                     self.live
                         .ended(id, stream.info.last_seq, StreamState::Abandoned);
                 }

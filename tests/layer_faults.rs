@@ -459,6 +459,89 @@ async fn a_slow_attached_client_holds_the_producer_instead_of_losing_events() {
     guard("the producer", producer).await.unwrap();
 }
 
+/// The store's latency does not hold the inner service back: while a commit
+/// is in flight the layer reads on (rmcp's session, for one, sends every
+/// stream of a session through one small channel, so one stream waiting on
+/// its commit would stall them all). What it read is committed next, and
+/// nothing reaches the client before it is stored.
+#[tokio::test]
+async fn the_inner_body_is_read_while_a_commit_is_in_flight() {
+    const EVENTS: u64 = 200;
+    let store = FailingStore::new();
+    let layer = ResumabilityLayer::new(store.clone());
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
+    store.hold_appends();
+    // The test server's body channel holds 16 chunks: without reading on,
+    // the sends stop there until the first commit returns.
+    let sent = tokio::time::timeout(Duration::from_secs(5), async {
+        for n in 1..=EVENTS {
+            assert!(inner.event(&message(n)).await);
+        }
+    })
+    .await;
+    assert!(
+        sent.is_ok(),
+        "the inner service was held back by a commit in flight"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), resp.expect_event())
+            .await
+            .is_err(),
+        "an event reached the client before it was stored"
+    );
+    store.release_appends();
+    inner.close();
+    let events = guard("the stream to end", resp.events_to_end()).await;
+    let data: Vec<String> = events.iter().map(|ev| ev.data().to_string()).collect();
+    assert_eq!(data, (1..=EVENTS).map(message).collect::<Vec<_>>());
+}
+
+/// Reading on while a commit is in flight is bounded: a store that does not
+/// answer holds the inner service back once about 256 KiB wait, as a client
+/// that does not read would without the layer.
+#[tokio::test]
+async fn what_waits_for_a_slow_commit_is_bounded() {
+    const EVENTS: usize = 100;
+    let store = FailingStore::new();
+    let layer = ResumabilityLayer::new(store.clone());
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
+    store.hold_appends();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // 16 KiB events: 1.6 MB in all.
+    let payload = "x".repeat(16 * 1024);
+    let producer = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            for n in 1..=EVENTS {
+                assert!(inner.event(&format!("{n} {payload}")).await);
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let count = || sent.load(std::sync::atomic::Ordering::SeqCst);
+    common::wait_until("the layer to read past the commit in flight", || {
+        std::future::ready(count() > 16)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        count() < EVENTS / 2,
+        "{} of {EVENTS} 16 KiB events were taken in while the store held one commit",
+        count()
+    );
+    store.release_appends();
+    for n in 1..=EVENTS {
+        let event = guard("the next event", resp.expect_event()).await;
+        assert!(
+            event.data().starts_with(&format!("{n} ")),
+            "every event once, in order"
+        );
+    }
+    guard("the producer", producer).await.unwrap();
+}
+
 /// One inner chunk can hold more events than the stream's cap (here the
 /// store's retention, 100; the layer sets none). Committed at once, they
 /// would trim events the client has yet to read; the layer commits such a

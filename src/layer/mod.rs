@@ -31,9 +31,11 @@
 //! # How it works
 //!
 //! Each rewritten stream has a *pump*, a task that owns the service's
-//! response body: it parses the SSE, commits each chunk's events in one
-//! append, and publishes the encoded events to the stream's hot tail, a
-//! small bounded buffer in memory. Clients read from the tail, and from the
+//! response body: it parses the SSE, commits what arrived in one append, and
+//! publishes the encoded events to the stream's hot tail, a small bounded
+//! buffer in memory. While a commit is in flight the pump reads on (up to
+//! 256 KiB), and those events make the next commit: the store's latency
+//! neither holds the service back nor costs a commit per event. Clients read from the tail, and from the
 //! store when they are behind it, so an absent client never holds up the
 //! pump, other streams, or memory; and a resume is the same code reading
 //! from an older position. An attached client that falls 4,096 events

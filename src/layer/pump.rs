@@ -14,11 +14,15 @@ use tokio::time::Instant;
 use super::frame;
 use super::tail::{MAX_READER_LAG, Published, Tail};
 use super::{Config, Runtime, StoreFailurePolicy, sleep_until};
-use crate::sse::{Frame, SseParser};
-use crate::store::{NewEvent, StoreError, StreamEnd};
+use crate::sse::{Frame, SseError, SseParser};
+use crate::store::{AppendReceipt, BoxFuture, NewEvent, StoreError, StreamEnd};
 
-/// At most this many bytes are gathered from the inner body into one commit.
+/// At most this many bytes are gathered from the inner body at once.
 const MAX_GATHER_BYTES: usize = 256 * 1024;
+/// The inner body is read on while a commit is in flight (so the store's
+/// latency does not hold the service back) until this many bytes of events
+/// wait for the next commit.
+const MAX_PENDING_BYTES: usize = 256 * 1024;
 
 /// Feeds the parser the frames `body` has ready now, up to
 /// [`MAX_GATHER_BYTES`]. Returns how the stream stopped if it ended.
@@ -105,6 +109,83 @@ enum Item {
     KeepAlive(Bytes),
 }
 
+impl Item {
+    fn len(&self) -> usize {
+        match self {
+            Self::Event(event) => event.data.len(),
+            Self::KeepAlive(comment) => comment.len(),
+        }
+    }
+}
+
+/// Parsed from the inner body, not yet committed.
+#[derive(Default)]
+struct Pending {
+    items: Vec<Item>,
+    /// The data the items hold, for [`MAX_PENDING_BYTES`].
+    bytes: usize,
+}
+
+impl Pending {
+    /// Moves every complete event (and keep-alive) the parser holds here.
+    /// On an error, what came before it was moved.
+    fn parse(&mut self, parser: &mut SseParser) -> Result<(), SseError> {
+        while let Some(frame) = parser.next_frame()? {
+            match frame {
+                // Events without data are priming events (or empty ones no
+                // client would deliver): the layer primes streams itself.
+                Frame::Event(event) => {
+                    if let Some(data) = event.data.filter(|data| !data.is_empty()) {
+                        self.bytes += data.len();
+                        self.items.push(Item::Event(NewEvent {
+                            event_type: event.event_type,
+                            data,
+                        }));
+                    }
+                }
+                Frame::Comment(comment) => {
+                    self.bytes += comment.len();
+                    self.items.push(Item::KeepAlive(comment));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the oldest items, up to `max_events` events.
+    fn take_run(&mut self, max_events: u64) -> Vec<Item> {
+        let mut events = 0;
+        let run_end = self
+            .items
+            .iter()
+            .position(|item| {
+                events += u64::from(matches!(item, Item::Event(_)));
+                events > max_events
+            })
+            .unwrap_or(self.items.len());
+        let rest = self.items.split_off(run_end);
+        let run = std::mem::replace(&mut self.items, rest);
+        self.bytes -= run.iter().map(Item::len).sum::<usize>();
+        run
+    }
+}
+
+/// A commit in flight: the store's answer to come, and what to publish then.
+struct Commit {
+    receipt: BoxFuture<'static, Result<AppendReceipt, StoreError>>,
+    items: Vec<Item>,
+}
+
+/// What woke the pump up.
+enum Woke {
+    Data(Bytes),
+    /// The inner body ended, or broke.
+    Ended(Stop),
+    Committed(Result<AppendReceipt, StoreError>),
+    /// Something to look at again: readers, clients, a trailers frame.
+    Again,
+}
+
 /// Why a pump stopped.
 enum Stop {
     /// The inner body ended: every event is in the store.
@@ -136,9 +217,36 @@ impl Pump {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let mut parser = SseParser::new(self.config.limits);
+        let mut pending = Pending::default();
+        // At most one commit at a time, so events are stored and published in
+        // order; the body is read on while it is in flight.
+        let mut in_flight: Option<Commit> = None;
+        // Set when the inner body ended or broke: what it sent before is
+        // still committed, then the pump stops this way.
+        let mut ended: Option<Stop> = None;
         let mut attached = self.tail.watch_attached();
         let mut detached_since: Option<Instant> = None;
         loop {
+            if in_flight.is_none() {
+                if pending.items.is_empty()
+                    && let Some(stop) = ended.take()
+                {
+                    return stop;
+                }
+                // Only once the slowest attached reader is within `max_lag`
+                // of the newest event: no commit (of at most `max_lag`
+                // events) then makes the cap trim an event an attached
+                // client has yet to read. A fast producer is held back while
+                // its client catches up.
+                self.readers.borrow_and_update();
+                if !pending.items.is_empty() && self.tail.lag() <= self.max_lag {
+                    in_flight = self.start_commit(pending.take_run(self.max_lag));
+                    if in_flight.is_none() {
+                        // Published at once (keep-alives only, or not stored).
+                        continue;
+                    }
+                }
+            }
             let clients = *attached.borrow_and_update();
             if clients == 0 && !self.stored {
                 // Without a store nobody can come back for these events.
@@ -158,125 +266,81 @@ impl Pump {
                     None
                 }
             };
+            // Bounded: past this the inner service waits, as it would for a
+            // slow client without the layer.
+            let reading = ended.is_none() && pending.bytes < MAX_PENDING_BYTES;
+            let waiting_for_readers = in_flight.is_none() && !pending.items.is_empty();
             // In a block of its own: the inner body's error type need not be
             // `Send`, so nothing holding it may live across an await.
-            let data = {
+            let woke = {
                 let next = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx));
-                let frame = tokio::select! {
-                    frame = next => frame,
-                    _ = attached.changed() => continue,
+                let committed = async {
+                    match in_flight.as_mut() {
+                        Some(commit) => commit.receipt.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    frame = next, if reading => match frame {
+                        None => {
+                            if parser.has_partial_block() {
+                                tracing::debug!(
+                                    "inner stream ended inside an event; the unfinished event is dropped"
+                                );
+                            }
+                            Woke::Ended(Stop::Finished)
+                        }
+                        Some(Err(error)) => {
+                            let error = error.into();
+                            tracing::warn!(%error, "inner body failed; stream abandoned");
+                            Woke::Ended(Stop::GaveUp)
+                        }
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => Woke::Data(data),
+                            Err(_trailers) => Woke::Again,
+                        },
+                    },
+                    receipt = committed => Woke::Committed(receipt),
+                    _ = self.readers.changed(), if waiting_for_readers => Woke::Again,
+                    _ = attached.changed() => Woke::Again,
                     () = self.tail.stopped() => return Stop::Gone,
                     () = sleep_until(deadline) => {
                         tracing::info!("detach timeout passed with no client; stream abandoned");
                         return Stop::GaveUp;
                     }
-                };
-                match frame {
-                    None => {
-                        if parser.has_partial_block() {
-                            tracing::debug!(
-                                "inner stream ended inside an event; the unfinished event is dropped"
-                            );
-                        }
-                        return Stop::Finished;
+                }
+            };
+            let data = match woke {
+                Woke::Data(data) => data,
+                Woke::Again => continue,
+                Woke::Ended(stop) => {
+                    ended = Some(stop);
+                    continue;
+                }
+                Woke::Committed(receipt) => {
+                    let commit = in_flight.take().expect("a commit was in flight");
+                    if let Some(stop) = self.committed(commit, receipt).await {
+                        return stop;
                     }
-                    Some(Err(error)) => {
-                        let error = error.into();
-                        tracing::warn!(%error, "inner body failed; stream abandoned");
-                        return Stop::GaveUp;
-                    }
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => data,
-                        Err(_trailers) => continue,
-                    },
+                    continue;
                 }
             };
             parser.feed(data);
             // Take whatever else the body already has, without waiting, so a
             // fast producer's events share one commit.
-            let ended = gather_ready(body.as_mut(), &mut parser).await;
-            if let Some(stop) = self.drain(&mut parser).await {
-                return stop;
-            }
-            if let Some(stop) = ended {
-                return stop;
+            ended = gather_ready(body.as_mut(), &mut parser).await;
+            if let Err(error) = pending.parse(&mut parser) {
+                tracing::warn!(%error, "inner stream broke the SSE limits; stream abandoned");
+                ended = Some(Stop::GaveUp);
             }
         }
     }
 
-    /// Commits and publishes every complete event the parser holds.
-    async fn drain(&mut self, parser: &mut SseParser) -> Option<Stop> {
-        // Events and keep-alives in the order the inner service sent them.
-        let mut items = Vec::new();
-        let failure = loop {
-            match parser.next_frame() {
-                // Events without data are priming events (or empty ones no
-                // client would deliver): the layer primes streams itself.
-                Ok(Some(Frame::Event(event))) => {
-                    if let Some(data) = event.data.filter(|data| !data.is_empty()) {
-                        items.push(Item::Event(NewEvent {
-                            event_type: event.event_type,
-                            data,
-                        }));
-                    }
-                }
-                Ok(Some(Frame::Comment(comment))) => items.push(Item::KeepAlive(comment)),
-                Ok(None) => break None,
-                Err(error) => break Some(error),
-            }
-        };
-        let stop = self.commit_in_runs(items).await;
-        if let Some(error) = failure {
-            tracing::warn!(%error, "inner stream broke the SSE limits; stream abandoned");
-            return Some(Stop::GaveUp);
-        }
-        stop
-    }
-
-    /// Commits `items` in runs of at most `max_lag` events, each once the
-    /// slowest attached reader is within `max_lag` of the newest event: so
-    /// no commit makes the cap trim an event an attached client has yet to
-    /// read. A fast producer is held back while its client catches up.
-    async fn commit_in_runs(&mut self, mut items: Vec<Item>) -> Option<Stop> {
-        while !items.is_empty() {
-            let mut events = 0;
-            let run_end = items
-                .iter()
-                .position(|item| {
-                    events += u64::from(matches!(item, Item::Event(_)));
-                    events > self.max_lag
-                })
-                .unwrap_or(items.len());
-            let rest = items.split_off(run_end);
-            if let Some(stop) = self.wait_for_readers().await {
-                return Some(stop);
-            }
-            if let Some(stop) = self.commit(items).await {
-                return Some(stop);
-            }
-            items = rest;
-        }
-        None
-    }
-
-    /// Waits until no attached reader is more than `max_lag` events behind.
-    async fn wait_for_readers(&mut self) -> Option<Stop> {
-        loop {
-            self.readers.borrow_and_update();
-            if self.tail.lag() <= self.max_lag {
-                return None;
-            }
-            tokio::select! {
-                _ = self.readers.changed() => {}
-                () = self.tail.stopped() => return Some(Stop::Gone),
-            }
-        }
-    }
-
-    /// Commits the events among `items` in one append, then publishes them
-    /// with the keep-alives, in order.
-    async fn commit(&mut self, items: Vec<Item>) -> Option<Stop> {
-        let stream = self.tail.stream;
+    /// Starts committing the events among `items`, to publish them with the
+    /// keep-alives once stored. Publishes at once, and returns `None`, when
+    /// there is nothing to store (keep-alives only, or the store failed under
+    /// the fail-open policy).
+    fn start_commit(&mut self, items: Vec<Item>) -> Option<Commit> {
         // Cheap clones (reference counts): the items are encoded once committed.
         let events: Vec<NewEvent> = items
             .iter()
@@ -285,40 +349,57 @@ impl Pump {
                 Item::KeepAlive(_) => None,
             })
             .collect();
-        let mut seq = if events.is_empty() || !self.stored {
-            self.tail.last_seq() + 1
-        } else {
-            match self.runtime.store.append(stream, events).await {
-                Ok(receipt) => receipt.first_seq,
-                Err(StoreError::StreamNotFound(_) | StoreError::StreamEnded { .. }) => {
-                    tracing::info!(
-                        "stream was removed from the store (session deleted); stopping it"
-                    );
-                    return Some(Stop::Gone);
+        if events.is_empty() || !self.stored {
+            self.publish(items, self.tail.last_seq() + 1);
+            return None;
+        }
+        let runtime = Arc::clone(&self.runtime);
+        let stream = self.tail.stream;
+        Some(Commit {
+            receipt: Box::pin(async move { runtime.store.append(stream, events).await }),
+            items,
+        })
+    }
+
+    /// Publishes what `commit` stored, or handles the store's failure.
+    async fn committed(
+        &mut self,
+        commit: Commit,
+        receipt: Result<AppendReceipt, StoreError>,
+    ) -> Option<Stop> {
+        let first_seq = match receipt {
+            Ok(receipt) => receipt.first_seq,
+            Err(StoreError::StreamNotFound(_) | StoreError::StreamEnded { .. }) => {
+                tracing::info!("stream was removed from the store (session deleted); stopping it");
+                return Some(Stop::Gone);
+            }
+            Err(error) => {
+                self.runtime.counters.store_failures.increment();
+                tracing::error!(%error, "event store failed to commit");
+                if self.config.on_store_failure == StoreFailurePolicy::FailClosed {
+                    return Some(Stop::GaveUp);
                 }
-                Err(error) => {
-                    self.runtime.counters.store_failures.increment();
-                    tracing::error!(%error, "event store failed to commit");
-                    if self.config.on_store_failure == StoreFailurePolicy::FailClosed {
-                        return Some(Stop::GaveUp);
-                    }
-                    tracing::warn!(
-                        "serving the rest of this stream without resumability (fail open)"
-                    );
-                    self.stored = false;
-                    self.runtime.counters.passthrough_streams.increment();
-                    if let Err(error) = self
-                        .runtime
-                        .store
-                        .end_stream(stream, StreamEnd::Abandoned)
-                        .await
-                    {
-                        tracing::debug!(%error, "could not mark the stream abandoned either");
-                    }
-                    self.tail.last_seq() + 1
+                tracing::warn!("serving the rest of this stream without resumability (fail open)");
+                self.stored = false;
+                self.runtime.counters.passthrough_streams.increment();
+                if let Err(error) = self
+                    .runtime
+                    .store
+                    .end_stream(self.tail.stream, StreamEnd::Abandoned)
+                    .await
+                {
+                    tracing::debug!(%error, "could not mark the stream abandoned either");
                 }
+                self.tail.last_seq() + 1
             }
         };
+        self.publish(commit.items, first_seq);
+        None
+    }
+
+    /// Encodes `items`, events numbered from `seq`, and publishes them in order.
+    fn publish(&self, items: Vec<Item>, mut seq: u64) {
+        let stream = self.tail.stream;
         let published = items
             .into_iter()
             .map(|item| match item {
@@ -337,7 +418,6 @@ impl Pump {
             })
             .collect();
         self.tail.publish(published, self.stored);
-        None
     }
 
     /// Records how the stream ended, in the store first: a reader that sees

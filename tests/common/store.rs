@@ -31,6 +31,8 @@ pub struct FailingStore {
     failing: AtomicU8,
     injected: AtomicUsize,
     append_delay_ms: AtomicU64,
+    /// While true, appends wait (a commit in flight, held for as long as a test needs).
+    appends_held: tokio::sync::watch::Sender<bool>,
 }
 
 impl FailingStore {
@@ -41,6 +43,7 @@ impl FailingStore {
             failing: AtomicU8::new(0),
             injected: AtomicUsize::new(0),
             append_delay_ms: AtomicU64::new(0),
+            appends_held: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -59,6 +62,16 @@ impl FailingStore {
     pub fn delay_appends(&self, delay: Duration) {
         self.append_delay_ms
             .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Appends from now on wait, uncommitted, until [`release_appends`](Self::release_appends).
+    pub fn hold_appends(&self) {
+        self.appends_held.send_replace(true);
+    }
+
+    /// Lets held appends, and later ones, through.
+    pub fn release_appends(&self) {
+        self.appends_held.send_replace(false);
     }
 
     /// How many calls were made to fail so far.
@@ -98,6 +111,8 @@ impl EventStore for FailingStore {
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
+            // The sender lives as long as the store.
+            let _ = self.appends_held.subscribe().wait_for(|held| !held).await;
             self.inner.append(stream, events).await
         })
     }

@@ -64,6 +64,9 @@ pub struct Plan {
     pub scaling_streams: Vec<usize>,
     pub replay_store_sizes: Vec<u64>,
     pub resume_repeats: usize,
+    /// Interleaved rounds per server for the MCP rows. A round of rmcp's is
+    /// a fifth of a second, so a stall of the shared machine moves one
+    /// round's rate by a third: seven rounds keep such a round out of the median.
     pub mcp_rounds: usize,
     pub memory_streams: usize,
 }
@@ -77,7 +80,7 @@ impl Plan {
             scaling_streams: vec![1, 10, 100, 1_000],
             replay_store_sizes: vec![10_000, 100_000, 1_000_000, 10_000_000],
             resume_repeats: 9,
-            mcp_rounds: 3,
+            mcp_rounds: 7,
             memory_streams: 10_000,
         }
     }

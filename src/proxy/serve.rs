@@ -19,8 +19,9 @@ use tower::Service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long a client may take to send a request's headers. Bounds what a
-/// slow or idle client can hold; bodies and responses have no such limit.
+/// How long a client may take to send its first bytes, and then a request's
+/// headers. Bounds what a slow or idle client can hold; bodies and responses
+/// have no such limit.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long to wait before accepting again after an error that is not one
@@ -45,7 +46,9 @@ pub enum Shutdown {
 /// gracefully.
 ///
 /// Clients may speak HTTP/1.1 or HTTP/2 over cleartext with prior knowledge
-/// (h2c); the protocol is detected per connection. When `signal` resolves
+/// (h2c); the protocol is detected per connection. A connection that sends
+/// no request headers within 30 seconds of being accepted (nothing at all,
+/// or a request too slowly) is closed. When `signal` resolves
 /// the server stops accepting (the listener is dropped), asks every
 /// connection to finish (HTTP/1.1 connections close after their current
 /// response, HTTP/2 ones get a `GOAWAY` and finish their open streams), and
@@ -90,14 +93,34 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    serve_with_timeout(listener, service, signal, grace_period, HEADER_READ_TIMEOUT).await
+}
+
+async fn serve_with_timeout<S, B>(
+    listener: TcpListener,
+    service: S,
+    signal: impl Future<Output = ()>,
+    grace_period: Duration,
+    header_read_timeout: Duration,
+) -> Shutdown
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
 
     let graceful = GracefulShutdown::new();
+    // Dropped at shutdown: connections yet to send a byte close then, rather
+    // than hold the shutdown (each holds a watcher) until their timeout.
+    let (stopping, stopping_seen) = tokio::sync::watch::channel(());
     // Every connection's task, so that those still open after the grace
     // period can be closed. Finished ones are reaped as the loop goes.
     let mut connections = JoinSet::new();
@@ -113,12 +136,31 @@ where
                         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
                     }
                     let service = TowerToHyperService::new(service.clone());
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
+                    let (builder, watcher) = (builder.clone(), graceful.watcher());
+                    let mut stopping = stopping_seen.clone();
                     connections.spawn(async move {
-                        if let Err(error) = connection.await {
+                        // hyper's header timeout starts once the protocol is
+                        // known, after the first bytes: a connection that
+                        // never sends any would be held for good.
+                        // (`readable` can report readiness with nothing to read.)
+                        let mut first = [0u8; 1];
+                        let first_bytes = tokio::time::timeout(header_read_timeout, stream.peek(&mut first));
+                        tokio::select! {
+                            peeked = first_bytes => match peeked {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%peer, %error, "connection failed before its request");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "no request within the header timeout; closing the connection");
+                                    return;
+                                }
+                            },
+                            _ = stopping.changed() => return,
+                        }
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        if let Err(error) = watcher.watch(connection.into_owned()).await {
                             tracing::debug!(%peer, error, "connection ended with an error");
                         }
                     });
@@ -134,7 +176,7 @@ where
         }
     }
 
-    drop(listener);
+    drop((listener, stopping));
     // `len` counts finished tasks not yet joined: reap them first.
     while connections.try_join_next().is_some() {}
     let open = connections.len();
@@ -165,4 +207,86 @@ fn is_connection_error(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(header_read_timeout: Duration) -> std::net::SocketAddr {
+        start_stoppable(header_read_timeout, std::future::pending())
+            .await
+            .0
+    }
+
+    async fn start_stoppable(
+        header_read_timeout: Duration,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<Shutdown>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = tower::service_fn(|_: Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                Bytes::from_static(b"ok"),
+            )))
+        });
+        let served = tokio::spawn(serve_with_timeout(
+            listener,
+            service,
+            signal,
+            Duration::from_secs(30),
+            header_read_timeout,
+        ));
+        (addr, served)
+    }
+
+    /// Reads until the server closes the connection; what it sent.
+    async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got))
+            .await
+            .expect("the server closes the connection")
+            .expect("a clean close");
+        got
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+        let addr = start(Duration::from_millis(100)).await;
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(read_to_close(&mut idle).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_yet_to_send_a_byte_does_not_hold_the_shutdown() {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, served) = start_stoppable(Duration::from_secs(60), async {
+            let _ = stopped.await;
+        })
+        .await;
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Accepted before the shutdown starts.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        let shutdown = tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the shutdown does not wait for the idle connection")
+            .unwrap();
+        assert_eq!(shutdown, Shutdown::Drained);
+        assert!(read_to_close(&mut idle).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_request_within_the_timeout_is_served() {
+        let addr = start(Duration::from_millis(500)).await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let response = String::from_utf8(read_to_close(&mut client).await).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("ok"), "{response}");
+    }
 }

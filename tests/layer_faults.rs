@@ -499,7 +499,9 @@ async fn the_inner_body_is_read_while_a_commit_is_in_flight() {
 
 /// Reading on while a commit is in flight is bounded: a store that does not
 /// answer holds the inner service back once about 256 KiB wait, as a client
-/// that does not read would without the layer.
+/// that does not read would without the layer. With 64 KiB events, the
+/// commit in flight and the next one hold about 10 of them, the test
+/// server's channel 16 more.
 #[tokio::test]
 async fn what_waits_for_a_slow_commit_is_bounded() {
     const EVENTS: usize = 100;
@@ -509,8 +511,8 @@ async fn what_waits_for_a_slow_commit_is_bounded() {
     let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     store.hold_appends();
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    // 16 KiB events: 1.6 MB in all.
-    let payload = "x".repeat(16 * 1024);
+    // 64 KiB events: 6.4 MB in all.
+    let payload = "x".repeat(64 * 1024);
     let producer = tokio::spawn({
         let sent = sent.clone();
         async move {
@@ -522,13 +524,13 @@ async fn what_waits_for_a_slow_commit_is_bounded() {
     });
     let count = || sent.load(std::sync::atomic::Ordering::SeqCst);
     common::wait_until("the layer to read past the commit in flight", || {
-        std::future::ready(count() > 16)
+        std::future::ready(count() > 20)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         count() < EVENTS / 2,
-        "{} of {EVENTS} 16 KiB events were taken in while the store held one commit",
+        "{} of {EVENTS} 64 KiB events were taken in while the store held one commit",
         count()
     );
     store.release_appends();
@@ -540,6 +542,50 @@ async fn what_waits_for_a_slow_commit_is_bounded() {
         );
     }
     guard("the producer", producer).await.unwrap();
+}
+
+/// The same bound holds for tiny events, counted for the memory each takes
+/// rather than for their few bytes of data.
+#[tokio::test]
+async fn tiny_events_waiting_for_a_slow_commit_are_bounded_too() {
+    const CHUNKS: usize = 60;
+    const PER_CHUNK: usize = 1_000;
+    let store = FailingStore::new();
+    let layer = ResumabilityLayer::new(store.clone());
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
+    store.hold_appends();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let producer = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            for _ in 0..CHUNKS {
+                assert!(inner.raw("data:x\n\n".repeat(PER_CHUNK)).await);
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let count = || sent.load(std::sync::atomic::Ordering::SeqCst);
+    common::wait_until("the layer to read past the commit in flight", || {
+        std::future::ready(count() > 16)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        count() < 40,
+        "{} of {CHUNKS} chunks of {PER_CHUNK} one-byte events were taken in while the store held one commit",
+        count()
+    );
+    store.release_appends();
+    guard("the producer", producer).await.unwrap();
+    let mut received = 0;
+    while received < CHUNKS * PER_CHUNK {
+        assert_eq!(
+            guard("the next event", resp.expect_event()).await.data(),
+            "x"
+        );
+        received += 1;
+    }
 }
 
 /// One inner chunk can hold more events than the stream's cap (here the

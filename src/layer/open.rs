@@ -46,7 +46,7 @@ impl Exchange {
     ) -> Handled<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B::Error: Into<tower::BoxError>,
     {
         if self.method == Method::DELETE
             && response.status().is_success()
@@ -81,7 +81,7 @@ impl Exchange {
     ) -> Opened<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B::Error: Into<tower::BoxError>,
     {
         // Initialize carries no session id: the server mints it in this response.
         let session = self
@@ -109,6 +109,7 @@ impl Exchange {
             identity: self.identity,
             max_events: config.max_events_per_stream,
         };
+        let cap = new.event_cap(&runtime.store.retention());
         let stream = match runtime.store.create_stream(new).await {
             Ok(stream) => stream,
             Err(error) => {
@@ -138,7 +139,7 @@ impl Exchange {
         let attachment = tail.attach(0);
         let (mut parts, body) = response.into_parts();
         protocol::rewrite_headers(&mut parts.headers);
-        pump::spawn(body, tail, config.clone(), runtime.clone());
+        pump::spawn(body, tail, cap, config.clone(), runtime.clone());
         runtime.counters.streams_started.increment();
         let feed = Feed::from_tail(attachment, runtime.clone());
         Opened::Stream(

@@ -17,48 +17,84 @@ use super::{Config, Runtime, StoreFailurePolicy, sleep_until};
 use crate::sse::{Frame, SseError, SseParser};
 use crate::store::{AppendReceipt, BoxFuture, NewEvent, StoreError, StreamEnd};
 
-/// At most this many bytes are gathered from the inner body at once.
-const MAX_GATHER_BYTES: usize = 256 * 1024;
 /// The inner body is read on while a commit is in flight (so the store's
-/// latency does not hold the service back) until this many bytes of events
-/// wait for the next commit.
+/// latency does not hold the service back) until the events waiting for the
+/// next commit hold about this much memory.
 const MAX_PENDING_BYTES: usize = 256 * 1024;
 
-/// Feeds the parser the frames `body` has ready now, up to
-/// [`MAX_GATHER_BYTES`]. Returns how the stream stopped if it ended.
-async fn gather_ready<B>(mut body: Pin<&mut B>, parser: &mut SseParser) -> Option<Stop>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut gathered = 0;
-    while gathered < MAX_GATHER_BYTES {
-        // Polled once: `Pending` means nothing more is ready, and ends the gathering.
-        let polled = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
-        match polled {
-            Poll::Pending => return None,
-            Poll::Ready(None) => return Some(Stop::Finished),
-            Poll::Ready(Some(Err(error))) => {
-                let error = error.into();
-                tracing::warn!(%error, "inner body failed; stream abandoned");
-                return Some(Stop::GaveUp);
+use tower::BoxError;
+
+/// What one poll of the inner body brought: data, nothing to store (a
+/// trailers frame), or the end of the stream (logged here).
+fn data_of<E: Into<BoxError>>(
+    polled: Option<Result<http_body::Frame<Bytes>, E>>,
+    parser: &SseParser,
+) -> Result<Option<Bytes>, Stop> {
+    match polled {
+        None => {
+            if parser.has_partial_block() {
+                tracing::debug!(
+                    "inner stream ended inside an event; the unfinished event is dropped"
+                );
             }
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    gathered += data.len();
-                    parser.feed(data);
-                }
-            }
+            Err(Stop::Finished)
         }
+        Some(Err(error)) => {
+            let error = error.into();
+            tracing::warn!(%error, "inner body failed; stream abandoned");
+            Err(Stop::GaveUp)
+        }
+        Some(Ok(frame)) => Ok(frame.into_data().ok()),
     }
-    None
 }
 
-/// Starts the task that produces `tail`'s stream from `body`.
-pub(crate) fn spawn<B>(body: B, tail: Arc<Tail>, config: Arc<Config>, runtime: Arc<Runtime>)
+/// Parses `data`, and then whatever else `body` has ready now (without
+/// waiting, so a fast producer's events share one commit), into `pending`
+/// until it is full. Returns how the stream stopped if it ended.
+async fn take_ready<B>(
+    data: Bytes,
+    mut body: Pin<&mut B>,
+    parser: &mut SseParser,
+    pending: &mut Pending,
+) -> Option<Stop>
 where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut data = Some(data);
+    loop {
+        if let Some(data) = data.take() {
+            parser.feed(data);
+            if let Err(error) = pending.parse(parser) {
+                tracing::warn!(%error, "inner stream broke the SSE limits; stream abandoned");
+                return Some(Stop::GaveUp);
+            }
+        }
+        if pending.bytes >= MAX_PENDING_BYTES {
+            return None;
+        }
+        // Polled once: `Pending` means nothing more is ready.
+        match std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+            Poll::Pending => return None,
+            Poll::Ready(polled) => match data_of(polled, parser) {
+                Ok(next) => data = next,
+                Err(stop) => return Some(stop),
+            },
+        }
+    }
+}
+
+/// Starts the task that produces `tail`'s stream from `body`; `cap` is the
+/// stream's event cap in the store.
+pub(crate) fn spawn<B>(
+    body: B,
+    tail: Arc<Tail>,
+    cap: u64,
+    config: Arc<Config>,
+    runtime: Arc<Runtime>,
+) where
     B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<BoxError>,
 {
     let span = tracing::info_span!("mcp_resume_stream", stream = %tail.stream);
     let _entered = span.enter();
@@ -67,12 +103,8 @@ where
         "stream started"
     );
     drop(_entered);
-    // Half the stream's cap (the layer's, or else the store's): a reader
-    // within it is never trimmed past by the next commit, which is at most
-    // this many events too.
-    let cap = config
-        .max_events_per_stream
-        .unwrap_or_else(|| runtime.store.retention().max_events_per_stream_value());
+    // Half the stream's cap: a reader within it is never trimmed past by the
+    // next commit, which is at most this many events too.
     let max_lag = (cap / 2).clamp(1, MAX_READER_LAG);
     let readers = tail.watch_readers();
     tokio::spawn(tracing::Instrument::instrument(
@@ -110,11 +142,16 @@ enum Item {
 }
 
 impl Item {
-    fn len(&self) -> usize {
-        match self {
-            Self::Event(event) => event.data.len(),
-            Self::KeepAlive(comment) => comment.len(),
-        }
+    /// About the memory the item holds: its bytes, and the item itself (so
+    /// that a flood of tiny events counts for what it costs).
+    fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + match self {
+                Self::Event(event) => {
+                    event.data.len() + event.event_type.as_ref().map_or(0, Bytes::len)
+                }
+                Self::KeepAlive(comment) => comment.len(),
+            }
     }
 }
 
@@ -122,7 +159,7 @@ impl Item {
 #[derive(Default)]
 struct Pending {
     items: Vec<Item>,
-    /// The data the items hold, for [`MAX_PENDING_BYTES`].
+    /// What the items hold in memory ([`Item::footprint`]), for [`MAX_PENDING_BYTES`].
     bytes: usize,
 }
 
@@ -136,20 +173,21 @@ impl Pending {
                 // client would deliver): the layer primes streams itself.
                 Frame::Event(event) => {
                     if let Some(data) = event.data.filter(|data| !data.is_empty()) {
-                        self.bytes += data.len();
-                        self.items.push(Item::Event(NewEvent {
+                        self.push(Item::Event(NewEvent {
                             event_type: event.event_type,
                             data,
                         }));
                     }
                 }
-                Frame::Comment(comment) => {
-                    self.bytes += comment.len();
-                    self.items.push(Item::KeepAlive(comment));
-                }
+                Frame::Comment(comment) => self.push(Item::KeepAlive(comment)),
             }
         }
         Ok(())
+    }
+
+    fn push(&mut self, item: Item) {
+        self.bytes += item.footprint();
+        self.items.push(item);
     }
 
     /// Takes the oldest items, up to `max_events` events.
@@ -165,7 +203,7 @@ impl Pending {
             .unwrap_or(self.items.len());
         let rest = self.items.split_off(run_end);
         let run = std::mem::replace(&mut self.items, rest);
-        self.bytes -= run.iter().map(Item::len).sum::<usize>();
+        self.bytes -= run.iter().map(Item::footprint).sum::<usize>();
         run
     }
 }
@@ -200,7 +238,7 @@ impl Pump {
     async fn run<B>(mut self, body: B)
     where
         B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B::Error: Into<BoxError>,
     {
         // Boxed so it can be dropped before the end is recorded.
         let mut body = Box::pin(body);
@@ -214,7 +252,7 @@ impl Pump {
     async fn produce<B>(&mut self, mut body: Pin<&mut B>) -> Stop
     where
         B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B::Error: Into<BoxError>,
     {
         let mut parser = SseParser::new(self.config.limits);
         let mut pending = Pending::default();
@@ -281,24 +319,10 @@ impl Pump {
                     }
                 };
                 tokio::select! {
-                    frame = next, if reading => match frame {
-                        None => {
-                            if parser.has_partial_block() {
-                                tracing::debug!(
-                                    "inner stream ended inside an event; the unfinished event is dropped"
-                                );
-                            }
-                            Woke::Ended(Stop::Finished)
-                        }
-                        Some(Err(error)) => {
-                            let error = error.into();
-                            tracing::warn!(%error, "inner body failed; stream abandoned");
-                            Woke::Ended(Stop::GaveUp)
-                        }
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) => Woke::Data(data),
-                            Err(_trailers) => Woke::Again,
-                        },
+                    polled = next, if reading => match data_of(polled, &parser) {
+                        Ok(Some(data)) => Woke::Data(data),
+                        Ok(None) => Woke::Again,
+                        Err(stop) => Woke::Ended(stop),
                     },
                     receipt = committed => Woke::Committed(receipt),
                     _ = self.readers.changed(), if waiting_for_readers => Woke::Again,
@@ -325,14 +349,7 @@ impl Pump {
                     continue;
                 }
             };
-            parser.feed(data);
-            // Take whatever else the body already has, without waiting, so a
-            // fast producer's events share one commit.
-            ended = gather_ready(body.as_mut(), &mut parser).await;
-            if let Err(error) = pending.parse(&mut parser) {
-                tracing::warn!(%error, "inner stream broke the SSE limits; stream abandoned");
-                ended = Some(Stop::GaveUp);
-            }
+            ended = take_ready(data, body.as_mut(), &mut parser, &mut pending).await;
         }
     }
 

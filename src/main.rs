@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tower::{Layer, Service};
 use tracing_subscriber::EnvFilter;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tower::BoxError;
 
 // ---------------------------------------------------------------------------
 // The command line

@@ -65,7 +65,7 @@ use tower::Service;
 pub use countdown::DemoBody;
 use rpc::{INVALID_REQUEST, Message, Refusal};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tower::BoxError;
 
 /// `Mcp-Session-Id`.
 const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");

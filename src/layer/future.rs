@@ -78,7 +78,7 @@ impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<tower::BoxError>,
     E: 'static,
 {
     type Output = Result<Response<ResponseBody<B>>, E>;

@@ -38,7 +38,7 @@ pub(crate) async fn resume<S, ReqB, B>(
 where
     S: Service<Request<ReqB>, Response = Response<B>>,
     B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<tower::BoxError>,
 {
     let (mut parts, body) = request.into_parts();
     let refuse = |reason: Refusal| {

@@ -69,7 +69,7 @@ where
     S::Error: Send + 'static,
     ReqB: Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResB::Error: Into<tower::BoxError>,
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;

@@ -24,7 +24,7 @@ use super::body::ProxyBody;
 use super::headers::remove_hop_by_hop;
 use super::upstream::Upstream;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tower::BoxError;
 
 /// The request body sent upstream: the client's body, boxed so that one
 /// client (and its connection pool) serves every request body type.

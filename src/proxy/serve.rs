@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower::Service;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use tower::BoxError;
 
 /// How long a client may take to send its first bytes, and then a request's
 /// headers. Bounds what a slow or idle client can hold; bodies and responses

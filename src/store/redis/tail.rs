@@ -37,7 +37,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Heads are refreshed this many streams per round trip.
 const REFRESH_CHUNK: usize = 256;
 
-type TailError = Box<dyn std::error::Error + Send + Sync>;
+type TailError = tower::BoxError;
 
 /// The watch channels of the streams followed in this process.
 pub(super) struct Tail {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,14 +15,15 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::Service;
 
 use tower::BoxError;
 
-/// How long a client may take to send its first bytes, and then a request's
-/// headers. Bounds what a slow or idle client can hold; bodies and responses
-/// have no such limit.
+/// How long a client may take to send its first request's head once
+/// connected, and then (HTTP/1.1) each later request's headers. Bounds what
+/// a slow or idle client can hold; bodies and responses have no such limit.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long to wait before accepting again after an error that is not one
@@ -46,9 +48,11 @@ pub enum Shutdown {
 /// gracefully.
 ///
 /// Clients may speak HTTP/1.1 or HTTP/2 over cleartext with prior knowledge
-/// (h2c); the protocol is detected per connection. A connection that sends
-/// no request headers within 30 seconds of being accepted (nothing at all,
-/// or a request too slowly) is closed. When `signal` resolves
+/// (h2c); the protocol is detected per connection. A connection whose first
+/// request has not arrived within 30 seconds of being accepted (it sent
+/// nothing, part of a request, part of the HTTP/2 preface) is closed, and
+/// so is an HTTP/1.1 connection taking longer for a later request's
+/// headers. When `signal` resolves
 /// the server stops accepting (the listener is dropped), asks every
 /// connection to finish (HTTP/1.1 connections close after their current
 /// response, HTTP/2 ones get a `GOAWAY` and finish their open streams), and
@@ -118,9 +122,6 @@ where
     builder.http2().timer(TokioTimer::new());
 
     let graceful = GracefulShutdown::new();
-    // Dropped at shutdown: connections yet to send a byte close then, rather
-    // than hold the shutdown (each holds a watcher) until their timeout.
-    let (stopping, stopping_seen) = tokio::sync::watch::channel(());
     // Every connection's task, so that those still open after the grace
     // period can be closed. Finished ones are reaped as the loop goes.
     let mut connections = JoinSet::new();
@@ -135,32 +136,31 @@ where
                     if let Err(error) = stream.set_nodelay(true) {
                         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
                     }
-                    let service = TowerToHyperService::new(service.clone());
-                    let (builder, watcher) = (builder.clone(), graceful.watcher());
-                    let mut stopping = stopping_seen.clone();
+                    let first_request = Arc::new(Notify::new());
+                    let service = NoteRequests {
+                        inner: TowerToHyperService::new(service.clone()),
+                        arrived: first_request.clone(),
+                    };
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    let connection = graceful.watch(connection);
                     connections.spawn(async move {
-                        // hyper's header timeout starts once the protocol is
-                        // known, after the first bytes: a connection that
-                        // never sends any would be held for good.
-                        // (`readable` can report readiness with nothing to read.)
-                        let mut first = [0u8; 1];
-                        let first_bytes = tokio::time::timeout(header_read_timeout, stream.peek(&mut first));
-                        tokio::select! {
-                            peeked = first_bytes => match peeked {
-                                Ok(Ok(_)) => {}
-                                Ok(Err(error)) => {
-                                    tracing::debug!(%peer, %error, "connection failed before its request");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "no request within the header timeout; closing the connection");
-                                    return;
-                                }
-                            },
-                            _ = stopping.changed() => return,
-                        }
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        if let Err(error) = watcher.watch(connection.into_owned()).await {
+                        // One deadline from the accept to the first request:
+                        // hyper's own header timeout only starts once it has
+                        // told HTTP/1.1 from HTTP/2, so a client that sent
+                        // nothing, or part of the HTTP/2 preface, would be
+                        // held for good, and HTTP/2 has no such timeout.
+                        let mut connection = std::pin::pin!(connection);
+                        let ended = tokio::select! {
+                            ended = &mut connection => ended,
+                            () = first_request.notified() => connection.await,
+                            () = tokio::time::sleep(header_read_timeout) => {
+                                tracing::debug!(%peer, "no request within the header timeout; closing the connection");
+                                return;
+                            }
+                        };
+                        if let Err(error) = ended {
                             tracing::debug!(%peer, error, "connection ended with an error");
                         }
                     });
@@ -176,7 +176,7 @@ where
         }
     }
 
-    drop((listener, stopping));
+    drop(listener);
     // `len` counts finished tasks not yet joined: reap them first.
     while connections.try_join_next().is_some() {}
     let open = connections.len();
@@ -195,6 +195,28 @@ where
                 connections: connections_left,
             }
         }
+    }
+}
+
+/// The connection's service, noting that a request has arrived (its head
+/// has been read), which ends the connection's first-request deadline.
+struct NoteRequests<S> {
+    inner: S,
+    arrived: Arc<Notify>,
+}
+
+impl<S, R> hyper::service::Service<R> for NoteRequests<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        // A stored permit: seen even if the connection's task is not waiting yet.
+        self.arrived.notify_one();
+        self.inner.call(request)
     }
 }
 
@@ -241,32 +263,61 @@ mod tests {
         (addr, served)
     }
 
-    /// Reads until the server closes the connection; what it sent.
+    /// Reads until the server closes the connection (a reset counts); what it sent.
     async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
         let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got))
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got))
             .await
-            .expect("the server closes the connection")
-            .expect("a clean close");
+            .expect("the server closes the connection");
+        if let Err(error) = read {
+            assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
+        }
         got
+    }
+
+    /// A client sends `sent` and stops: the server closes the connection,
+    /// and not before the timeout. What the server sent.
+    async fn closed_after_timeout(sent: &[u8]) -> Vec<u8> {
+        let timeout = Duration::from_millis(200);
+        let addr = start(timeout).await;
+        let connected = std::time::Instant::now();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(sent).await.unwrap();
+        let answer = read_to_close(&mut client).await;
+        assert!(
+            connected.elapsed() >= timeout,
+            "closed after {:?}",
+            connected.elapsed()
+        );
+        answer
     }
 
     #[tokio::test]
     async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
-        let addr = start(Duration::from_millis(100)).await;
-        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-        assert!(read_to_close(&mut idle).await.is_empty());
+        assert!(closed_after_timeout(b"").await.is_empty());
     }
 
     #[tokio::test]
-    async fn a_connection_yet_to_send_a_byte_does_not_hold_the_shutdown() {
+    async fn a_connection_stalled_inside_the_http2_preface_is_closed() {
+        // hyper-util reads the preface to choose the protocol, with no timeout of its own.
+        assert!(closed_after_timeout(b"PRI * HTTP/2.0\r\n").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_that_sends_no_request_is_closed() {
+        // The server's SETTINGS come first; then the connection is closed.
+        closed_after_timeout(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_yet_to_send_a_request_does_not_hold_the_shutdown() {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (addr, served) = start_stoppable(Duration::from_secs(60), async {
             let _ = stopped.await;
         })
         .await;
         let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-        // Accepted before the shutdown starts.
+        idle.write_all(b"PRI * HTTP").await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.send(()).unwrap();
         let shutdown = tokio::time::timeout(Duration::from_secs(5), served)
@@ -288,5 +339,24 @@ mod tests {
         let response = String::from_utf8(read_to_close(&mut client).await).unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.ends_with("ok"), "{response}");
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_outlives_the_first_request_deadline() {
+        // Each wait is under the timeout (hyper's, between requests); together
+        // they pass it (the first-request deadline).
+        let timeout = Duration::from_millis(500);
+        let addr = start(timeout).await;
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1024];
+        for _ in 0..2 {
+            tokio::time::sleep(timeout * 3 / 5).await;
+            client
+                .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        }
     }
 }

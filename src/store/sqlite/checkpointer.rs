@@ -16,7 +16,7 @@
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -28,6 +28,9 @@ use crate::store::StoreError;
 /// within it share one checkpoint, so a busy writer costs at most this many
 /// database syncs per second, and a quiet one none.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long [`checkpoint_now`] waits for a checkpoint under way elsewhere.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
 
 /// The writer's handle on the checkpointing thread. Dropping it stops the
 /// thread, after the checkpoint under way if any.
@@ -67,6 +70,7 @@ impl Checkpointer {
 fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path) {
     while wakes.recv().is_ok() {
         let started = std::time::Instant::now();
+        // Busy: the writer is checkpointing for a flush; nothing to do.
         if let Err(error) = checkpoint(conn, path) {
             tracing::warn!(%error, "mcp-resume SQLite checkpoint failed; the next one will retry");
         }
@@ -75,10 +79,35 @@ fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path) {
 }
 
 /// Copies what the WAL holds into the main file, as far as readers allow,
-/// without waiting for them or for the writer.
-pub(crate) fn checkpoint(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        .map_err(|e| schema::classify(path, "checkpointing", e))
+/// without waiting for them or for the writer. `Ok(false)` when another
+/// connection's checkpoint was under way: SQLite runs one at a time, and
+/// this one did nothing.
+pub(crate) fn checkpoint(conn: &Connection, path: &std::path::Path) -> Result<bool, StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|busy| busy == 0)
+    .map_err(|e| schema::classify(path, "checkpointing", e))
+}
+
+/// A checkpoint that has run (for a flush, or at close): one under way on
+/// the checkpointing thread, which may have begun before the latest commits,
+/// is waited out (it takes milliseconds), then this one runs.
+pub(crate) fn checkpoint_now(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
+    let deadline = Instant::now() + CHECKPOINT_WAIT;
+    while !checkpoint(conn, path)? {
+        if Instant::now() >= deadline {
+            return Err(StoreError::backend(
+                "checkpointing",
+                std::io::Error::other(format!(
+                    "another checkpoint of {} was still running after {CHECKPOINT_WAIT:?}",
+                    path.display()
+                )),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 impl Drop for Checkpointer {
@@ -89,5 +118,60 @@ impl Drop for Checkpointer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(path: &std::path::Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn
+    }
+
+    /// SQLite runs one checkpoint at a time: while another connection's
+    /// (here a thread checkpointing over and over while rows are written) is
+    /// under way, a passive checkpoint does nothing and says so, and
+    /// `checkpoint_now` waits until it has run one itself.
+    #[test]
+    fn a_checkpoint_under_way_elsewhere_is_reported_and_waited_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        connect(&path)
+            .execute_batch("CREATE TABLE t (x BLOB)")
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = |work: fn(&Connection)| {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let conn = connect(&path);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    work(&conn);
+                }
+            })
+        };
+        let writer = busy(|conn| {
+            conn.execute("INSERT INTO t VALUES (zeroblob(4096))", [])
+                .unwrap();
+        });
+        let checkpointer = busy(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .unwrap();
+        });
+        let conn = connect(&path);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while checkpoint(&conn, &path).unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "never found the other checkpoint under way"
+            );
+        }
+        checkpoint_now(&conn, &path).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        checkpointer.join().unwrap();
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpointer::{Checkpointer, checkpoint};
+use super::checkpointer::{Checkpointer, checkpoint_now};
 use super::schema::classify;
 use super::unix_millis;
 use super::{SqliteOptions, SyncMode};
@@ -80,10 +80,15 @@ const SETTLE_ROWS: u64 = 4_096;
 const IDLE_SLICE_ROWS: u64 = 256;
 
 /// A writer that is never idle (appends arrive faster than it commits them)
-/// still settles once `recent` has grown to twice [`SETTLE_ROWS`]: the whole
-/// settle at once, after a commit, in slices of this many rows, which move
-/// rows at the lowest cost per row: what matters when throughput is.
+/// still settles once `recent` has grown to twice [`SETTLE_ROWS`]: after a
+/// commit, until `recent` is back under that, in slices of this many rows,
+/// which move rows at the lowest cost per row: what matters when throughput is.
 const BUSY_SLICE_ROWS: u64 = SETTLE_ROWS;
+
+/// The wait before retrying a settle slice that failed, the first time...
+const SETTLE_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// ...and at most, after failures in a row.
+const SETTLE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `last_activity` of a live stream is refreshed at most this often: it only
 /// has to be precise enough for a retention age measured in minutes.
@@ -94,6 +99,9 @@ pub(crate) struct Writer {
     ledger: Ledger,
     /// Told after every commit; dropped (and joined) before the lock below.
     checkpointer: Checkpointer,
+    /// After a settle slice failed: how long the writer waited, and when it
+    /// tries again (meanwhile it only commits).
+    settle_retry: Option<(std::time::Duration, std::time::Instant)>,
     /// Held for the thread's lifetime: releasing it lets another process in.
     _lock: File,
 }
@@ -168,6 +176,7 @@ impl Writer {
                 sync: options.sync,
             },
             checkpointer,
+            settle_retry: None,
             _lock: lock,
         }
     }
@@ -207,7 +216,7 @@ impl Writer {
     pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut group = Vec::with_capacity(MAX_GROUP);
         loop {
-            let first = if self.ledger.settle.is_some() {
+            let first = if self.settle_due() {
                 // Settling is what the writer does when it has nothing else to do.
                 match commands.try_recv() {
                     Ok(command) => command,
@@ -238,9 +247,10 @@ impl Writer {
                 let _ = close.send(result);
                 return;
             }
-            // A writer too busy to be idle settles anyway, and all of it:
+            // A writer too busy to be idle settles anyway once `recent` has
+            // doubled, slice after slice until it is back under that:
             // otherwise `recent` would grow as long as the load lasts.
-            while self.ledger.settle.is_some()
+            while self.settle_due()
                 && self.ledger.recent_rows >= 2 * SETTLE_ROWS
                 && self.settle_slice(BUSY_SLICE_ROWS)
             {}
@@ -363,7 +373,7 @@ impl Writer {
             while ledger.settle.is_some() && flushed.is_ok() {
                 flushed = settle_step(conn, ledger, BUSY_SLICE_ROWS);
             }
-            let flushed = flushed.and_then(|()| checkpoint(conn, &ledger.path));
+            let flushed = flushed.and_then(|()| checkpoint_now(conn, &ledger.path));
             for reply in flushes {
                 let _ = reply.send(flushed.clone());
             }
@@ -371,19 +381,40 @@ impl Writer {
         close
     }
 
-    /// Moves one slice of the settle under way. A failure is logged and
-    /// leaves the settle where it was, to be retried by the next slice:
-    /// appends do not depend on it. Returns whether the slice was moved.
+    /// Whether a settle is under way and not waiting to retry after a failure.
+    fn settle_due(&self) -> bool {
+        self.ledger.settle.is_some()
+            && self
+                .settle_retry
+                .is_none_or(|(_, at)| std::time::Instant::now() >= at)
+    }
+
+    /// Moves one slice of the settle under way. A failure leaves the settle
+    /// where it was, retried later (appends do not depend on it): the next
+    /// try waits twice as long as the last, up to [`SETTLE_RETRY_MAX`], and
+    /// only the first failure of a run is a warning. Returns whether the
+    /// slice was moved.
     fn settle_slice(&mut self, rows: u64) -> bool {
         match settle_step(&mut self.conn, &mut self.ledger, rows) {
             Ok(()) => {
+                if self.settle_retry.take().is_some() {
+                    tracing::info!("mcp-resume SQLite store settles events again");
+                }
                 self.checkpointer.request();
                 true
             }
             Err(error) => {
-                tracing::warn!(%error, "mcp-resume SQLite store could not settle events; will retry");
-                // Back off instead of retrying at once, over and over.
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                let wait = match self.settle_retry {
+                    None => {
+                        tracing::warn!(%error, "mcp-resume SQLite store could not settle events; will retry");
+                        SETTLE_RETRY_MIN
+                    }
+                    Some((wait, _)) => {
+                        tracing::debug!(%error, "mcp-resume SQLite store still cannot settle events");
+                        (wait * 2).min(SETTLE_RETRY_MAX)
+                    }
+                };
+                self.settle_retry = Some((wait, std::time::Instant::now() + wait));
                 false
             }
         }
@@ -410,7 +441,7 @@ impl Writer {
         for stream in ledger.live.ids() {
             ledger.live.ended(stream, 0, StreamState::Abandoned);
         }
-        result.and(checkpoint(&self.conn, &ledger.path))
+        result.and(checkpoint_now(&self.conn, &ledger.path))
     }
 }
 
@@ -844,11 +875,19 @@ fn move_slice(
 }
 
 fn delete_stream(tx: &Transaction<'_>, stream_no: i64) -> rusqlite::Result<u64> {
+    // During a settle a row may be in both tables: counted once, in `events`.
+    let only_recent = tx
+        .prepare_cached(
+            "DELETE FROM recent WHERE stream_no = ?1
+             AND seq > coalesce((SELECT MAX(seq) FROM events WHERE stream_no = ?1), 0)",
+        )?
+        .execute([stream_no])?;
     let events = tx
         .prepare_cached("DELETE FROM events WHERE stream_no = ?1")?
         .execute([stream_no])?
-        + tx.prepare_cached("DELETE FROM recent WHERE stream_no = ?1")?
-            .execute([stream_no])?;
+        + only_recent;
+    tx.prepare_cached("DELETE FROM recent WHERE stream_no = ?1")?
+        .execute([stream_no])?;
     tx.prepare_cached("DELETE FROM streams WHERE stream_no = ?1")?
         .execute([stream_no])?;
     Ok(events as u64)

@@ -235,21 +235,45 @@ impl std::fmt::Display for StoreSpec {
     }
 }
 
-/// `url` with the password of its `user:password@` part, if any, masked:
-/// store URLs are logged at start-up and shown in errors.
+/// `url` with its password, if any, masked (in `user:password@` or in a
+/// `pass=` query parameter): store URLs are logged at start-up and shown in
+/// errors.
 fn without_password(url: &str) -> std::borrow::Cow<'_, str> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.into();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') else {
-        return url.into();
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
     };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => {
-            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..]).into()
-        }
-        None => url.into(),
+    let authority_end = address.find('/').unwrap_or(address.len());
+    let (authority, path) = address.split_at(authority_end);
+    // `?pass=` is how redis-rs takes a password for a Unix socket.
+    let masked_authority = authority.rsplit_once('@').and_then(|(userinfo, host)| {
+        let (user, _password) = userinfo.split_once(':')?;
+        Some(format!("{user}:***@{host}"))
+    });
+    let masked_query = query
+        .filter(|q| q.split('&').any(|pair| pair.starts_with("pass=")))
+        .map(|q| {
+            q.split('&')
+                .map(|pair| {
+                    if pair.starts_with("pass=") {
+                        "pass=***"
+                    } else {
+                        pair
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        });
+    if masked_authority.is_none() && masked_query.is_none() {
+        return url.into();
+    }
+    let authority = masked_authority.as_deref().unwrap_or(authority);
+    match masked_query.as_deref().or(query) {
+        Some(query) => format!("{scheme}://{authority}{path}?{query}").into(),
+        None => format!("{scheme}://{authority}{path}").into(),
     }
 }
 
@@ -713,6 +737,15 @@ mod tests {
             (
                 "redis+unix:///run/redis.sock",
                 "redis+unix:///run/redis.sock",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret&user=app",
+                "redis+unix:///run/redis.sock?db=1&pass=***&user=app",
+            ),
+            ("redis://db/0?protocol=resp3", "redis://db/0?protocol=resp3"),
+            (
+                "redis://app:pw@db/0?protocol=resp3",
+                "redis://app:***@db/0?protocol=resp3",
             ),
         ] {
             assert_eq!(StoreSpec::Redis(url.into()).to_string(), shown);

@@ -32,6 +32,12 @@ if [[ ! -f "$EXAMPLE" ]]; then
 fi
 echo "benches: Python SDK mcp $PY_MCP_VERSION ($("$VENV/bin/python" --version)); example event store $EXAMPLE"
 
+# Row 6 holds 10,000 connections open, in the bench and in its server process each.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [[ "$(ulimit -n)" != unlimited ]] && (( $(ulimit -n) < 11000 )); then
+    echo "benches: warning: $(ulimit -n) file descriptors allowed (the hard limit); row 6 needs about 11,000" >&2
+fi
+
 SECONDS=0
 MCP_RESUME_BENCH_PYTHON="$VENV/bin/python" MCP_RESUME_BENCH_PY_EXAMPLE="$EXAMPLE" \
     cargo bench --bench e2e "$@"

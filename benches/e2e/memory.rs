@@ -161,8 +161,13 @@ async fn measure(setup: Setup, streams: usize, dir: &Path) -> Measured {
             })
         })
         .collect();
+    // Only the clients hold senders: one that failed ends the wait below.
+    drop(ready_tx);
     for _ in 0..streams {
-        ready_rx.recv().await.unwrap();
+        ready_rx
+            .recv()
+            .await
+            .expect("every client opened its stream (a client task failed: see its panic above)");
     }
     let opened_in = started.elapsed();
     let attached = settled_rss(&server).await;

@@ -139,7 +139,7 @@ impl Report {
         let _ = writeln!(
             out,
             "# Benchmarks\n\nWritten by `{COMMAND}` (the Rust part alone: `cargo bench --bench e2e`) \
-             on {}; the whole run took {:.0} s. Every ratio compares two figures measured in this \
+             on {}; the Rust part took {:.0} s. Every ratio compares two figures measured in this \
              same run on this same machine; absolute figures drift on shared machines, ratios less. \
              Throughput figures are medians of interleaved rounds. What each row does is described \
              in `benches/e2e/main.rs`.\n",
@@ -153,8 +153,12 @@ impl Report {
             checked - missed,
             if missed > 0 { " (see MISSED)" } else { "" }
         );
+        // Sections are numbered; some rows are measured with another
+        // section's (the resume runs give row 7 its replay points).
+        let mut rows: Vec<&Row> = self.rows.iter().collect();
+        rows.sort_by_key(|row| row.section);
         let mut section = "";
-        for row in &self.rows {
+        for row in rows {
             if row.section != section {
                 section = row.section;
                 let _ = writeln!(

@@ -497,6 +497,42 @@ async fn the_inner_body_is_read_while_a_commit_is_in_flight() {
     assert_eq!(data, (1..=EVENTS).map(message).collect::<Vec<_>>());
 }
 
+/// Sends `chunks` of SSE through the layer while the store holds every
+/// append, and returns how many the layer had taken in 200 ms after it took
+/// `started` of them (the commit in flight), with the store released and
+/// the client's response to read the rest from (while the server, returned
+/// too, is kept).
+async fn chunks_taken_in_while_a_commit_is_held(
+    chunks: Vec<String>,
+    started: usize,
+) -> (usize, common::sse::Resp, common::Served) {
+    let store = FailingStore::new();
+    let layer = ResumabilityLayer::new(store.clone());
+    let (script, served) = serve_scripted(&layer).await;
+    let (resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
+    store.hold_appends();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let producer = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            for chunk in chunks {
+                assert!(inner.raw(chunk).await);
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let count = || sent.load(std::sync::atomic::Ordering::SeqCst);
+    common::wait_until("the layer to read past the commit in flight", || {
+        std::future::ready(count() > started)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let taken = count();
+    store.release_appends();
+    guard("the producer", producer).await.unwrap();
+    (taken, resp, served)
+}
+
 /// Reading on while a commit is in flight is bounded: a store that does not
 /// answer holds the inner service back once about 256 KiB wait, as a client
 /// that does not read would without the layer. With 64 KiB events, the
@@ -505,35 +541,16 @@ async fn the_inner_body_is_read_while_a_commit_is_in_flight() {
 #[tokio::test]
 async fn what_waits_for_a_slow_commit_is_bounded() {
     const EVENTS: usize = 100;
-    let store = FailingStore::new();
-    let layer = ResumabilityLayer::new(store.clone());
-    let (script, served) = serve_scripted(&layer).await;
-    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
-    store.hold_appends();
-    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // 64 KiB events: 6.4 MB in all.
     let payload = "x".repeat(64 * 1024);
-    let producer = tokio::spawn({
-        let sent = sent.clone();
-        async move {
-            for n in 1..=EVENTS {
-                assert!(inner.event(&format!("{n} {payload}")).await);
-                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-    });
-    let count = || sent.load(std::sync::atomic::Ordering::SeqCst);
-    common::wait_until("the layer to read past the commit in flight", || {
-        std::future::ready(count() > 20)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let chunks = (1..=EVENTS)
+        .map(|n| common::server::event_block(None, None, Some(&format!("{n} {payload}")), None))
+        .collect();
+    let (taken, mut resp, _served) = chunks_taken_in_while_a_commit_is_held(chunks, 20).await;
     assert!(
-        count() < EVENTS / 2,
-        "{} of {EVENTS} 64 KiB events were taken in while the store held one commit",
-        count()
+        taken < EVENTS / 2,
+        "{taken} of {EVENTS} 64 KiB events were taken in while the store held one commit"
     );
-    store.release_appends();
     for n in 1..=EVENTS {
         let event = guard("the next event", resp.expect_event()).await;
         assert!(
@@ -541,7 +558,6 @@ async fn what_waits_for_a_slow_commit_is_bounded() {
             "every event once, in order"
         );
     }
-    guard("the producer", producer).await.unwrap();
 }
 
 /// The same bound holds for tiny events, counted for the memory each takes
@@ -550,41 +566,17 @@ async fn what_waits_for_a_slow_commit_is_bounded() {
 async fn tiny_events_waiting_for_a_slow_commit_are_bounded_too() {
     const CHUNKS: usize = 60;
     const PER_CHUNK: usize = 1_000;
-    let store = FailingStore::new();
-    let layer = ResumabilityLayer::new(store.clone());
-    let (script, served) = serve_scripted(&layer).await;
-    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
-    store.hold_appends();
-    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let producer = tokio::spawn({
-        let sent = sent.clone();
-        async move {
-            for _ in 0..CHUNKS {
-                assert!(inner.raw("data:x\n\n".repeat(PER_CHUNK)).await);
-                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-    });
-    let count = || sent.load(std::sync::atomic::Ordering::SeqCst);
-    common::wait_until("the layer to read past the commit in flight", || {
-        std::future::ready(count() > 16)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let chunks = vec!["data:x\n\n".repeat(PER_CHUNK); CHUNKS];
+    let (taken, mut resp, _served) = chunks_taken_in_while_a_commit_is_held(chunks, 16).await;
     assert!(
-        count() < 40,
-        "{} of {CHUNKS} chunks of {PER_CHUNK} one-byte events were taken in while the store held one commit",
-        count()
+        taken < 40,
+        "{taken} of {CHUNKS} chunks of {PER_CHUNK} one-byte events were taken in while the store held one commit"
     );
-    store.release_appends();
-    guard("the producer", producer).await.unwrap();
-    let mut received = 0;
-    while received < CHUNKS * PER_CHUNK {
+    for _ in 0..CHUNKS * PER_CHUNK {
         assert_eq!(
             guard("the next event", resp.expect_event()).await.data(),
             "x"
         );
-        received += 1;
     }
 }
 

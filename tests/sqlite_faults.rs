@@ -560,13 +560,15 @@ async fn events_read_the_same_across_settles_trims_and_restarts() {
     assert_eq!((info.first_seq, info.last_seq), (3_501, 5_000));
 }
 
-/// A settle copies rows into `events` before it deletes them from `recent`:
-/// a crash between the two leaves rows in both tables, which must be read
-/// once and settled later without a conflict.
-#[tokio::test]
-async fn events_left_in_both_tables_by_a_crash_are_read_once_and_settled_later() {
-    let (_dir, path) = temp_db();
-    let store = SqliteOptions::new(&path).open().unwrap();
+/// A stream of ten events (ended with `end`, if given) in a closed store,
+/// with events 1 to 6 also copied into `events`: what a crash between the
+/// copy and the delete of a settle leaves behind.
+async fn ten_events_half_copied_by_a_crash(
+    options: SqliteOptions,
+    end: Option<StreamEnd>,
+) -> store::StreamId {
+    let store = options.open().unwrap();
+    let path = store.path().to_path_buf();
     let stream = store
         .create_stream(NewStream::new(StreamKind::PostResponse))
         .await
@@ -580,8 +582,10 @@ async fn events_left_in_both_tables_by_a_crash_are_read_once_and_settled_later()
         )
         .await
         .unwrap();
+    if let Some(end) = end {
+        store.end_stream(stream, end).await.unwrap();
+    }
     store.close().await.unwrap();
-    // What a crash after a slice of the copy leaves behind.
     let copied = rusqlite::Connection::open(&path)
         .unwrap()
         .execute(
@@ -590,6 +594,16 @@ async fn events_left_in_both_tables_by_a_crash_are_read_once_and_settled_later()
         )
         .unwrap();
     assert_eq!(copied, 6);
+    stream
+}
+
+/// A settle copies rows into `events` before it deletes them from `recent`:
+/// a crash between the two leaves rows in both tables, which must be read
+/// once and settled later without a conflict.
+#[tokio::test]
+async fn events_left_in_both_tables_by_a_crash_are_read_once_and_settled_later() {
+    let (_dir, path) = temp_db();
+    let stream = ten_events_half_copied_by_a_crash(SqliteOptions::new(&path), None).await;
 
     let store = Arc::new(SqliteOptions::new(&path).open().unwrap());
     let seqs = |events: Vec<store::StoredEvent>| -> Vec<u64> {
@@ -648,30 +662,7 @@ async fn a_sweep_counts_events_in_both_tables_once() {
         .max_age(Duration::from_millis(50))
         .sweep_interval(Duration::from_secs(3600));
     let options = || SqliteOptions::new(&path).retention(retention);
-    let store = options().open().unwrap();
-    let stream = store
-        .create_stream(NewStream::new(StreamKind::PostResponse))
-        .await
-        .unwrap();
-    store
-        .append(
-            stream,
-            (1..=10)
-                .map(|n| NewEvent::message(format!("{n}")))
-                .collect(),
-        )
-        .await
-        .unwrap();
-    store.end_stream(stream, StreamEnd::Complete).await.unwrap();
-    store.close().await.unwrap();
-    let copied = rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute(
-            "INSERT INTO events SELECT stream_no, seq, event_type, data FROM recent WHERE seq <= 6",
-            [],
-        )
-        .unwrap();
-    assert_eq!(copied, 6);
+    ten_events_half_copied_by_a_crash(options(), Some(StreamEnd::Complete)).await;
     let store = options().open().unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let report = store.sweep().await.unwrap();

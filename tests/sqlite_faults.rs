@@ -219,7 +219,7 @@ async fn a_newer_schema_is_refused_without_changes() {
             error,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 2,
+                supported: 3,
                 ..
             }
         ),
@@ -560,13 +560,12 @@ async fn events_read_the_same_across_settles_trims_and_restarts() {
     assert_eq!((info.first_seq, info.last_seq), (3_501, 5_000));
 }
 
-/// A stream of ten events (ended with `end`, if given) in a closed store,
-/// with events 1 to 6 also copied into `events`: what a crash between the
-/// copy and the delete of a settle leaves behind.
-async fn ten_events_half_copied_by_a_crash(
+/// A stream of ten events (ended with `end`, if given) in a store opened
+/// with `options`, then closed; and the store's file.
+async fn ten_events_closed(
     options: SqliteOptions,
     end: Option<StreamEnd>,
-) -> store::StreamId {
+) -> (store::StreamId, PathBuf) {
     let store = options.open().unwrap();
     let path = store.path().to_path_buf();
     let stream = store
@@ -586,6 +585,17 @@ async fn ten_events_half_copied_by_a_crash(
         store.end_stream(stream, end).await.unwrap();
     }
     store.close().await.unwrap();
+    (stream, path)
+}
+
+/// [`ten_events_closed`], with events 1 to 6 also copied into `events`:
+/// what a crash between the copy and the emptying of `recent` by a settle
+/// leaves behind.
+async fn ten_events_half_copied_by_a_crash(
+    options: SqliteOptions,
+    end: Option<StreamEnd>,
+) -> store::StreamId {
+    let (stream, path) = ten_events_closed(options, end).await;
     let copied = rusqlite::Connection::open(&path)
         .unwrap()
         .execute(
@@ -606,13 +616,7 @@ async fn events_left_in_both_tables_by_a_crash_are_read_once_and_settled_later()
     let stream = ten_events_half_copied_by_a_crash(SqliteOptions::new(&path), None).await;
 
     let store = Arc::new(SqliteOptions::new(&path).open().unwrap());
-    let seqs = |events: Vec<store::StoredEvent>| -> Vec<u64> {
-        events.iter().map(|event| event.seq).collect()
-    };
-    assert_eq!(
-        seqs(replay_all(&store, stream).await),
-        (1..=10).collect::<Vec<_>>()
-    );
+    assert_reads_one_to_ten(&store, stream).await;
     // Enough rows to settle everything, twice over.
     let more = store
         .create_stream(NewStream::new(StreamKind::PostResponse))
@@ -629,28 +633,30 @@ async fn events_left_in_both_tables_by_a_crash_are_read_once_and_settled_later()
             .await
             .unwrap();
     }
-    // Read once while the settle is under way, and once it is done (a
-    // flush finishes it).
+    // Read once while the settle is under way (`more` is then in `events`,
+    // `recent` and `recent_alt`), and once it is done (a flush finishes it).
+    assert_reads_one_to_ten(&store, stream).await;
     assert_eq!(
-        seqs(replay_all(&store, stream).await),
-        (1..=10).collect::<Vec<_>>()
+        seqs_of(replay_all(&store, more).await),
+        (1..=9_000).collect::<Vec<_>>()
     );
+    let info = store.stream_info(more).await.unwrap().unwrap();
+    assert_eq!((info.first_seq, info.last_seq), (1, 9_000));
     store.flush().await.unwrap();
+    assert_reads_one_to_ten(&store, stream).await;
     assert_eq!(
-        seqs(replay_all(&store, stream).await),
-        (1..=10).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        seqs(replay_all(&store, more).await),
+        seqs_of(replay_all(&store, more).await),
         (1..=9_000).collect::<Vec<_>>()
     );
     store.close().await.unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
     let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
-    // The settle took the 6,010 rows there when `recent` passed 4,096; the
-    // last 3,000 wait for the next one.
+    // When `recent` passed 4,096 rows, appends went on in `recent_alt` and
+    // the 6,010 rows of `recent` were settled, and `recent` emptied; the
+    // last 3,000 wait in `recent_alt` for the next settle.
     assert_eq!(count("SELECT COUNT(*) FROM events"), 6_010);
-    assert_eq!(count("SELECT COUNT(*) FROM recent"), 3_000);
+    assert_eq!(count("SELECT COUNT(*) FROM recent"), 0);
+    assert_eq!(count("SELECT COUNT(*) FROM recent_alt"), 3_000);
 }
 
 /// A stream swept while some of its rows are in both tables (between the
@@ -667,4 +673,86 @@ async fn a_sweep_counts_events_in_both_tables_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let report = store.sweep().await.unwrap();
     assert_eq!((report.streams_removed, report.events_removed), (1, 10));
+}
+
+/// Asserts that `stream` reads as events 1 to 10, each once, in order.
+async fn assert_reads_one_to_ten(store: &Arc<SqliteEventStore>, stream: store::StreamId) {
+    assert_eq!(
+        seqs_of(replay_all(store, stream).await),
+        (1..=10).collect::<Vec<_>>()
+    );
+}
+
+fn seqs_of(events: Vec<store::StoredEvent>) -> Vec<u64> {
+    events.iter().map(|event| event.seq).collect()
+}
+
+/// A file written by a version 2 build (one `recent` table, here with some
+/// of its rows copied into `events` by a settle a crash cut short) is
+/// migrated in place: its events are all read, once, and it takes appends.
+#[tokio::test]
+async fn a_version_2_file_is_migrated_and_keeps_its_events() {
+    let (_dir, path) = temp_db();
+    let (stream, _) = ten_events_closed(SqliteOptions::new(&path), None).await;
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE recent_alt;
+             INSERT INTO events SELECT stream_no, seq, event_type, data FROM recent WHERE seq <= 4;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let store = Arc::new(SqliteEventStore::open(&path).unwrap());
+    assert_reads_one_to_ten(&store, stream).await;
+    let more = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store
+        .append(more, vec![NewEvent::message("after the migration")])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(seqs_of(replay_all(&store, more).await), vec![1]);
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+}
+
+/// A process that stops during a settle leaves rows in both `recent`
+/// tables (the older ones partly copied into `events`), and nothing says
+/// which table is the older. The next open settles both together: every
+/// event is read once, in order, and both tables are empty.
+#[tokio::test]
+async fn rows_in_both_recent_tables_at_open_are_settled_together() {
+    let (_dir, path) = temp_db();
+    let (stream, _) = ten_events_closed(SqliteOptions::new(&path), None).await;
+    {
+        // Events 1 to 5 in the table being settled (1 to 3 already copied),
+        // 6 to 10 in the one taking appends.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO recent_alt (stream_no, seq, event_type, data)
+                 SELECT stream_no, seq, event_type, data FROM recent WHERE seq > 5;
+             DELETE FROM recent WHERE seq > 5;
+             INSERT INTO events SELECT stream_no, seq, event_type, data FROM recent WHERE seq <= 3;",
+        )
+        .unwrap();
+    }
+    let store = Arc::new(SqliteEventStore::open(&path).unwrap());
+    assert_reads_one_to_ten(&store, stream).await;
+    let info = store.stream_info(stream).await.unwrap().unwrap();
+    assert_eq!((info.first_seq, info.last_seq), (1, 10));
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT COUNT(*) FROM events"), 10);
+    assert_eq!(
+        count("SELECT (SELECT COUNT(*) FROM recent) + (SELECT COUNT(*) FROM recent_alt)"),
+        0
+    );
 }

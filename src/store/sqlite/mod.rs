@@ -199,7 +199,7 @@ impl SqliteEventStore {
             lock,
             checkpointer::Checkpointer::start(&options)?,
         );
-        writer.load_recent_rows()?;
+        writer.load_recent()?;
         let orphans = writer.abandon_orphans()?;
         if orphans > 0 {
             tracing::info!(
@@ -328,15 +328,18 @@ impl EventStore for SqliteEventStore {
                     return Ok(Err(error));
                 }
                 // Settled events first, then recent ones: for a stream, all
-                // of the first precede all of the second.
+                // of the first precede all of the second. The two `recent`
+                // tables are merged in sequence order (each through its index).
                 let mut events = Vec::new();
                 let mut bytes = 0;
                 let mut position = after;
                 for table in [
                     "SELECT seq, event_type, data FROM events
                      WHERE stream_no = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                    "SELECT seq, event_type, data FROM recent
-                     WHERE stream_no = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    "SELECT seq, event_type, data FROM recent WHERE stream_no = ?1 AND seq > ?2
+                     UNION ALL
+                     SELECT seq, event_type, data FROM recent_alt WHERE stream_no = ?1 AND seq > ?2
+                     ORDER BY seq LIMIT ?3",
                 ] {
                     if limit.is_full(events.len(), bytes) {
                         break;

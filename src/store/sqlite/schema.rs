@@ -68,6 +68,28 @@ const MIGRATIONS: &[&str] = &[
     // what follows it from `recent`. Version 1 builds, which expected each
     // event in one table only, refuse a version 2 file.
     "-- No change to the tables.",
+    // Version 3: a second table like `recent`, so that a settle empties a
+    // whole table at once instead of deleting its rows one by one (with
+    // their index entries). Appends go to one of the two; when it is full,
+    // they go to the other, and the full one is copied into `events` in
+    // slices, then emptied in one statement. The table being settled gets
+    // no new rows, and a stream's rows in it precede its rows in the other.
+    //
+    // What readers rely on is unchanged: for a stream, the sequences in
+    // `events` are a contiguous run, and the two `recent` tables together
+    // hold every later one (a row may also be in `events` until its table
+    // is emptied). Version 2 builds, which read `recent` only, refuse a
+    // version 3 file.
+    "
+    CREATE TABLE recent_alt (
+        position   INTEGER PRIMARY KEY,
+        stream_no  INTEGER NOT NULL,
+        seq        INTEGER NOT NULL,
+        event_type BLOB,
+        data       BLOB    NOT NULL
+    );
+    CREATE UNIQUE INDEX recent_alt_by_stream ON recent_alt (stream_no, seq);
+    ",
 ];
 
 /// The schema version this build writes and understands.

@@ -69,7 +69,8 @@ struct Cached {
     activity_written: i64,
 }
 
-/// When `recent` holds this many rows, the writer starts settling them into
+/// When the `recent` table taking appends holds this many rows, appends
+/// switch to the other one and the writer starts settling this one into
 /// `events` (see the schema). Larger amortises the settling better; smaller
 /// keeps the index of `recent`, rewritten by every commit, smaller.
 const SETTLE_ROWS: u64 = 4_096;
@@ -80,9 +81,10 @@ const SETTLE_ROWS: u64 = 4_096;
 const IDLE_SLICE_ROWS: u64 = 256;
 
 /// A writer that is never idle (appends arrive faster than it commits them)
-/// still settles once `recent` has grown to twice [`SETTLE_ROWS`]: after a
-/// commit, until `recent` is back under that, in slices of this many rows,
-/// which move rows at the lowest cost per row: what matters when throughput is.
+/// still settles once the table taking appends is full again before the
+/// other is settled: after a commit, until the settle is done, in slices of
+/// this many rows, which move rows at the lowest cost per row: what matters
+/// when throughput is.
 const BUSY_SLICE_ROWS: u64 = SETTLE_ROWS;
 
 /// The wait before retrying a settle slice that failed, the first time...
@@ -106,21 +108,73 @@ pub(crate) struct Writer {
     _lock: File,
 }
 
-/// A settle under way: the rows of `recent` up to position `frozen`, the
-/// ones there when it began, are copied into `events` in key order, then
-/// deleted from `recent` in position order, a slice per transaction, so
-/// that appends committed between slices never wait for the whole move.
+/// One of the two tables appends go to (see the schema).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recent {
+    /// `recent`.
+    First,
+    /// `recent_alt`.
+    Second,
+}
+
+impl Recent {
+    const BOTH: [Recent; 2] = [Recent::First, Recent::Second];
+
+    fn table(self) -> &'static str {
+        match self {
+            Recent::First => "recent",
+            Recent::Second => "recent_alt",
+        }
+    }
+
+    fn index(self) -> &'static str {
+        match self {
+            Recent::First => "recent_by_stream",
+            Recent::Second => "recent_alt_by_stream",
+        }
+    }
+
+    fn other(self) -> Recent {
+        match self {
+            Recent::First => Recent::Second,
+            Recent::Second => Recent::First,
+        }
+    }
+
+    /// The append statement, spelled out: it runs once per event.
+    fn insert(self) -> &'static str {
+        match self {
+            Recent::First => {
+                "INSERT INTO recent (stream_no, seq, event_type, data) VALUES (?1, ?2, ?3, ?4)"
+            }
+            Recent::Second => {
+                "INSERT INTO recent_alt (stream_no, seq, event_type, data) VALUES (?1, ?2, ?3, ?4)"
+            }
+        }
+    }
+}
+
+/// A settle under way, of the `recent` table appends do not go to: its
+/// rows are copied into `events` in key order, a slice per transaction so
+/// that appends committed between slices never wait for the whole move,
+/// and the slice that copies the last rows empties the table in one
+/// statement.
 ///
-/// Between the two steps a row is in both tables. Readers take a stream's
-/// events from `events` first and then only the later ones from `recent`,
-/// so a row in both is read once; the copy keeps each stream's rows in
-/// `events` a contiguous run of sequences, which that read needs.
+/// Until then a copied row is in both tables. Readers take a stream's
+/// events from `events` first and then only the later ones from the
+/// `recent` tables, so a row in both is read once; the copy keeps each
+/// stream's rows in `events` a contiguous run of sequences, which that read
+/// needs.
 #[derive(Clone, Copy, Debug)]
-enum Settle {
-    /// Copying the frozen rows whose key follows `after` (stream, sequence).
-    Copy { frozen: i64, after: (i64, i64) },
-    /// Deleting the copied rows whose position follows `after`, up to `frozen`.
-    Clear { frozen: i64, after: i64 },
+struct Settle {
+    /// The key (stream, sequence) of the last row copied so far.
+    after: (i64, i64),
+}
+
+impl Settle {
+    const START: Settle = Settle {
+        after: (i64::MIN, i64::MIN),
+    };
 }
 
 /// Everything the writer knows besides its connection, kept apart so a
@@ -131,11 +185,13 @@ struct Ledger {
     live: Arc<LiveStreams>,
     /// Live streams of this process. A miss is looked up in the database.
     cache: HashMap<StreamId, Cached>,
-    /// Rows in `recent`, as of the last commit: counted up by appends, down
-    /// by settles, and recounted when a settle ends (trims and purges are
-    /// not subtracted, so in between it may be a little high).
-    recent_rows: u64,
-    /// The settle under way, if any.
+    /// The `recent` table appends go to; the other one is empty unless it
+    /// is being settled.
+    active: Recent,
+    /// Rows appended to `active`, as of the last commit (trims and purges
+    /// are not subtracted, so it may be a little high).
+    active_rows: u64,
+    /// The settle of the other `recent` table under way, if any.
     settle: Option<Settle>,
     sync: SyncMode,
 }
@@ -171,7 +227,8 @@ impl Writer {
                 retention: options.retention,
                 live,
                 cache: HashMap::new(),
-                recent_rows: 0,
+                active: Recent::First,
+                active_rows: 0,
                 settle: None,
                 sync: options.sync,
             },
@@ -181,10 +238,41 @@ impl Writer {
         }
     }
 
-    /// Counts the rows waiting in `recent`, left by a previous run.
-    pub(crate) fn load_recent_rows(&mut self) -> Result<(), StoreError> {
-        self.ledger.recent_rows = count_recent(&self.conn)
-            .map_err(|e| classify(&self.ledger.path, "counting recent events", e))?;
+    /// Picks the `recent` table appends go to, from the rows a previous run
+    /// left: the one that has rows, if one is empty. If both have rows (the
+    /// previous run stopped during a settle), both are settled now, together:
+    /// settling only the older one is safe, but which one that is was not
+    /// recorded.
+    pub(crate) fn load_recent(&mut self) -> Result<(), StoreError> {
+        let ledger = &mut self.ledger;
+        let loaded = (|| {
+            let [first, second] = Recent::BOTH.map(|recent| count_rows(&self.conn, recent));
+            let (first, second) = (first?, second?);
+            Ok(match (first, second) {
+                (_, 0) => (Recent::First, first),
+                (0, _) => (Recent::Second, second),
+                _ => {
+                    let tx = self
+                        .conn
+                        .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    tx.execute_batch(
+                        "INSERT OR IGNORE INTO events (stream_no, seq, event_type, data)
+                         SELECT stream_no, seq, event_type, data FROM recent
+                         UNION ALL
+                         SELECT stream_no, seq, event_type, data FROM recent_alt
+                         ORDER BY stream_no, seq;
+                         DELETE FROM recent;
+                         DELETE FROM recent_alt;",
+                    )?;
+                    tx.commit()?;
+                    (Recent::First, 0)
+                }
+            })
+        })();
+        let (active, rows) =
+            loaded.map_err(|e| classify(&ledger.path, "settling recent events at open", e))?;
+        ledger.active = active;
+        ledger.active_rows = rows;
         Ok(())
     }
 
@@ -247,11 +335,12 @@ impl Writer {
                 let _ = close.send(result);
                 return;
             }
-            // A writer too busy to be idle settles anyway once `recent` has
-            // doubled, slice after slice until it is back under that:
-            // otherwise `recent` would grow as long as the load lasts.
+            // A writer too busy to be idle settles anyway once the table
+            // taking appends is full again, slice after slice until the
+            // settle is done: otherwise `recent` would grow as long as the
+            // load lasts.
             while self.settle_due()
-                && self.ledger.recent_rows >= 2 * SETTLE_ROWS
+                && self.ledger.active_rows >= SETTLE_ROWS
                 && self.settle_slice(BUSY_SLICE_ROWS)
             {}
         }
@@ -326,13 +415,13 @@ impl Writer {
                 outcomes.push(outcome);
             }
             finish_heads(&tx, &mut dirty)
-                .and_then(|()| ledger.start_settle_if_due(&tx))
                 .and_then(|()| tx.commit())
                 .map_err(|e| (classify(&ledger.path, "committing", e), None))
         })();
 
         match result {
             Ok(()) => {
+                ledger.start_settle_if_due();
                 checkpointer.request();
                 for (stream, head) in dirty {
                     // Streams ended or purged in this batch have left the cache.
@@ -349,8 +438,8 @@ impl Writer {
                 // The transaction rolled back: the cache may be ahead of the
                 // database, so forget it; the next use reloads from the file.
                 ledger.cache.clear();
-                if let Ok(rows) = count_recent(conn) {
-                    ledger.recent_rows = rows;
+                if let Ok(rows) = count_rows(conn, ledger.active) {
+                    ledger.active_rows = rows;
                 }
                 // Everything in the group fails with the batch's error: what
                 // was applied (rolled back), the command that failed, and the
@@ -446,18 +535,15 @@ impl Writer {
 }
 
 impl Ledger {
-    /// Starts a settle once `recent` has grown to [`SETTLE_ROWS`]: it will
-    /// move the rows there now.
-    fn start_settle_if_due(&mut self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        if self.settle.is_none() && self.recent_rows >= SETTLE_ROWS {
-            let frozen: Option<i64> =
-                tx.query_row("SELECT MAX(position) FROM recent", [], |row| row.get(0))?;
-            self.settle = frozen.map(|frozen| Settle::Copy {
-                frozen,
-                after: (i64::MIN, i64::MIN),
-            });
+    /// Once the table taking appends holds [`SETTLE_ROWS`] and the other
+    /// one is empty (no settle under way), appends switch to the other one
+    /// and a settle of this one starts.
+    fn start_settle_if_due(&mut self) {
+        if self.settle.is_none() && self.active_rows >= SETTLE_ROWS {
+            self.active = self.active.other();
+            self.active_rows = 0;
+            self.settle = Some(Settle::START);
         }
-        Ok(())
     }
 
     /// Answers a committed command and tells followers about the new head.
@@ -585,9 +671,7 @@ impl Ledger {
         let first_seq = head.last_seq + 1;
         if !events.is_empty() {
             let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO recent (stream_no, seq, event_type, data) VALUES (?1, ?2, ?3, ?4)",
-                )
+                .prepare_cached(self.active.insert())
                 .map_err(|e| classify(&self.path, "preparing an append", e))?;
             for event in &events {
                 head.last_seq += 1;
@@ -601,7 +685,7 @@ impl Ledger {
                     .map_err(|e| classify(&self.path, "appending an event", e))?;
             }
             dirty.insert(stream, head);
-            self.recent_rows += events.len() as u64;
+            self.active_rows += events.len() as u64;
         }
         Ok(AppendReceipt {
             first_seq,
@@ -693,13 +777,21 @@ impl Ledger {
 }
 
 /// The head columns of a stream row aliased `s`: the first and the last
-/// retained sequence, both NULL when the stream has no events. Each is one
-/// index probe.
+/// retained sequence, both NULL when the stream has no events. Each
+/// subquery is one index probe. Readers cannot tell which `recent` table is
+/// being settled, so both are probed: `min(coalesce(a, b), coalesce(b, a))`
+/// is the smaller of two that may be NULL.
 pub(crate) const HEAD_COLUMNS: &str = "coalesce(
         (SELECT MIN(seq) FROM events WHERE stream_no = s.stream_no),
-        (SELECT MIN(seq) FROM recent WHERE stream_no = s.stream_no)),
+        min(coalesce((SELECT MIN(seq) FROM recent WHERE stream_no = s.stream_no),
+                     (SELECT MIN(seq) FROM recent_alt WHERE stream_no = s.stream_no)),
+            coalesce((SELECT MIN(seq) FROM recent_alt WHERE stream_no = s.stream_no),
+                     (SELECT MIN(seq) FROM recent WHERE stream_no = s.stream_no)))),
      coalesce(
-        (SELECT MAX(seq) FROM recent WHERE stream_no = s.stream_no),
+        max(coalesce((SELECT MAX(seq) FROM recent WHERE stream_no = s.stream_no),
+                     (SELECT MAX(seq) FROM recent_alt WHERE stream_no = s.stream_no)),
+            coalesce((SELECT MAX(seq) FROM recent_alt WHERE stream_no = s.stream_no),
+                     (SELECT MAX(seq) FROM recent WHERE stream_no = s.stream_no))),
         (SELECT MAX(seq) FROM events WHERE stream_no = s.stream_no))";
 
 /// First and last retained sequence from [`HEAD_COLUMNS`]. A stream without
@@ -740,18 +832,21 @@ fn finish_heads(
         return Ok(());
     }
     let now = unix_millis();
-    let mut trim = tx.prepare_cached("DELETE FROM events WHERE stream_no = ?1 AND seq < ?2")?;
-    // Rows trimmed from `recent` are not subtracted from the ledger's count
-    // here; the end of the next settle recounts.
-    let mut trim_recent =
-        tx.prepare_cached("DELETE FROM recent WHERE stream_no = ?1 AND seq < ?2")?;
+    // Rows trimmed from `recent` are not subtracted from the ledger's count:
+    // it only decides when to settle.
+    let mut trims = [
+        tx.prepare_cached("DELETE FROM events WHERE stream_no = ?1 AND seq < ?2")?,
+        tx.prepare_cached("DELETE FROM recent WHERE stream_no = ?1 AND seq < ?2")?,
+        tx.prepare_cached("DELETE FROM recent_alt WHERE stream_no = ?1 AND seq < ?2")?,
+    ];
     let mut touch =
         tx.prepare_cached("UPDATE streams SET last_activity = ?1 WHERE stream_no = ?2")?;
     for head in dirty.values_mut() {
         if head.last_seq - head.first_seq + 1 > head.cap {
             head.first_seq = head.last_seq - head.cap + 1;
-            trim.execute(params![head.stream_no, head.first_seq as i64])?;
-            trim_recent.execute(params![head.stream_no, head.first_seq as i64])?;
+            for trim in &mut trims {
+                trim.execute(params![head.stream_no, head.first_seq as i64])?;
+            }
         }
         if now - head.activity_written >= ACTIVITY_RESOLUTION_MILLIS {
             touch.execute(params![now, head.stream_no])?;
@@ -761,10 +856,12 @@ fn finish_heads(
     Ok(())
 }
 
-fn count_recent(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT COUNT(*) FROM recent", [], |row| {
-        row.get::<_, i64>(0)
-    })
+fn count_rows(conn: &Connection, recent: Recent) -> rusqlite::Result<u64> {
+    conn.query_row(
+        &format!("SELECT COUNT(*) FROM {}", recent.table()),
+        [],
+        |row| row.get::<_, i64>(0),
+    )
     .map(|rows| rows as u64)
 }
 
@@ -785,7 +882,7 @@ fn settle_step(conn: &mut Connection, ledger: &mut Ledger, rows: u64) -> Result<
         let moved = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .and_then(|tx| {
-                let moved = move_slice(&tx, settle, rows)?;
+                let moved = move_slice(&tx, ledger.active.other(), settle, rows)?;
                 tx.commit()?;
                 Ok(moved)
             });
@@ -794,100 +891,77 @@ fn settle_step(conn: &mut Connection, ledger: &mut Ledger, rows: u64) -> Result<
         }
         moved
     })();
-    let (next, deleted) = moved.map_err(|e| classify(&ledger.path, "settling recent events", e))?;
-    ledger.settle = next;
-    ledger.recent_rows = ledger.recent_rows.saturating_sub(deleted);
-    if next.is_none() {
-        // Rows trimmed or purged from `recent` were never subtracted: without
-        // this, the count would only grow under a small cap, and a settle
-        // would start after every commit.
-        ledger.recent_rows =
-            count_recent(conn).map_err(|e| classify(&ledger.path, "counting recent events", e))?;
-    }
+    ledger.settle = moved.map_err(|e| classify(&ledger.path, "settling recent events", e))?;
     Ok(())
 }
 
-/// One step of `settle` over at most `rows` rows: returns where the settle
-/// goes on from (`None` once it is done) and how many rows left `recent`.
+/// One slice of `settle` of the table `settling`, over at most `rows` rows:
+/// returns where the settle goes on from, `None` once it is done.
 fn move_slice(
     tx: &Transaction<'_>,
-    settle: Settle,
+    settling: Recent,
+    Settle { after }: Settle,
     rows: u64,
-) -> rusqlite::Result<(Option<Settle>, u64)> {
-    match settle {
-        Settle::Copy { frozen, after } => {
-            // The key `rows` frozen rows on, if there are that many left. The
-            // index is named: the planner would otherwise scan and sort
-            // `recent` by position.
-            let end: Option<(i64, i64)> = tx
-                .prepare_cached(
-                    "SELECT stream_no, seq FROM recent INDEXED BY recent_by_stream
-                     WHERE (stream_no, seq) > (?1, ?2) AND position <= ?3
-                     ORDER BY stream_no, seq LIMIT 1 OFFSET ?4",
-                )?
-                .query_row(
-                    params![after.0, after.1, frozen, rows.max(1) as i64 - 1],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?;
-            let end_key = end.unwrap_or((i64::MAX, i64::MAX));
-            // OR IGNORE: a settle cut short by a crash is done again from the
-            // start, over rows it had already copied.
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (stream_no, seq, event_type, data)
-                 SELECT stream_no, seq, event_type, data FROM recent INDEXED BY recent_by_stream
-                 WHERE (stream_no, seq) > (?1, ?2) AND (stream_no, seq) <= (?3, ?4)
-                   AND position <= ?5
-                 ORDER BY stream_no, seq",
-            )?
-            .execute(params![after.0, after.1, end_key.0, end_key.1, frozen])?;
-            let next = match end {
-                Some(after) => Settle::Copy { frozen, after },
-                None => Settle::Clear {
-                    frozen,
-                    after: i64::MIN,
-                },
-            };
-            Ok((Some(next), 0))
-        }
-        Settle::Clear { frozen, after } => {
-            let start: Option<i64> = tx
-                .prepare_cached("SELECT MIN(position) FROM recent WHERE position > ?1")?
-                .query_row([after], |row| row.get(0))?;
-            let Some(start) = start.filter(|&start| start <= frozen) else {
-                return Ok((None, 0));
-            };
-            let end = start.saturating_add(rows.max(1) as i64 - 1).min(frozen);
-            // Only rows that are in `events`: a row given a frozen position
-            // after the settle began (SQLite reuses the highest positions
-            // once their rows are deleted) may not have been copied.
-            let deleted = tx
-                .prepare_cached(
-                    "DELETE FROM recent WHERE position >= ?1 AND position <= ?2
-                     AND EXISTS (SELECT 1 FROM events e
-                                 WHERE e.stream_no = recent.stream_no AND e.seq = recent.seq)",
-                )?
-                .execute(params![start, end])?;
-            let next = (end < frozen).then_some(Settle::Clear { frozen, after: end });
-            Ok((next, deleted as u64))
+) -> rusqlite::Result<Option<Settle>> {
+    let (table, index) = (settling.table(), settling.index());
+    // The key `rows` rows on, if there are that many left. The index is
+    // named so that the copy below reads the rows in key order rather than
+    // sorting them.
+    let end: Option<(i64, i64)> = tx
+        .prepare_cached(&format!(
+            "SELECT stream_no, seq FROM {table} INDEXED BY {index}
+             WHERE (stream_no, seq) > (?1, ?2)
+             ORDER BY stream_no, seq LIMIT 1 OFFSET ?3"
+        ))?
+        .query_row(params![after.0, after.1, rows.max(1) as i64 - 1], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let end_key = end.unwrap_or((i64::MAX, i64::MAX));
+    // OR IGNORE: a settle cut short by a crash is done again from the start,
+    // over rows it had already copied.
+    tx.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO events (stream_no, seq, event_type, data)
+         SELECT stream_no, seq, event_type, data FROM {table} INDEXED BY {index}
+         WHERE (stream_no, seq) > (?1, ?2) AND (stream_no, seq) <= (?3, ?4)
+         ORDER BY stream_no, seq"
+    ))?
+    .execute(params![after.0, after.1, end_key.0, end_key.1])?;
+    match end {
+        Some(after) => Ok(Some(Settle { after })),
+        None => {
+            // Every row is in `events` now. Without a WHERE clause SQLite
+            // frees the table's pages whole, without visiting its rows and
+            // their index entries one by one.
+            tx.execute(&format!("DELETE FROM {table}"), [])?;
+            Ok(None)
         }
     }
 }
 
 fn delete_stream(tx: &Transaction<'_>, stream_no: i64) -> rusqlite::Result<u64> {
-    // During a settle a row may be in both tables: counted once, in `events`.
-    let only_recent = tx
-        .prepare_cached(
-            "DELETE FROM recent WHERE stream_no = ?1
-             AND seq > coalesce((SELECT MAX(seq) FROM events WHERE stream_no = ?1), 0)",
-        )?
-        .execute([stream_no])?;
-    let events = tx
+    // During a settle a row may be in `events` and in a `recent` table:
+    // counted once, in `events`.
+    let mut events = 0;
+    for recent in Recent::BOTH {
+        events += tx
+            .prepare_cached(&format!(
+                "DELETE FROM {} WHERE stream_no = ?1
+                 AND seq > coalesce((SELECT MAX(seq) FROM events WHERE stream_no = ?1), 0)",
+                recent.table()
+            ))?
+            .execute([stream_no])?;
+    }
+    events += tx
         .prepare_cached("DELETE FROM events WHERE stream_no = ?1")?
-        .execute([stream_no])?
-        + only_recent;
-    tx.prepare_cached("DELETE FROM recent WHERE stream_no = ?1")?
         .execute([stream_no])?;
+    for recent in Recent::BOTH {
+        tx.prepare_cached(&format!(
+            "DELETE FROM {} WHERE stream_no = ?1",
+            recent.table()
+        ))?
+        .execute([stream_no])?;
+    }
     tx.prepare_cached("DELETE FROM streams WHERE stream_no = ?1")?
         .execute([stream_no])?;
     Ok(events as u64)

@@ -683,6 +683,23 @@ async fn assert_reads_one_to_ten(store: &Arc<SqliteEventStore>, stream: store::S
     );
 }
 
+/// A new stream in `store` with one event, `text`, flushed.
+async fn one_event_in_a_new_stream(
+    store: &Arc<SqliteEventStore>,
+    text: &'static str,
+) -> store::StreamId {
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store
+        .append(stream, vec![NewEvent::message(text)])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    stream
+}
+
 fn seqs_of(events: Vec<store::StoredEvent>) -> Vec<u64> {
     events.iter().map(|event| event.seq).collect()
 }
@@ -705,15 +722,7 @@ async fn a_version_2_file_is_migrated_and_keeps_its_events() {
     }
     let store = Arc::new(SqliteEventStore::open(&path).unwrap());
     assert_reads_one_to_ten(&store, stream).await;
-    let more = store
-        .create_stream(NewStream::new(StreamKind::PostResponse))
-        .await
-        .unwrap();
-    store
-        .append(more, vec![NewEvent::message("after the migration")])
-        .await
-        .unwrap();
-    store.flush().await.unwrap();
+    let more = one_event_in_a_new_stream(&store, "after the migration").await;
     assert_eq!(seqs_of(replay_all(&store, more).await), vec![1]);
     store.close().await.unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -724,35 +733,50 @@ async fn a_version_2_file_is_migrated_and_keeps_its_events() {
 }
 
 /// A process that stops during a settle leaves rows in both `recent`
-/// tables (the older ones partly copied into `events`), and nothing says
-/// which table is the older. The next open settles both together: every
-/// event is read once, in order, and both tables are empty.
+/// tables: the older ones, partly copied into `events`, in the table being
+/// settled, and the newer ones in the other. Nothing records which is
+/// which; the next open tells them apart by a stream's sequences, settles
+/// the older table and appends to the newer, and every event is read once,
+/// in order, throughout.
 #[tokio::test]
-async fn rows_in_both_recent_tables_at_open_are_settled_together() {
-    let (_dir, path) = temp_db();
-    let (stream, _) = ten_events_closed(SqliteOptions::new(&path), None).await;
-    {
-        // Events 1 to 5 in the table being settled (1 to 3 already copied),
-        // 6 to 10 in the one taking appends.
+async fn rows_in_both_recent_tables_at_open_settle_the_older_one() {
+    for (older, newer) in [("recent", "recent_alt"), ("recent_alt", "recent")] {
+        let (_dir, path) = temp_db();
+        let (stream, _) = ten_events_closed(SqliteOptions::new(&path), None).await;
+        {
+            // Events 1 to 5 in `older` (1 to 3 already copied), 6 to 10 in `newer`.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TEMP TABLE ten AS SELECT stream_no, seq, event_type, data FROM recent;
+                 DELETE FROM recent;
+                 INSERT INTO {older} (stream_no, seq, event_type, data)
+                     SELECT * FROM ten WHERE seq <= 5;
+                 INSERT INTO {newer} (stream_no, seq, event_type, data)
+                     SELECT * FROM ten WHERE seq > 5;
+                 INSERT INTO events SELECT * FROM ten WHERE seq <= 3;"
+            ))
+            .unwrap();
+        }
+        let store = Arc::new(SqliteEventStore::open(&path).unwrap());
+        assert_reads_one_to_ten(&store, stream).await;
+        one_event_in_a_new_stream(&store, "after the open").await;
+        assert_reads_one_to_ten(&store, stream).await;
+        let info = store.stream_info(stream).await.unwrap().unwrap();
+        assert_eq!((info.first_seq, info.last_seq), (1, 10), "older: {older}");
+        store.close().await.unwrap();
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "INSERT INTO recent_alt (stream_no, seq, event_type, data)
-                 SELECT stream_no, seq, event_type, data FROM recent WHERE seq > 5;
-             DELETE FROM recent WHERE seq > 5;
-             INSERT INTO events SELECT stream_no, seq, event_type, data FROM recent WHERE seq <= 3;",
-        )
-        .unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM events"), 5, "older: {older}");
+        assert_eq!(
+            count(&format!("SELECT COUNT(*) FROM {older}")),
+            0,
+            "older: {older}"
+        );
+        // Events 6 to 10, and the append made after the open.
+        assert_eq!(
+            count(&format!("SELECT COUNT(*) FROM {newer}")),
+            6,
+            "older: {older}"
+        );
     }
-    let store = Arc::new(SqliteEventStore::open(&path).unwrap());
-    assert_reads_one_to_ten(&store, stream).await;
-    let info = store.stream_info(stream).await.unwrap().unwrap();
-    assert_eq!((info.first_seq, info.last_seq), (1, 10));
-    store.close().await.unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
-    assert_eq!(count("SELECT COUNT(*) FROM events"), 10);
-    assert_eq!(
-        count("SELECT (SELECT COUNT(*) FROM recent) + (SELECT COUNT(*) FROM recent_alt)"),
-        0
-    );
 }

@@ -239,40 +239,33 @@ impl Writer {
     }
 
     /// Picks the `recent` table appends go to, from the rows a previous run
-    /// left: the one that has rows, if one is empty. If both have rows (the
-    /// previous run stopped during a settle), both are settled now, together:
-    /// settling only the older one is safe, but which one that is was not
-    /// recorded.
+    /// left: the one that has rows, if one is empty. If both have rows, the
+    /// previous run stopped during a settle: the older table is settled
+    /// again (its copy is idempotent) and appends go to the newer one.
     pub(crate) fn load_recent(&mut self) -> Result<(), StoreError> {
         let ledger = &mut self.ledger;
         let loaded = (|| {
             let [first, second] = Recent::BOTH.map(|recent| count_rows(&self.conn, recent));
             let (first, second) = (first?, second?);
             Ok(match (first, second) {
-                (_, 0) => (Recent::First, first),
-                (0, _) => (Recent::Second, second),
+                (_, 0) => (Recent::First, first, None),
+                (0, _) => (Recent::Second, second, None),
                 _ => {
-                    let tx = self
-                        .conn
-                        .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    tx.execute_batch(
-                        "INSERT OR IGNORE INTO events (stream_no, seq, event_type, data)
-                         SELECT stream_no, seq, event_type, data FROM recent
-                         UNION ALL
-                         SELECT stream_no, seq, event_type, data FROM recent_alt
-                         ORDER BY stream_no, seq;
-                         DELETE FROM recent;
-                         DELETE FROM recent_alt;",
-                    )?;
-                    tx.commit()?;
-                    (Recent::First, 0)
+                    let older = older_recent(&self.conn)?;
+                    let rows = if older == Recent::First {
+                        second
+                    } else {
+                        first
+                    };
+                    (older.other(), rows, Some(Settle::START))
                 }
             })
         })();
-        let (active, rows) =
-            loaded.map_err(|e| classify(&ledger.path, "settling recent events at open", e))?;
+        let (active, rows, settle) =
+            loaded.map_err(|e| classify(&ledger.path, "reading recent events at open", e))?;
         ledger.active = active;
         ledger.active_rows = rows;
+        ledger.settle = settle;
         Ok(())
     }
 
@@ -854,6 +847,26 @@ fn finish_heads(
         }
     }
     Ok(())
+}
+
+/// Of two `recent` tables that both have rows, the one being settled when
+/// the writer stopped: for a stream with rows in both, its rows there
+/// precede its rows in the other. If no stream has rows in both, settling
+/// either one first keeps every stream's rows in `events` contiguous, and
+/// `recent` is picked.
+fn older_recent(conn: &Connection) -> rusqlite::Result<Recent> {
+    let first_is_older: Option<bool> = conn
+        .query_row(
+            "SELECT r.seq < a.seq FROM recent r JOIN recent_alt a ON a.stream_no = r.stream_no
+             LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(match first_is_older {
+        Some(false) => Recent::Second,
+        Some(true) | None => Recent::First,
+    })
 }
 
 fn count_rows(conn: &Connection, recent: Recent) -> rusqlite::Result<u64> {

@@ -15,7 +15,8 @@
 //!    Latency: 100 streams each producing an event every 10 ms (10,000
 //!    events/s offered), each event stamped when produced and timed when
 //!    the client has parsed it; "added" is the percentile minus the same
-//!    percentile without the layer.
+//!    percentile without the layer. Beside them, how long this disk takes
+//!    to sync one appended WAL frame: what a `FULL` commit waits for at least.
 //! 3. rmcp's `StreamableHttpService` alone against behind the layer on
 //!    SQLite: rmcp's client, 20 tool calls at once, 1,000 progress
 //!    notifications each, timed until every result and notification arrived.

@@ -237,11 +237,49 @@ pub async fn sse(report: &mut Report, plan: &Plan, dir: &Path) {
             .value_target("p99 added < 1 ms", Target::AtMost(1e6), added99),
         );
     }
+    // What a `FULL` commit cannot go under: one WAL append synced to disk.
+    let syncs = tokio::task::spawn_blocking({
+        let path = dir.join("sync-probe");
+        move || append_sync_latencies(&path, 500)
+    })
+    .await
+    .unwrap();
+    report.push(
+        Row::new(
+            "2. Raw SSE",
+            "disk: a 4,120 B append (a WAL frame) and fdatasync, in the stores' directory: the floor of a FULL commit",
+            format!(
+                "p50 {} / p99 {}",
+                micros(percentile(&syncs, 0.5)),
+                micros(percentile(&syncs, 0.99))
+            ),
+        ),
+    );
     for (_, _, store) in servers {
         if let Some(store) = store {
             let _ = store.close().await;
         }
     }
+}
+
+/// Nanoseconds each of `count` appends of a WAL frame's size to a new file
+/// at `path` took to be synced (`fdatasync`), sorted.
+fn append_sync_latencies(path: &Path, count: usize) -> Vec<u64> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let frame = vec![0x5a_u8; 4_096 + 24];
+    let mut latencies: Vec<u64> = (0..count)
+        .map(|_| {
+            file.write_all(&frame).unwrap();
+            let started = Instant::now();
+            file.sync_data().unwrap();
+            started.elapsed().as_nanos() as u64
+        })
+        .collect();
+    drop(file);
+    let _ = std::fs::remove_file(path);
+    latencies.sort_unstable();
+    latencies
 }
 
 /// Row 7, throughput: events/s at 1, 10, 100 and 1,000 concurrent streams.

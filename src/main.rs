@@ -168,6 +168,17 @@ struct Options {
     )]
     max_event_bytes: u64,
 
+    /// Live streams kept at once, of all sessions; beyond it, streams are served without resumability
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_LIVE_STREAMS",
+        value_name = "N",
+        default_value = "10000",
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    max_live_streams: u64,
+
     /// Live streams one session may have; beyond it, streams are served without resumability
     #[arg(
         long,
@@ -536,6 +547,7 @@ fn build_layer(store: Arc<dyn EventStore>, options: &Options) -> ResumabilityLay
         // The event cap needs no setting here: the layer takes the store's
         // retention, which `open_store` set from the same option.
         .max_event_bytes(usize::try_from(options.max_event_bytes).unwrap_or(usize::MAX))
+        .max_live_streams(usize::try_from(options.max_live_streams).unwrap_or(usize::MAX))
         .max_live_streams_per_session(
             usize::try_from(options.max_live_streams_per_session).unwrap_or(usize::MAX),
         )

@@ -429,7 +429,7 @@ fn sqlite_arg(path: &Path) -> String {
 // ---------------------------------------------------------------------------
 
 /// Every option of the contract: flag, environment variable, default.
-const OPTIONS: [(&str, &str, &str); 13] = [
+const OPTIONS: [(&str, &str, &str); 14] = [
     ("--listen", "MCP_RESUME_LISTEN", "127.0.0.1:8080"),
     ("--store", "MCP_RESUME_STORE", "sqlite:./mcp_events.db"),
     ("--sync", "MCP_RESUME_SYNC", "normal"),
@@ -442,6 +442,7 @@ const OPTIONS: [(&str, &str, &str); 13] = [
         "10000",
     ),
     ("--max-event-bytes", "MCP_RESUME_MAX_EVENT_BYTES", "8388608"),
+    ("--max-live-streams", "MCP_RESUME_MAX_LIVE_STREAMS", "10000"),
     (
         "--max-live-streams-per-session",
         "MCP_RESUME_MAX_LIVE_STREAMS_PER_SESSION",

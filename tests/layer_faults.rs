@@ -425,6 +425,43 @@ async fn streams_beyond_the_session_limit_pass_through() {
     assert!(layer.stats().passthrough_streams >= 1);
 }
 
+/// Beyond `max_live_streams`, new streams are served without resumability
+/// (inner bytes untouched), whatever their session, and streams without a
+/// session count too; once a live stream ends, the next one is resumable.
+#[tokio::test]
+async fn streams_beyond_the_layer_limit_pass_through() {
+    let layer = ResumabilityLayer::new(memory_store()).max_live_streams(1);
+    let store: Arc<dyn EventStore> = layer.store().clone();
+    let (script, served) = serve_scripted(&layer).await;
+    let post = || Req::post("/mcp", CALL).version(V2025_06_18);
+
+    let mut first = post().send(served.addr).await;
+    let first_inner = script.next_stream().await;
+    assert!(first_inner.event("one").await);
+    let one = first.expect_event().await;
+    assert_eq!(one.seq(), 1);
+
+    let mut second = post().session("s2").send(served.addr).await;
+    let second_inner = script.next_stream().await;
+    assert!(second_inner.raw("id: 9/9\ndata: raw\n\n").await);
+    second_inner.close();
+    assert_eq!(second.body_to_end().await, b"id: 9/9\ndata: raw\n\n");
+    assert_eq!(layer.stats().passthrough_streams, 1);
+
+    first_inner.close();
+    assert!(first.events_to_end().await.is_empty());
+    wait_state(&store, stream_of(one.id()), StreamState::Complete).await;
+    let mut third = post().send(served.addr).await;
+    let third_inner = script.next_stream().await;
+    assert!(third_inner.event("three").await);
+    third_inner.close();
+    assert_eq!(
+        third.events_to_end().await[0].seq(),
+        1,
+        "limit is on live streams"
+    );
+}
+
 /// A client too slow for its producer: the stream's event cap (100) must not
 /// trim what the attached client has yet to read. The layer holds the pump
 /// once the client is half the cap behind, so the client gets every event, in

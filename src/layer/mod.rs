@@ -135,6 +135,7 @@ pub(crate) struct Config {
     identity: Option<IdentityFn>,
     limits: SseLimits,
     max_events_per_stream: Option<u64>,
+    max_live_streams: usize,
     max_live_streams_per_session: usize,
     on_store_failure: StoreFailurePolicy,
     poll_after: Option<Duration>,
@@ -167,6 +168,7 @@ impl fmt::Debug for Config {
             .field("identity", &self.identity.as_ref().map(|_| "bound"))
             .field("limits", &self.limits)
             .field("max_events_per_stream", &self.max_events_per_stream)
+            .field("max_live_streams", &self.max_live_streams)
             .field(
                 "max_live_streams_per_session",
                 &self.max_live_streams_per_session,
@@ -260,6 +262,7 @@ impl ResumabilityLayer {
                 identity: None,
                 limits: SseLimits::default(),
                 max_events_per_stream: None,
+                max_live_streams: 10_000,
                 max_live_streams_per_session: 64,
                 on_store_failure: StoreFailurePolicy::default(),
                 poll_after: None,
@@ -343,6 +346,18 @@ impl ResumabilityLayer {
     /// (10,000 unless configured).
     pub fn max_events_per_stream(mut self, max: u64) -> Self {
         self.config.max_events_per_stream = Some(max.max(1));
+        self
+    }
+
+    /// The most live streams this layer keeps at once, of all sessions and
+    /// of none (stateless servers); streams beyond it are served without
+    /// resumability (and logged). A stream is live from its first byte until
+    /// its producer ends or, once its clients have left, the detach timeout
+    /// passes. Bounds the layer's memory: about 6 KiB per idle stream, and up
+    /// to 256 KiB more for a stream whose producer runs ahead of its commits.
+    /// Default: 10,000.
+    pub fn max_live_streams(mut self, max: usize) -> Self {
+        self.config.max_live_streams = max.max(1);
         self
     }
 

@@ -87,6 +87,14 @@ impl Exchange {
         let session = self
             .session
             .or_else(|| protocol::header_text(response.headers(), &MCP_SESSION_ID));
+        if runtime.registry.live() >= config.max_live_streams {
+            runtime.counters.passthrough_streams.increment();
+            tracing::warn!(
+                limit = config.max_live_streams,
+                "too many live streams; serving this one without resumability"
+            );
+            return Opened::Passthrough(response);
+        }
         if let Some(session) = &session
             && runtime.registry.live_in_session(session) >= config.max_live_streams_per_session
         {
@@ -126,11 +134,12 @@ impl Exchange {
             }
         };
         let tail = Tail::new(stream, session);
-        if !runtime
-            .registry
-            .insert(&tail, config.max_live_streams_per_session)
-        {
-            // Another stream of the session got the last place meanwhile.
+        if !runtime.registry.insert(
+            &tail,
+            config.max_live_streams,
+            config.max_live_streams_per_session,
+        ) {
+            // Another stream got the last place meanwhile.
             let _ = runtime.store.end_stream(stream, StreamEnd::Abandoned).await;
             runtime.counters.passthrough_streams.increment();
             return Opened::Passthrough(response);

@@ -418,10 +418,13 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new stream unless its session already has `max_per_session`
-    /// live streams here.
-    pub(crate) fn insert(&self, tail: &Arc<Tail>, max_per_session: usize) -> bool {
+    /// Registers a new stream unless `max` streams are live here, or its
+    /// session already has `max_per_session`.
+    pub(crate) fn insert(&self, tail: &Arc<Tail>, max: usize, max_per_session: usize) -> bool {
         let mut state = self.lock();
+        if state.tails.len() >= max {
+            return false;
+        }
         if let Some(session) = &tail.session {
             let count = state.per_session.entry(session.clone()).or_default();
             if *count >= max_per_session {
@@ -446,6 +449,11 @@ impl Registry {
                 state.per_session.remove(session);
             }
         }
+    }
+
+    /// How many streams are live here.
+    pub(crate) fn live(&self) -> usize {
+        self.lock().tails.len()
     }
 
     /// How many live streams `session` has here.
@@ -622,11 +630,26 @@ mod tests {
         let registry = Registry::default();
         let a = Tail::new(StreamId::random(), Some("s".into()));
         let b = Tail::new(StreamId::random(), Some("s".into()));
-        assert!(registry.insert(&a, 1));
-        assert!(!registry.insert(&b, 1));
+        assert!(registry.insert(&a, 10, 1));
+        assert!(!registry.insert(&b, 10, 1));
         assert_eq!(registry.live_in_session("s"), 1);
         registry.remove(a.stream);
-        assert!(registry.insert(&b, 1));
+        assert!(registry.insert(&b, 10, 1));
         assert_eq!(registry.of_session("s").len(), 1);
+    }
+
+    /// The cap on all live streams counts streams without a session too, and
+    /// a stream it refuses does not count against its session.
+    #[test]
+    fn the_registry_caps_all_live_streams() {
+        let registry = Registry::default();
+        let without = Tail::new(StreamId::random(), None);
+        let with = Tail::new(StreamId::random(), Some("s".into()));
+        assert!(registry.insert(&without, 1, 5));
+        assert!(!registry.insert(&with, 1, 5));
+        assert_eq!((registry.live(), registry.live_in_session("s")), (1, 0));
+        registry.remove(without.stream);
+        assert!(registry.insert(&with, 1, 5));
+        assert_eq!((registry.live(), registry.live_in_session("s")), (1, 1));
     }
 }

@@ -780,3 +780,50 @@ async fn rows_in_both_recent_tables_at_open_settle_the_older_one() {
         );
     }
 }
+
+/// Under appends that never pause, the checkpointing thread never finds
+/// the WAL all copied, so it would never start over and grow as long as the
+/// load lasts (gigabytes in a minute). The writer restarts it once it holds
+/// `max_wal_bytes`, which it may exceed by one commit (here at most 2 MiB, a
+/// settle slice of 4,096 events): 32 MiB of events go through a 1 MiB WAL,
+/// which never grows past a few MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_appends_that_never_pause() {
+    const STREAMS: usize = 4;
+    const APPENDS: usize = 512;
+    let (_dir, path) = temp_db();
+    let store = Arc::new(
+        SqliteOptions::new(&path)
+            .max_wal_bytes(1 << 20)
+            .open()
+            .unwrap(),
+    );
+    let wal = path.with_extension("db-wal");
+    let largest = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writers: Vec<_> = (0..STREAMS)
+        .map(|_| {
+            let (store, wal, largest) = (store.clone(), wal.clone(), largest.clone());
+            tokio::spawn(async move {
+                let stream = store
+                    .create_stream(NewStream::new(StreamKind::PostResponse))
+                    .await
+                    .unwrap();
+                for _ in 0..APPENDS {
+                    let events = (0..32).map(|_| NewEvent::message("x".repeat(512)));
+                    store.append(stream, events.collect()).await.unwrap();
+                    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                    largest.fetch_max(size, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        largest < 8 << 20,
+        "the WAL grew to {largest} bytes while 32 MiB were appended"
+    );
+    store.close().await.unwrap();
+}

@@ -70,24 +70,56 @@ impl Checkpointer {
 fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path) {
     while wakes.recv().is_ok() {
         let started = std::time::Instant::now();
-        // Busy: the writer is checkpointing for a flush; nothing to do.
-        if let Err(error) = checkpoint(conn, path) {
+        // `Ok(None)`: the writer is checkpointing (for a flush, or to restart
+        // the WAL); nothing to do.
+        if let Err(error) = checkpoint(conn, path, Mode::Passive) {
             tracing::warn!(%error, "mcp-resume SQLite checkpoint failed; the next one will retry");
         }
         std::thread::sleep(CHECKPOINT_INTERVAL.saturating_sub(started.elapsed()));
     }
 }
 
-/// Copies what the WAL holds into the main file, as far as readers allow,
-/// without waiting for them or for the writer. `Ok(false)` when another
-/// connection's checkpoint was under way: SQLite runs one at a time, and
-/// this one did nothing.
-pub(crate) fn checkpoint(conn: &Connection, path: &std::path::Path) -> Result<bool, StoreError> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        row.get::<_, i64>(0)
-    })
-    .map(|busy| busy == 0)
-    .map_err(|e| schema::classify(path, "checkpointing", e))
+/// How a checkpoint deals with the writer and readers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Copies what the WAL holds into the main file, as far as readers
+    /// allow, without waiting for them or for the writer.
+    Passive,
+    /// Also waits (up to the connection's busy timeout) for readers of older
+    /// snapshots, so that all of the WAL is copied and the next commit
+    /// writes it from its start. Run by the writer, between commits.
+    Restart,
+}
+
+/// Runs a checkpoint; returns whether all of the WAL is now in the main
+/// file. `Ok(None)` when a passive checkpoint found another connection's
+/// under way: SQLite runs one at a time, and this one did nothing.
+pub(crate) fn checkpoint(
+    conn: &Connection,
+    path: &std::path::Path,
+    mode: Mode,
+) -> Result<Option<bool>, StoreError> {
+    let sql = match mode {
+        Mode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+        Mode::Restart => "PRAGMA wal_checkpoint(RESTART)",
+    };
+    // Columns: busy (the checkpoint could not run, or not to the end), frames
+    // in the WAL, frames copied into the main file.
+    let (busy, frames, copied) = conn
+        .query_row(sql, [], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(|e| schema::classify(path, "checkpointing", e))?;
+    // A busy passive checkpoint did nothing; a busy restart may have copied
+    // some, but leaves the WAL to grow on.
+    if busy != 0 && mode == Mode::Passive {
+        return Ok(None);
+    }
+    Ok(Some(busy == 0 && copied == frames))
 }
 
 /// A checkpoint that has run (for a flush, or at close): one under way on
@@ -95,7 +127,7 @@ pub(crate) fn checkpoint(conn: &Connection, path: &std::path::Path) -> Result<bo
 /// is waited out (it takes milliseconds), then this one runs.
 pub(crate) fn checkpoint_now(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
     let deadline = Instant::now() + CHECKPOINT_WAIT;
-    while !checkpoint(conn, path)? {
+    while checkpoint(conn, path, Mode::Passive)?.is_none() {
         if Instant::now() >= deadline {
             return Err(StoreError::backend(
                 "checkpointing",
@@ -163,7 +195,7 @@ mod tests {
         });
         let conn = connect(&path);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while checkpoint(&conn, &path).unwrap() {
+        while checkpoint(&conn, &path, Mode::Passive).unwrap().is_some() {
             assert!(
                 Instant::now() < deadline,
                 "never found the other checkpoint under way"

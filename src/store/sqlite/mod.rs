@@ -44,6 +44,7 @@ pub struct SqliteOptions {
     retention: Retention,
     read_connections: usize,
     max_size_bytes: Option<u64>,
+    max_wal_bytes: u64,
 }
 
 impl SqliteOptions {
@@ -88,6 +89,19 @@ impl SqliteOptions {
         self
     }
 
+    /// Bounds the write-ahead log beside the database file (`-wal`). Commits
+    /// are appended to it and copied into the database file by checkpoints;
+    /// it is written again from its start only once a checkpoint has copied
+    /// all of it, which a writer that never pauses does not allow. So once it
+    /// holds this much, the writer waits for a checkpoint of all of it (it
+    /// may exceed the bound by the commit that crossed it), and the file is
+    /// cut back to this size when it restarts. Default: 64 MiB.
+    /// Values below 1 MiB are treated as 1 MiB.
+    pub fn max_wal_bytes(mut self, bytes: u64) -> Self {
+        self.max_wal_bytes = bytes.max(1 << 20);
+        self
+    }
+
     /// Opens the store with these options; see [`SqliteEventStore::open_with`].
     pub fn open(self) -> Result<SqliteEventStore, StoreError> {
         SqliteEventStore::open_with(self)
@@ -96,7 +110,7 @@ impl SqliteOptions {
 
 impl Default for SqliteOptions {
     /// `./mcp_events.db`, [`SyncMode::Normal`], 5 s busy timeout, default
-    /// retention, 4 read connections, no size cap.
+    /// retention, 4 read connections, no size cap, a 64 MiB write-ahead log.
     fn default() -> Self {
         Self {
             path: PathBuf::from(SqliteEventStore::DEFAULT_PATH),
@@ -105,6 +119,7 @@ impl Default for SqliteOptions {
             retention: Retention::default(),
             read_connections: 4,
             max_size_bytes: None,
+            max_wal_bytes: 64 << 20,
         }
     }
 }
@@ -198,7 +213,7 @@ impl SqliteEventStore {
             live.clone(),
             lock,
             checkpointer::Checkpointer::start(&options)?,
-        );
+        )?;
         writer.load_recent()?;
         let orphans = writer.abandon_orphans()?;
         if orphans > 0 {

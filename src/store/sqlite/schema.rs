@@ -113,6 +113,10 @@ pub(crate) fn open_writer(options: &SqliteOptions) -> Result<Connection, StoreEr
     // inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(|e| classify(path, "configuring checkpoints", e))?;
+    // When the writer restarts the WAL, a file grown past the bound (by the
+    // commits made while a full checkpoint was awaited) is cut back to it.
+    conn.pragma_update(None, "journal_size_limit", options.max_wal_bytes as i64)
+        .map_err(|e| classify(path, "configuring checkpoints", e))?;
     if let Some(max_pages) = options
         .max_size_bytes
         .map(|bytes| bytes.div_ceil(page_size(&conn)))
@@ -171,7 +175,7 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()>
     Ok(())
 }
 
-fn page_size(conn: &Connection) -> u64 {
+pub(crate) fn page_size(conn: &Connection) -> u64 {
     conn.pragma_query_value(None, "page_size", |row| row.get::<_, i64>(0))
         .map_or(4096, |size| size.max(512) as u64)
 }

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpointer::{Checkpointer, checkpoint_now};
+use super::checkpointer::{Checkpointer, Mode, checkpoint, checkpoint_now};
 use super::schema::classify;
 use super::unix_millis;
 use super::{SqliteOptions, SyncMode};
@@ -101,6 +102,15 @@ pub(crate) struct Writer {
     ledger: Ledger,
     /// Told after every commit; dropped (and joined) before the lock below.
     checkpointer: Checkpointer,
+    /// The WAL frames past which the writer restarts the WAL
+    /// ([`SqliteOptions::max_wal_bytes`] in pages).
+    max_wal_frames: u64,
+    /// Frames in the WAL after the writer's latest commit (SQLite's WAL hook).
+    wal_frames: Arc<AtomicU64>,
+    /// How long a restart of the WAL waits for a checkpoint under way on
+    /// the checkpointing thread ([`SqliteOptions::busy_timeout`]; SQLite
+    /// itself waits as long for readers).
+    busy_timeout: std::time::Duration,
     /// After a settle slice failed: how long the writer waited, and when it
     /// tries again (meanwhile it only commits).
     settle_retry: Option<(std::time::Duration, std::time::Instant)>,
@@ -214,14 +224,26 @@ enum Outcome {
 
 impl Writer {
     pub(crate) fn new(
-        conn: Connection,
+        mut conn: Connection,
         options: &SqliteOptions,
         live: Arc<LiveStreams>,
         lock: File,
         checkpointer: Checkpointer,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, StoreError> {
+        let max_wal_frames = (options.max_wal_bytes / super::schema::page_size(&conn)).max(1);
+        let wal_frames = Arc::new(AtomicU64::new(0));
+        let frames = wal_frames.clone();
+        // Set after `wal_autocheckpoint`, which would replace it.
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(u64::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+            Ok(())
+        }))
+        .map_err(|e| classify(&options.path, "watching the WAL", e))?;
+        Ok(Self {
             conn,
+            max_wal_frames,
+            wal_frames,
+            busy_timeout: options.busy_timeout,
             ledger: Ledger {
                 path: options.path.clone(),
                 retention: options.retention,
@@ -235,7 +257,7 @@ impl Writer {
             checkpointer,
             settle_retry: None,
             _lock: lock,
-        }
+        })
     }
 
     /// Picks the `recent` table appends go to, from the rows a previous run
@@ -328,6 +350,7 @@ impl Writer {
                 let _ = close.send(result);
                 return;
             }
+            self.bound_wal();
             // A writer too busy to be idle settles anyway once the table
             // taking appends is full again, slice after slice until the
             // settle is done: otherwise `recent` would grow as long as the
@@ -463,6 +486,45 @@ impl Writer {
         close
     }
 
+    /// Restarts the WAL once it holds [`SqliteOptions::max_wal_bytes`]: after
+    /// every commit, of appends or of a settle slice.
+    fn bound_wal(&mut self) {
+        if self.wal_frames.load(Ordering::Relaxed) >= self.max_wal_frames {
+            self.restart_wal();
+        }
+    }
+
+    /// Checkpoints all of the WAL, waiting for readers of older snapshots,
+    /// so that the next commit writes it from its start: under a load that
+    /// never pauses, the checkpointing thread's passive checkpoints never
+    /// find it all copied, and it would grow without end. Appends wait
+    /// meanwhile (a few milliseconds: most of the WAL is copied already).
+    /// If the checkpointing thread's checkpoint or readers hold on past the
+    /// busy timeout, it is tried again after the next commit.
+    fn restart_wal(&mut self) {
+        let deadline = std::time::Instant::now() + self.busy_timeout;
+        // SQLite does not wait for another connection's checkpoint to end:
+        // that is retried here until the deadline.
+        let restarted = loop {
+            match checkpoint(&self.conn, &self.ledger.path, Mode::Restart) {
+                Ok(Some(false)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                other => break other,
+            }
+        };
+        match restarted {
+            Ok(Some(true)) => {}
+            Ok(_) => tracing::debug!(
+                "mcp-resume SQLite WAL restart deferred: a checkpoint or readers held on"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                "mcp-resume SQLite store could not restart its WAL; will retry"
+            ),
+        }
+    }
+
     /// Whether a settle is under way and not waiting to retry after a failure.
     fn settle_due(&self) -> bool {
         self.ledger.settle.is_some()
@@ -483,6 +545,7 @@ impl Writer {
                     tracing::info!("mcp-resume SQLite store settles events again");
                 }
                 self.checkpointer.request();
+                self.bound_wal();
                 true
             }
             Err(error) => {

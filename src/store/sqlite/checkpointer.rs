@@ -7,7 +7,10 @@
 //! thread of its own, with its own connection, runs passive checkpoints: a
 //! passive checkpoint never takes the write lock, so commits go on
 //! appending to the WAL while it copies, and the writer restarts the WAL
-//! from its beginning after a checkpoint that copied everything.
+//! from its beginning after a checkpoint that copied everything. A writer
+//! that never pauses leaves no such moment: once the WAL holds
+//! `max_wal_bytes`, the writer itself runs a [`Mode::Restart`] checkpoint
+//! between two commits.
 //!
 //! Checkpoints are small and frequent rather than large and rare: the
 //! database file's sync at the end of a checkpoint holds up the writer's

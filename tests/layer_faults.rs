@@ -388,17 +388,8 @@ async fn streams_beyond_the_session_limit_pass_through() {
             .version(V2025_06_18)
             .session(session)
     };
-    let mut first = post("s1").send(served.addr).await;
-    let first_inner = script.next_stream().await;
-    assert!(first_inner.event("one").await);
-    let one = first.expect_event().await;
-    assert_eq!(one.seq(), 1);
-
-    let mut second = post("s1").send(served.addr).await;
-    let second_inner = script.next_stream().await;
-    assert!(second_inner.raw("id: 9/9\ndata: raw\n\n").await);
-    second_inner.close();
-    assert_eq!(second.body_to_end().await, b"id: 9/9\ndata: raw\n\n");
+    let (mut first, first_inner, one) = first_event(&post("s1"), &script, &served).await;
+    assert_passes_through_untouched(&post("s1"), &script, &served).await;
 
     let mut other = post("s2").send(served.addr).await;
     let other_inner = script.next_stream().await;
@@ -435,17 +426,8 @@ async fn streams_beyond_the_layer_limit_pass_through() {
     let (script, served) = serve_scripted(&layer).await;
     let post = || Req::post("/mcp", CALL).version(V2025_06_18);
 
-    let mut first = post().send(served.addr).await;
-    let first_inner = script.next_stream().await;
-    assert!(first_inner.event("one").await);
-    let one = first.expect_event().await;
-    assert_eq!(one.seq(), 1);
-
-    let mut second = post().session("s2").send(served.addr).await;
-    let second_inner = script.next_stream().await;
-    assert!(second_inner.raw("id: 9/9\ndata: raw\n\n").await);
-    second_inner.close();
-    assert_eq!(second.body_to_end().await, b"id: 9/9\ndata: raw\n\n");
+    let (mut first, first_inner, one) = first_event(&post(), &script, &served).await;
+    assert_passes_through_untouched(&post().session("s2"), &script, &served).await;
     assert_eq!(layer.stats().passthrough_streams, 1);
 
     first_inner.close();
@@ -460,6 +442,36 @@ async fn streams_beyond_the_layer_limit_pass_through() {
         1,
         "limit is on live streams"
     );
+}
+
+/// Sends `request`, which must be made resumable, and has its inner stream
+/// send one event: returns the open response, the inner stream, and the
+/// event as the client got it (sequence 1).
+async fn first_event(
+    request: &Req,
+    script: &common::server::Script,
+    served: &common::Served,
+) -> (common::sse::Resp, common::server::StreamHandle, Ev) {
+    let mut response = request.send(served.addr).await;
+    let inner = script.next_stream().await;
+    assert!(inner.event("one").await);
+    let event = response.expect_event().await;
+    assert_eq!(event.seq(), 1);
+    (response, inner, event)
+}
+
+/// Sends `request`, which must be served without resumability: the inner
+/// stream's bytes, ids included, reach the client untouched.
+async fn assert_passes_through_untouched(
+    request: &Req,
+    script: &common::server::Script,
+    served: &common::Served,
+) {
+    let mut response = request.send(served.addr).await;
+    let inner = script.next_stream().await;
+    assert!(inner.raw("id: 9/9\ndata: raw\n\n").await);
+    inner.close();
+    assert_eq!(response.body_to_end().await, b"id: 9/9\ndata: raw\n\n");
 }
 
 /// A client too slow for its producer: the stream's event cap (100) must not

@@ -135,8 +135,7 @@ pub(crate) struct Config {
     identity: Option<IdentityFn>,
     limits: SseLimits,
     max_events_per_stream: Option<u64>,
-    max_live_streams: usize,
-    max_live_streams_per_session: usize,
+    live_streams: tail::Caps,
     on_store_failure: StoreFailurePolicy,
     poll_after: Option<Duration>,
 }
@@ -168,11 +167,7 @@ impl fmt::Debug for Config {
             .field("identity", &self.identity.as_ref().map(|_| "bound"))
             .field("limits", &self.limits)
             .field("max_events_per_stream", &self.max_events_per_stream)
-            .field("max_live_streams", &self.max_live_streams)
-            .field(
-                "max_live_streams_per_session",
-                &self.max_live_streams_per_session,
-            )
+            .field("live_streams", &self.live_streams)
             .field("on_store_failure", &self.on_store_failure)
             .field("poll_after", &self.poll_after)
             .finish()
@@ -262,8 +257,10 @@ impl ResumabilityLayer {
                 identity: None,
                 limits: SseLimits::default(),
                 max_events_per_stream: None,
-                max_live_streams: 10_000,
-                max_live_streams_per_session: 64,
+                live_streams: tail::Caps {
+                    all: 10_000,
+                    per_session: 64,
+                },
                 on_store_failure: StoreFailurePolicy::default(),
                 poll_after: None,
             },
@@ -357,7 +354,7 @@ impl ResumabilityLayer {
     /// to 256 KiB more for a stream whose producer runs ahead of its commits.
     /// Default: 10,000.
     pub fn max_live_streams(mut self, max: usize) -> Self {
-        self.config.max_live_streams = max.max(1);
+        self.config.live_streams.all = max.max(1);
         self
     }
 
@@ -365,7 +362,7 @@ impl ResumabilityLayer {
     /// beyond it are served without resumability (and logged). Bounds the
     /// work one client can leave running. Default: 64.
     pub fn max_live_streams_per_session(mut self, max: usize) -> Self {
-        self.config.max_live_streams_per_session = max.max(1);
+        self.config.live_streams.per_session = max.max(1);
         self
     }
 

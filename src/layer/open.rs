@@ -9,7 +9,7 @@ use http_body::Body;
 
 use super::body::{Feed, ResponseBody};
 use super::protocol::{self, MCP_SESSION_ID, Version};
-use super::tail::Tail;
+use super::tail::{Full, Tail};
 use super::{Config, Runtime, StoreFailurePolicy, frame, pump};
 use crate::store::{BoxFuture, NewStream, StreamEnd, StreamKind};
 
@@ -87,24 +87,13 @@ impl Exchange {
         let session = self
             .session
             .or_else(|| protocol::header_text(response.headers(), &MCP_SESSION_ID));
-        if runtime.registry.live() >= config.max_live_streams {
-            runtime.counters.passthrough_streams.increment();
-            tracing::warn!(
-                limit = config.max_live_streams,
-                "too many live streams; serving this one without resumability"
-            );
-            return Opened::Passthrough(response);
-        }
-        if let Some(session) = &session
-            && runtime.registry.live_in_session(session) >= config.max_live_streams_per_session
+        // Checked before the store is asked for a stream, and again (under
+        // the registry's lock) when it is registered.
+        if let Some(full) = runtime
+            .registry
+            .refusal(session.as_deref(), config.live_streams)
         {
-            runtime.counters.passthrough_streams.increment();
-            tracing::warn!(
-                session,
-                limit = config.max_live_streams_per_session,
-                "session has too many live streams; serving this one without resumability"
-            );
-            return Opened::Passthrough(response);
+            return refused(runtime, full, session.as_deref(), response);
         }
         let kind = if self.method == Method::GET {
             StreamKind::Standalone
@@ -134,15 +123,10 @@ impl Exchange {
             }
         };
         let tail = Tail::new(stream, session);
-        if !runtime.registry.insert(
-            &tail,
-            config.max_live_streams,
-            config.max_live_streams_per_session,
-        ) {
+        if let Err(full) = runtime.registry.insert(&tail, config.live_streams) {
             // Another stream got the last place meanwhile.
             let _ = runtime.store.end_stream(stream, StreamEnd::Abandoned).await;
-            runtime.counters.passthrough_streams.increment();
-            return Opened::Passthrough(response);
+            return refused(runtime, full, tail.session.as_deref(), response);
         }
         // Attach before the pump starts, so it never sees zero clients at first.
         let attachment = tail.attach(0);
@@ -161,6 +145,28 @@ impl Exchange {
 /// The start of a stream's first response: the priming event for clients
 /// that expect one (which carries the `retry` hint), else the hint on the
 /// first event; and the poll deadline.
+/// Serves a stream the caps refused without resumability, and says why.
+fn refused<B>(
+    runtime: &Runtime,
+    full: Full,
+    session: Option<&str>,
+    response: Response<B>,
+) -> Opened<B> {
+    runtime.counters.passthrough_streams.increment();
+    match full {
+        Full::Layer(limit) => tracing::warn!(
+            limit,
+            "too many live streams; serving this one without resumability"
+        ),
+        Full::Session(limit) => tracing::warn!(
+            session,
+            limit,
+            "session has too many live streams; serving this one without resumability"
+        ),
+    }
+    Opened::Passthrough(response)
+}
+
 fn first_response_of(
     feed: Feed,
     version: Version,

@@ -413,27 +413,57 @@ struct RegistryState {
     per_session: HashMap<String, usize>,
 }
 
+/// The caps on a layer's live streams.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Caps {
+    /// Live streams in all, of every session and of none.
+    pub(crate) all: usize,
+    /// Live streams of one session.
+    pub(crate) per_session: usize,
+}
+
+/// The cap a new stream would exceed, with its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// [`Caps::all`].
+    Layer(usize),
+    /// [`Caps::per_session`].
+    Session(usize),
+}
+
+impl RegistryState {
+    fn refusal(&self, session: Option<&str>, caps: Caps) -> Option<Full> {
+        if self.tails.len() >= caps.all {
+            return Some(Full::Layer(caps.all));
+        }
+        let in_session = session.map(|s| self.per_session.get(s).copied().unwrap_or(0));
+        in_session
+            .is_some_and(|count| count >= caps.per_session)
+            .then_some(Full::Session(caps.per_session))
+    }
+}
+
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, RegistryState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new stream unless `max` streams are live here, or its
-    /// session already has `max_per_session`.
-    pub(crate) fn insert(&self, tail: &Arc<Tail>, max: usize, max_per_session: usize) -> bool {
+    /// Why a new stream of `session` would be refused now, if it would.
+    pub(crate) fn refusal(&self, session: Option<&str>, caps: Caps) -> Option<Full> {
+        self.lock().refusal(session, caps)
+    }
+
+    /// Registers a new stream, unless `caps` refuse it.
+    pub(crate) fn insert(&self, tail: &Arc<Tail>, caps: Caps) -> Result<(), Full> {
         let mut state = self.lock();
-        if state.tails.len() >= max {
-            return false;
+        if let Some(full) = state.refusal(tail.session.as_deref(), caps) {
+            return Err(full);
         }
         if let Some(session) = &tail.session {
-            let count = state.per_session.entry(session.clone()).or_default();
-            if *count >= max_per_session {
-                return false;
-            }
-            *count += 1;
+            *state.per_session.entry(session.clone()).or_default() += 1;
         }
         state.tails.insert(tail.stream, tail.clone());
-        true
+        Ok(())
     }
 
     pub(crate) fn remove(&self, stream: StreamId) {
@@ -449,16 +479,6 @@ impl Registry {
                 state.per_session.remove(session);
             }
         }
-    }
-
-    /// How many streams are live here.
-    pub(crate) fn live(&self) -> usize {
-        self.lock().tails.len()
-    }
-
-    /// How many live streams `session` has here.
-    pub(crate) fn live_in_session(&self, session: &str) -> usize {
-        self.lock().per_session.get(session).copied().unwrap_or(0)
     }
 
     pub(crate) fn get(&self, stream: StreamId) -> Option<Arc<Tail>> {
@@ -630,11 +650,15 @@ mod tests {
         let registry = Registry::default();
         let a = Tail::new(StreamId::random(), Some("s".into()));
         let b = Tail::new(StreamId::random(), Some("s".into()));
-        assert!(registry.insert(&a, 10, 1));
-        assert!(!registry.insert(&b, 10, 1));
-        assert_eq!(registry.live_in_session("s"), 1);
+        let caps = Caps {
+            all: 10,
+            per_session: 1,
+        };
+        assert_eq!(registry.insert(&a, caps), Ok(()));
+        assert_eq!(registry.insert(&b, caps), Err(Full::Session(1)));
+        assert_eq!(registry.refusal(None, caps), None);
         registry.remove(a.stream);
-        assert!(registry.insert(&b, 10, 1));
+        assert_eq!(registry.insert(&b, caps), Ok(()));
         assert_eq!(registry.of_session("s").len(), 1);
     }
 
@@ -645,11 +669,15 @@ mod tests {
         let registry = Registry::default();
         let without = Tail::new(StreamId::random(), None);
         let with = Tail::new(StreamId::random(), Some("s".into()));
-        assert!(registry.insert(&without, 1, 5));
-        assert!(!registry.insert(&with, 1, 5));
-        assert_eq!((registry.live(), registry.live_in_session("s")), (1, 0));
+        let caps = Caps {
+            all: 1,
+            per_session: 5,
+        };
+        assert_eq!(registry.insert(&without, caps), Ok(()));
+        assert_eq!(registry.insert(&with, caps), Err(Full::Layer(1)));
+        assert!(registry.of_session("s").is_empty());
         registry.remove(without.stream);
-        assert!(registry.insert(&with, 1, 5));
-        assert_eq!((registry.live(), registry.live_in_session("s")), (1, 1));
+        assert_eq!(registry.insert(&with, caps), Ok(()));
+        assert_eq!(registry.of_session("s").len(), 1);
     }
 }

@@ -73,7 +73,7 @@ impl Checkpointer {
 fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path) {
     while wakes.recv().is_ok() {
         let started = std::time::Instant::now();
-        // `Ok(None)`: the writer is checkpointing (for a flush, or to restart
+        // `Skipped`: the writer is checkpointing (for a flush, or to restart
         // the WAL); nothing to do.
         if let Err(error) = checkpoint(conn, path, Mode::Passive) {
             tracing::warn!(%error, "mcp-resume SQLite checkpoint failed; the next one will retry");
@@ -94,14 +94,25 @@ pub(crate) enum Mode {
     Restart,
 }
 
-/// Runs a checkpoint; returns whether all of the WAL is now in the main
-/// file. `Ok(None)` when a passive checkpoint found another connection's
-/// under way: SQLite runs one at a time, and this one did nothing.
+/// How far a checkpoint got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checkpointed {
+    /// Another connection's checkpoint was under way: SQLite runs one at a
+    /// time, and this one did nothing.
+    Skipped,
+    /// Some of the WAL is still to be copied (readers of older snapshots,
+    /// or commits made meanwhile), or it could not wait for them.
+    Partly,
+    /// All of the WAL is in the main file.
+    Fully,
+}
+
+/// Runs a checkpoint.
 pub(crate) fn checkpoint(
     conn: &Connection,
     path: &std::path::Path,
     mode: Mode,
-) -> Result<Option<bool>, StoreError> {
+) -> Result<Checkpointed, StoreError> {
     let sql = match mode {
         Mode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
         Mode::Restart => "PRAGMA wal_checkpoint(RESTART)",
@@ -119,10 +130,11 @@ pub(crate) fn checkpoint(
         .map_err(|e| schema::classify(path, "checkpointing", e))?;
     // A busy passive checkpoint did nothing; a busy restart may have copied
     // some, but leaves the WAL to grow on.
-    if busy != 0 && mode == Mode::Passive {
-        return Ok(None);
-    }
-    Ok(Some(busy == 0 && copied == frames))
+    Ok(match (busy != 0, mode) {
+        (true, Mode::Passive) => Checkpointed::Skipped,
+        (false, _) if copied == frames => Checkpointed::Fully,
+        _ => Checkpointed::Partly,
+    })
 }
 
 /// A checkpoint that has run (for a flush, or at close): one under way on
@@ -130,7 +142,7 @@ pub(crate) fn checkpoint(
 /// is waited out (it takes milliseconds), then this one runs.
 pub(crate) fn checkpoint_now(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
     let deadline = Instant::now() + CHECKPOINT_WAIT;
-    while checkpoint(conn, path, Mode::Passive)?.is_none() {
+    while checkpoint(conn, path, Mode::Passive)? == Checkpointed::Skipped {
         if Instant::now() >= deadline {
             return Err(StoreError::backend(
                 "checkpointing",
@@ -198,7 +210,7 @@ mod tests {
         });
         let conn = connect(&path);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while checkpoint(&conn, &path, Mode::Passive).unwrap().is_some() {
+        while checkpoint(&conn, &path, Mode::Passive).unwrap() != Checkpointed::Skipped {
             assert!(
                 Instant::now() < deadline,
                 "never found the other checkpoint under way"

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpointer::{Checkpointer, Mode, checkpoint, checkpoint_now};
+use super::checkpointer::{Checkpointed, Checkpointer, Mode, checkpoint, checkpoint_now};
 use super::schema::classify;
 use super::unix_millis;
 use super::{SqliteOptions, SyncMode};
@@ -102,9 +102,12 @@ pub(crate) struct Writer {
     ledger: Ledger,
     /// Told after every commit; dropped (and joined) before the lock below.
     checkpointer: Checkpointer,
-    /// The WAL frames past which the writer restarts the WAL
-    /// ([`SqliteOptions::max_wal_bytes`] in pages).
+    /// [`SqliteOptions::max_wal_bytes`] in pages (WAL frames).
     max_wal_frames: u64,
+    /// The WAL frames past which the writer next tries to restart the WAL:
+    /// `max_wal_frames`, or one more bound's worth after a try that readers
+    /// held up, so that a reader holding on does not stall every commit.
+    restart_at_frames: u64,
     /// Frames in the WAL after the writer's latest commit (SQLite's WAL hook).
     wal_frames: Arc<AtomicU64>,
     /// How long a restart of the WAL waits for a checkpoint under way on
@@ -242,6 +245,7 @@ impl Writer {
         Ok(Self {
             conn,
             max_wal_frames,
+            restart_at_frames: max_wal_frames,
             wal_frames,
             busy_timeout: options.busy_timeout,
             ledger: Ledger {
@@ -489,8 +493,13 @@ impl Writer {
     /// Restarts the WAL once it holds [`SqliteOptions::max_wal_bytes`]: after
     /// every commit, of appends or of a settle slice.
     fn bound_wal(&mut self) {
-        if self.wal_frames.load(Ordering::Relaxed) >= self.max_wal_frames {
-            self.restart_wal();
+        let frames = self.wal_frames.load(Ordering::Relaxed);
+        if frames >= self.restart_at_frames {
+            self.restart_at_frames = if self.restart_wal() {
+                self.max_wal_frames
+            } else {
+                frames + self.max_wal_frames
+            };
         }
     }
 
@@ -499,30 +508,37 @@ impl Writer {
     /// never pauses, the checkpointing thread's passive checkpoints never
     /// find it all copied, and it would grow without end. Appends wait
     /// meanwhile (a few milliseconds: most of the WAL is copied already).
-    /// If the checkpointing thread's checkpoint or readers hold on past the
-    /// busy timeout, it is tried again after the next commit.
-    fn restart_wal(&mut self) {
+    /// The checkpointing thread's checkpoint and readers are waited for up
+    /// to the busy timeout in all. Returns whether the WAL was all copied.
+    fn restart_wal(&mut self) -> bool {
         let deadline = std::time::Instant::now() + self.busy_timeout;
-        // SQLite does not wait for another connection's checkpoint to end:
-        // that is retried here until the deadline.
         let restarted = loop {
+            // SQLite waits for readers up to the connection's busy timeout,
+            // but not for another connection's checkpoint: that is retried
+            // here. Both within what is left of the one deadline.
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let _ = self.conn.busy_timeout(left);
             match checkpoint(&self.conn, &self.ledger.path, Mode::Restart) {
-                Ok(Some(false)) if std::time::Instant::now() < deadline => {
+                Ok(Checkpointed::Partly) if !left.is_zero() => {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
                 other => break other,
             }
         };
+        let _ = self.conn.busy_timeout(self.busy_timeout);
         match restarted {
-            Ok(Some(true)) => {}
-            Ok(_) => tracing::debug!(
-                "mcp-resume SQLite WAL restart deferred: a checkpoint or readers held on"
+            Ok(Checkpointed::Fully) => return true,
+            Ok(_) => tracing::warn!(
+                timeout = ?self.busy_timeout,
+                "mcp-resume SQLite WAL past max_wal_bytes: readers or a checkpoint held it \
+                 past the busy timeout; trying again once it has grown by as much again"
             ),
             Err(error) => tracing::warn!(
                 %error,
                 "mcp-resume SQLite store could not restart its WAL; will retry"
             ),
         }
+        false
     }
 
     /// Whether a settle is under way and not waiting to retry after a failure.
@@ -835,19 +851,19 @@ impl Ledger {
 /// The head columns of a stream row aliased `s`: the first and the last
 /// retained sequence, both NULL when the stream has no events. Each
 /// subquery is one index probe. Readers cannot tell which `recent` table is
-/// being settled, so both are probed: `min(coalesce(a, b), coalesce(b, a))`
-/// is the smaller of two that may be NULL.
+/// being settled, so both are probed, and the aggregate over the two probes
+/// skips the one that found nothing.
 pub(crate) const HEAD_COLUMNS: &str = "coalesce(
         (SELECT MIN(seq) FROM events WHERE stream_no = s.stream_no),
-        min(coalesce((SELECT MIN(seq) FROM recent WHERE stream_no = s.stream_no),
-                     (SELECT MIN(seq) FROM recent_alt WHERE stream_no = s.stream_no)),
-            coalesce((SELECT MIN(seq) FROM recent_alt WHERE stream_no = s.stream_no),
-                     (SELECT MIN(seq) FROM recent WHERE stream_no = s.stream_no)))),
+        (SELECT MIN(m) FROM (
+            SELECT (SELECT MIN(seq) FROM recent WHERE stream_no = s.stream_no) AS m
+            UNION ALL
+            SELECT (SELECT MIN(seq) FROM recent_alt WHERE stream_no = s.stream_no)))),
      coalesce(
-        max(coalesce((SELECT MAX(seq) FROM recent WHERE stream_no = s.stream_no),
-                     (SELECT MAX(seq) FROM recent_alt WHERE stream_no = s.stream_no)),
-            coalesce((SELECT MAX(seq) FROM recent_alt WHERE stream_no = s.stream_no),
-                     (SELECT MAX(seq) FROM recent WHERE stream_no = s.stream_no))),
+        (SELECT MAX(m) FROM (
+            SELECT (SELECT MAX(seq) FROM recent WHERE stream_no = s.stream_no) AS m
+            UNION ALL
+            SELECT (SELECT MAX(seq) FROM recent_alt WHERE stream_no = s.stream_no))),
         (SELECT MAX(seq) FROM events WHERE stream_no = s.stream_no))";
 
 /// First and last retained sequence from [`HEAD_COLUMNS`]. A stream without

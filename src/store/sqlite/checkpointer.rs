@@ -32,6 +32,11 @@ use crate::store::StoreError;
 /// database syncs per second, and a quiet one none.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The checkpointing thread's name. At most 15 bytes, which is all Linux
+/// keeps (in `top -H`, `perf`, `/proc`), so it stays apart from the writer's.
+pub(crate) const THREAD_NAME: &str = "mcpr-checkpoint";
+const _: () = assert!(THREAD_NAME.len() <= 15);
+
 /// How long [`checkpoint_now`] waits for a checkpoint under way elsewhere.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);
 
@@ -50,7 +55,7 @@ impl Checkpointer {
         // One pending request is enough: it covers every commit made before it runs.
         let (wake, wakes) = sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
-            .name("mcp-resume-sqlite-checkpoint".into())
+            .name(THREAD_NAME.into())
             .spawn(move || run(&conn, &wakes, &path))
             .map_err(|source| StoreError::Io {
                 path: options.path.clone(),

@@ -226,7 +226,7 @@ impl SqliteEventStore {
         let readers = ReadPool::open(&options)?;
         let (commands, receiver) = mpsc::channel(4 * 1024);
         std::thread::Builder::new()
-            .name("mcp-resume-sqlite-writer".into())
+            .name(writer::THREAD_NAME.into())
             .spawn(move || writer.run(receiver))
             .map_err(|source| StoreError::Io {
                 path: options.path.clone(),

@@ -21,6 +21,11 @@ use crate::store::{
     SweepReport,
 };
 
+/// The writer thread's name; at most 15 bytes, like the checkpointer's
+/// ([`super::checkpointer::THREAD_NAME`]).
+pub(crate) const THREAD_NAME: &str = "mcpr-writer";
+const _: () = assert!(THREAD_NAME.len() <= 15);
+
 /// At most this many commands share one transaction, so one commit never
 /// holds callers for long and a batch's memory stays bounded.
 const MAX_GROUP: usize = 1024;

@@ -65,9 +65,13 @@ pub struct Plan {
     pub scaling_streams: Vec<usize>,
     pub replay_store_sizes: Vec<u64>,
     pub resume_repeats: usize,
-    /// Interleaved rounds per server for the MCP rows. A round of rmcp's is
-    /// a fifth of a second, so a stall of the shared machine moves one
-    /// round's rate by a third: seven rounds keep such a round out of the median.
+    /// Interleaved rounds per server for row 3. A round of rmcp's is a
+    /// fifth of a second, so a stall of the shared machine moves one round's
+    /// rate by a third: fifteen rounds (6 s in all) keep a few such rounds
+    /// out of the median.
+    pub rmcp_rounds: usize,
+    /// Interleaved rounds per server for row 4, whose rounds last seconds
+    /// each (the Python SDK serves about 6,000 notifications/s).
     pub mcp_rounds: usize,
     pub memory_streams: usize,
 }
@@ -81,6 +85,7 @@ impl Plan {
             scaling_streams: vec![1, 10, 100, 1_000],
             replay_store_sizes: vec![10_000, 100_000, 1_000_000, 10_000_000],
             resume_repeats: 9,
+            rmcp_rounds: 15,
             mcp_rounds: 7,
             memory_streams: 10_000,
         }
@@ -94,6 +99,7 @@ impl Plan {
             scaling_streams: vec![1, 10, 100],
             replay_store_sizes: vec![10_000, 100_000],
             resume_repeats: 3,
+            rmcp_rounds: 1,
             mcp_rounds: 1,
             memory_streams: 500,
         }

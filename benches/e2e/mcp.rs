@@ -70,8 +70,10 @@ impl CpuNanos {
     fn now() -> Option<CpuNanos> {
         let mut cpu = CpuNanos::default();
         for task in std::fs::read_dir("/proc/self/task").ok()? {
-            let path = task.ok()?.path();
             // A thread that ended since the listing is simply left out.
+            let Ok(path) = task.map(|task| task.path()) else {
+                continue;
+            };
             let (Ok(name), Ok(stat)) = (
                 std::fs::read_to_string(path.join("comm")),
                 std::fs::read_to_string(path.join("schedstat")),
@@ -80,6 +82,7 @@ impl CpuNanos {
             };
             let nanos: u64 = stat.split(' ').next()?.parse().ok()?;
             cpu.all += nanos;
+            // The names the SQLite store gives its threads.
             match name.trim_end() {
                 "mcpr-writer" => cpu.writer += nanos,
                 "mcpr-checkpoint" => cpu.checkpointer += nanos,

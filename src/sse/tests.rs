@@ -862,6 +862,15 @@ fn reference(input: &[u8], limits: SseLimits) -> Outcome {
     };
     let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
 
+    // A proper prefix of the BOM is undecided until more bytes come: the
+    // parser holds it, as a partial block, before any limit applies to it.
+    if !input.is_empty() && input.len() < BOM.len() && BOM.starts_with(input) {
+        return Outcome {
+            frames: Vec::new(),
+            error: None,
+            partial: true,
+        };
+    }
     let input = input.strip_prefix(BOM).unwrap_or(input);
     let mut frames = Vec::new();
     let mut block = Block::default();
@@ -967,6 +976,20 @@ fn reference_model_agrees_on_the_table_cases() {
     let input: &[u8] = b"\xEF\xBB\xBF: hi\r\n\r\nevent: e\r\nid: 1\rdata: a\r\ndata:  b\n\
                          retry: 10\r\n\r\n:x\nfoo\n:y\n\ndata\r\r\nid: a\0\n\nid: 2\n";
     assert_eq!(run([input]), reference(input, SseLimits::default()));
+}
+
+#[test]
+fn a_bom_prefix_alone_is_held_whatever_the_limits() {
+    // The parser cannot tell yet whether a BOM or line content has begun.
+    let limits = SseLimits::new().max_line_bytes(0).max_event_bytes(0);
+    let input: &[u8] = &[0xEF, 0xBB];
+    let held = Outcome {
+        frames: Vec::new(),
+        error: None,
+        partial: true,
+    };
+    assert_eq!(run_with([input], limits), held);
+    assert_eq!(reference(input, limits), held);
 }
 
 // ---------------------------------------------------------------- properties

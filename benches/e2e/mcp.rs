@@ -130,8 +130,9 @@ async fn round(url: &str, tool: &Tool) -> Measured {
         .serve(StreamableHttpClientTransport::from_uri(url.to_string()))
         .await
         .unwrap_or_else(|error| panic!("an MCP session with {url}: {error}"));
-    let start = Instant::now();
+    // Read outside the clock: it lists and reads a file per thread.
     let cpu_at_start = CpuNanos::now();
+    let start = Instant::now();
     let mut handles = Vec::with_capacity(CALLS);
     for _ in 0..CALLS {
         let request = ClientRequest::CallToolRequest(Request::new(
@@ -177,13 +178,8 @@ async fn round(url: &str, tool: &Tool) -> Measured {
     }
 }
 
-/// What `rounds` interleaved rounds against each server measured: medians.
-struct Medians {
-    rate: f64,
-    cpu: Option<CpuPerNotification>,
-}
-
-async fn interleaved(servers: &[(&str, &Tool)], rounds: usize) -> Vec<Medians> {
+/// The medians of `rounds` interleaved rounds against each server.
+async fn interleaved(servers: &[(&str, &Tool)], rounds: usize) -> Vec<Measured> {
     for (url, tool) in servers {
         round(url, tool).await;
     }
@@ -193,25 +189,28 @@ async fn interleaved(servers: &[(&str, &Tool)], rounds: usize) -> Vec<Medians> {
             measured[n].push(round(url, tool).await);
         }
     }
-    measured
-        .iter()
-        .map(|rounds| {
-            let of = |f: &dyn Fn(&Measured) -> Option<f64>| {
-                let mut values: Option<Vec<f64>> = rounds.iter().map(f).collect();
-                values.as_deref_mut().map(median)
-            };
-            Medians {
-                rate: of(&|m| Some(m.rate)).expect("a rate per round"),
-                cpu: of(&|m| m.cpu.map(|c| c.all)).and_then(|all| {
-                    Some(CpuPerNotification {
-                        all,
-                        writer: of(&|m| m.cpu.map(|c| c.writer))?,
-                        checkpointer: of(&|m| m.cpu.map(|c| c.checkpointer))?,
-                    })
-                }),
-            }
-        })
-        .collect()
+    measured.iter().map(|rounds| medians_of(rounds)).collect()
+}
+
+/// Each figure's median over `rounds`; CPU only if every round has it.
+fn medians_of(rounds: &[Measured]) -> Measured {
+    let median_of = |figure: &dyn Fn(&Measured) -> f64| {
+        median(&mut rounds.iter().map(figure).collect::<Vec<_>>())
+    };
+    let cpu = rounds.iter().all(|m| m.cpu.is_some()).then(|| {
+        let cpu_of = |figure: fn(&CpuPerNotification) -> f64| {
+            median_of(&|m: &Measured| m.cpu.as_ref().map_or(0.0, figure))
+        };
+        CpuPerNotification {
+            all: cpu_of(|c| c.all),
+            writer: cpu_of(|c| c.writer),
+            checkpointer: cpu_of(|c| c.checkpointer),
+        }
+    });
+    Measured {
+        rate: median_of(&|m| m.rate),
+        cpu,
+    }
 }
 
 fn rate(per_second: f64) -> String {

@@ -142,9 +142,6 @@ impl Exchange {
     }
 }
 
-/// The start of a stream's first response: the priming event for clients
-/// that expect one (which carries the `retry` hint), else the hint on the
-/// first event; and the poll deadline.
 /// Serves a stream the caps refused without resumability, and says why.
 fn refused<B>(
     runtime: &Runtime,
@@ -167,6 +164,9 @@ fn refused<B>(
     Opened::Passthrough(response)
 }
 
+/// The start of a stream's first response: the priming event for clients
+/// that expect one (which carries the `retry` hint), else the hint on the
+/// first event; and the poll deadline.
 fn first_response_of(
     feed: Feed,
     version: Version,

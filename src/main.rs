@@ -26,7 +26,7 @@ use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use mcp_resume::demo::DemoServer;
-use mcp_resume::proxy::{ReverseProxy, Shutdown, Upstream};
+use mcp_resume::proxy::{ReverseProxy, ServeOptions, Shutdown, Upstream};
 use mcp_resume::store::{
     EventStore, MemoryEventStore, Retention, SqliteOptions, StoreError, SyncMode,
 };
@@ -112,6 +112,28 @@ struct Options {
         global = true
     )]
     sync: SyncArg,
+
+    /// SQLite file size cap in bytes, or `off`; appends past it fail (see --on-store-failure)
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_DB_BYTES",
+        value_name = "N",
+        default_value = "off",
+        value_parser = parse_max_db_bytes,
+        global = true
+    )]
+    max_db_bytes: MaxDbBytes,
+
+    /// SQLite write-ahead log bound in bytes: past it the writer waits for a full checkpoint
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_WAL_BYTES",
+        value_name = "N",
+        default_value = "67108864",
+        value_parser = clap::value_parser!(u64).range(1_048_576..),
+        global = true
+    )]
+    max_wal_bytes: u64,
 
     /// Retry hint sent to clients: how long they wait before reconnecting
     #[arg(
@@ -223,6 +245,17 @@ struct Options {
         global = true
     )]
     grace_period: Duration,
+
+    /// Client connections open at once; at the cap, new ones wait until one closes
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value = "10000",
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    max_connections: u64,
 }
 
 /// Where events are stored.
@@ -298,6 +331,19 @@ enum SyncArg {
 enum OnStoreFailure {
     Open,
     Closed,
+}
+
+/// `--max-db-bytes`: off, or a size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MaxDbBytes(Option<u64>);
+
+fn parse_max_db_bytes(text: &str) -> Result<MaxDbBytes, String> {
+    if text == "off" {
+        return Ok(MaxDbBytes(None));
+    }
+    text.parse()
+        .map(|bytes| MaxDbBytes(Some(bytes)))
+        .map_err(|_| format!("`off` or a number of bytes, e.g. 1073741824 for 1 GiB; got `{text}`"))
 }
 
 /// `--poll-after`: off, or a duration.
@@ -463,12 +509,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 upstream.path()
             );
             let service = layer.layer(ReverseProxy::new(upstream));
-            serve(listener, service, signals, options.grace_period).await;
+            serve(listener, service, signals, &options).await;
         }
         Command::Demo => {
             print_stdout(&demo_commands(addr));
             let service = layer.layer(DemoServer::new());
-            serve(listener, service, signals, options.grace_period).await;
+            serve(listener, service, signals, &options).await;
         }
     }
 
@@ -503,15 +549,18 @@ async fn open_store(options: &Options) -> Result<Arc<dyn EventStore>, Failure> {
                 SyncArg::Normal => SyncMode::Normal,
                 SyncArg::Full => SyncMode::Full,
             };
-            // Blocking (opens the file), which is fine before serving starts.
-            let store = SqliteOptions::new(path)
+            let mut sqlite = SqliteOptions::new(path)
                 .sync(sync)
-                .retention(retention)
-                .open()
-                .map_err(|error| Failure::Store {
-                    spec: options.store.clone(),
-                    error,
-                })?;
+                .max_wal_bytes(options.max_wal_bytes)
+                .retention(retention);
+            if let MaxDbBytes(Some(bytes)) = options.max_db_bytes {
+                sqlite = sqlite.max_size_bytes(bytes);
+            }
+            // Blocking (opens the file), which is fine before serving starts.
+            let store = sqlite.open().map_err(|error| Failure::Store {
+                spec: options.store.clone(),
+                error,
+            })?;
             Ok(Arc::new(store))
         }
         StoreSpec::Redis(url) => open_redis(url, retention, options).await,
@@ -563,7 +612,7 @@ fn build_layer(store: Arc<dyn EventStore>, options: &Options) -> ResumabilityLay
 
 /// Serves until the first SIGINT/SIGTERM, then shuts down gracefully; a
 /// second signal stops waiting for streams at once.
-async fn serve<S, B>(listener: TcpListener, service: S, mut signals: Signals, grace: Duration)
+async fn serve<S, B>(listener: TcpListener, service: S, mut signals: Signals, options: &Options)
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -571,6 +620,10 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let grace = options.grace_period;
+    let serve_options = ServeOptions::new()
+        .grace_period(grace)
+        .max_connections(usize::try_from(options.max_connections).unwrap_or(usize::MAX));
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let watch_signals = async move {
         let signal = signals.recv().await;
@@ -586,7 +639,7 @@ where
         let _ = first_rx.await;
     };
     tokio::select! {
-        outcome = mcp_resume::proxy::serve(listener, service, shutdown, grace) => match outcome {
+        outcome = mcp_resume::proxy::serve(listener, service, shutdown, serve_options) => match outcome {
             Shutdown::Drained => tracing::info!("every connection finished"),
             Shutdown::GracePeriodElapsed { connections } => tracing::warn!(
                 connections,

@@ -429,10 +429,12 @@ fn sqlite_arg(path: &Path) -> String {
 // ---------------------------------------------------------------------------
 
 /// Every option of the contract: flag, environment variable, default.
-const OPTIONS: [(&str, &str, &str); 14] = [
+const OPTIONS: [(&str, &str, &str); 17] = [
     ("--listen", "MCP_RESUME_LISTEN", "127.0.0.1:8080"),
     ("--store", "MCP_RESUME_STORE", "sqlite:./mcp_events.db"),
     ("--sync", "MCP_RESUME_SYNC", "normal"),
+    ("--max-db-bytes", "MCP_RESUME_MAX_DB_BYTES", "off"),
+    ("--max-wal-bytes", "MCP_RESUME_MAX_WAL_BYTES", "67108864"),
     ("--retry", "MCP_RESUME_RETRY", "1s"),
     ("--detach-timeout", "MCP_RESUME_DETACH_TIMEOUT", "5m"),
     ("--max-age", "MCP_RESUME_MAX_AGE", "1h"),
@@ -451,6 +453,7 @@ const OPTIONS: [(&str, &str, &str); 14] = [
     ("--on-store-failure", "MCP_RESUME_ON_STORE_FAILURE", "open"),
     ("--poll-after", "MCP_RESUME_POLL_AFTER", "off"),
     ("--grace-period", "MCP_RESUME_GRACE_PERIOD", "10s"),
+    ("--max-connections", "MCP_RESUME_MAX_CONNECTIONS", "10000"),
     ("--upstream", "MCP_RESUME_UPSTREAM", ""),
 ];
 
@@ -508,6 +511,18 @@ fn bad_options_exit_2_and_say_what_is_accepted() {
 
     let (code, _, stderr) = run(&["demo", "--max-events-per-stream", "0"]);
     assert_eq!(code, Some(2), "{stderr}");
+
+    let (code, _, stderr) = run(&["demo", "--max-db-bytes", "1GiB"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("`off` or a number of bytes"), "{stderr}");
+
+    // Below SQLite's 1 MiB floor: refused, not silently raised.
+    let (code, _, stderr) = run(&["demo", "--max-wal-bytes", "65536"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("1048576"), "{stderr}");
+
+    let (code, _, stderr) = run(&["demo", "--max-connections", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
 }
 
 #[test]
@@ -518,6 +533,76 @@ fn a_store_that_cannot_be_opened_exits_1_with_the_reason() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stdout.is_empty(), "no listening line: {stdout}");
     assert!(stderr.contains("cannot open the event store"), "{stderr}");
+}
+
+#[test]
+fn a_store_over_its_size_cap_exits_1_naming_the_cap() {
+    // The cap is one page: the new file's tables do not fit.
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_arg(&dir.path().join("events.db"));
+    let (code, stdout, stderr) = run(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &store,
+        "--max-db-bytes",
+        "4096",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stdout.is_empty(), "no listening line: {stdout}");
+    assert!(stderr.contains("--max-db-bytes"), "{stderr}");
+}
+
+#[tokio::test]
+async fn past_max_connections_a_client_waits_until_a_connection_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_arg(&dir.path().join("events.db"));
+    let server = Server::start(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &store,
+        "--max-connections",
+        "1",
+    ]);
+    let mut first = request_raw(server.addr).await;
+    assert!(
+        answered_within(&mut first, GUARD).await,
+        "the first is served"
+    );
+    let mut second = request_raw(server.addr).await;
+    assert!(
+        !answered_within(&mut second, Duration::from_millis(300)).await,
+        "a second connection is not accepted while the first is open"
+    );
+    drop(first);
+    assert!(
+        answered_within(&mut second, GUARD).await,
+        "accepted once the first closed"
+    );
+}
+
+/// A new connection to `addr` that has sent one request (its answer unread).
+async fn request_raw(addr: SocketAddr) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    client
+        .write_all(b"GET /mcp HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("send a request");
+    client
+}
+
+/// Whether an answer starts arriving on `client` within `within`.
+async fn answered_within(client: &mut TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(within, client.read(&mut buf)).await {
+        Ok(read) => read.expect("read an answer") > 0,
+        Err(_) => false,
+    }
 }
 
 // ---------------------------------------------------------------------------

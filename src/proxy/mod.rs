@@ -3,8 +3,8 @@
 //!
 //! - [`ReverseProxy`]: a tower service that forwards requests to an
 //!   [`Upstream`] MCP server and streams its answers back frame by frame.
-//! - [`serve`]: serves a tower service over HTTP/1.1 and h2c, with graceful
-//!   shutdown.
+//! - [`serve`]: serves a tower service over HTTP/1.1 and h2c, with a
+//!   connection cap and graceful shutdown ([`ServeOptions`]).
 //!
 //! This is what the `mcp-resume proxy` command runs:
 //!
@@ -12,7 +12,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use mcp_resume::ResumabilityLayer;
-//! use mcp_resume::proxy::{ReverseProxy, Upstream, serve};
+//! use mcp_resume::proxy::{ReverseProxy, ServeOptions, Upstream, serve};
 //! use mcp_resume::store::{EventStore, MemoryEventStore};
 //! use tokio::net::TcpListener;
 //! use tower::Layer;
@@ -29,7 +29,8 @@
 //! let ctrl_c = async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! };
-//! serve(listener, service, ctrl_c, Duration::from_secs(10)).await;
+//! let options = ServeOptions::new().grace_period(Duration::from_secs(10));
+//! serve(listener, service, ctrl_c, options).await;
 //! store.flush().await?;
 //! store.close().await?;
 //! # Ok(())
@@ -48,5 +49,5 @@ mod upstream;
 
 pub use body::ProxyBody;
 pub use forward::{ResponseFuture, ReverseProxy};
-pub use serve::{Shutdown, serve};
+pub use serve::{ServeOptions, Shutdown, serve};
 pub use upstream::{InvalidUpstream, Upstream};

@@ -21,14 +21,73 @@ use tower::Service;
 
 use tower::BoxError;
 
-/// How long a client may take to send its first request's head once
-/// connected, and then (HTTP/1.1) each later request's headers. Bounds what
-/// a slow or idle client can hold; bodies and responses have no such limit.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long to wait before accepting again after an error that is not one
 /// connection's (out of file descriptors): retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// How [`serve`] serves: its limits and its shutdown.
+///
+/// ```
+/// use std::time::Duration;
+/// use mcp_resume::proxy::ServeOptions;
+///
+/// let options = ServeOptions::new()
+///     .grace_period(Duration::from_secs(30))
+///     .max_connections(2_000);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    grace_period: Duration,
+    max_connections: usize,
+    header_read_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// Every setting at its default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Once the shutdown signal came, how long open connections may take to
+    /// finish before they are closed. Default: 10 seconds.
+    pub fn grace_period(mut self, grace_period: Duration) -> Self {
+        self.grace_period = grace_period;
+        self
+    }
+
+    /// The most connections open at once. At the cap the server stops
+    /// accepting until one closes: new clients wait in the listener's
+    /// backlog (the operating system's queue of connections not yet
+    /// accepted), and what that queue cannot hold is refused by the
+    /// operating system. Each connection holds a file descriptor (and a
+    /// proxied one a second, to the upstream), so the process's descriptor
+    /// limit (`ulimit -n`) should allow for twice this many. Default:
+    /// 10,000. Values below 1 are treated as 1.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long a client may take to send its first request's head once
+    /// connected, and then (HTTP/1.1) each later request's headers. Bounds
+    /// what a slow or idle client can hold; bodies and responses have no such
+    /// limit. Default: 30 seconds.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+}
+
+impl Default for ServeOptions {
+    /// A 10 s grace period, at most 10,000 connections, a 30 s header timeout.
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(10),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// How [`serve`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,26 +104,27 @@ pub enum Shutdown {
 }
 
 /// Serves `service` on `listener` until `signal` resolves, then shuts down
-/// gracefully.
+/// gracefully; `options` sets the limits ([`ServeOptions`]).
 ///
 /// Clients may speak HTTP/1.1 or HTTP/2 over cleartext with prior knowledge
 /// (h2c); the protocol is detected per connection. A connection whose first
-/// request has not arrived within 30 seconds of being accepted (it sent
-/// nothing, part of a request, part of the HTTP/2 preface) is closed, and
-/// so is an HTTP/1.1 connection taking longer for a later request's
-/// headers. When `signal` resolves
+/// request has not arrived within the header timeout (30 seconds by default)
+/// of being accepted (it sent nothing, part of a request, part of the HTTP/2
+/// preface) is closed, and so is an HTTP/1.1 connection taking longer for a
+/// later request's headers. With [`ServeOptions::max_connections`] open, no
+/// more are accepted until one closes. When `signal` resolves
 /// the server stops accepting (the listener is dropped), asks every
 /// connection to finish (HTTP/1.1 connections close after their current
 /// response, HTTP/2 ones get a `GOAWAY` and finish their open streams), and
-/// waits up to `grace_period` for them. Connections still open after that are
-/// closed. Then it returns: flush and close what the service writes to (the
-/// event store) after this.
+/// waits up to the grace period for them. Connections still open after that
+/// are closed. Then it returns: flush and close what the service writes to
+/// (the event store) after this.
 ///
 /// ```no_run
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use mcp_resume::ResumabilityLayer;
-/// use mcp_resume::proxy::{ReverseProxy, serve};
+/// use mcp_resume::proxy::{ReverseProxy, ServeOptions, serve};
 /// use mcp_resume::store::{EventStore, MemoryEventStore};
 /// use tokio::net::TcpListener;
 /// use tower::Layer;
@@ -78,7 +138,8 @@ pub enum Shutdown {
 /// let ctrl_c = async {
 ///     let _ = tokio::signal::ctrl_c().await;
 /// };
-/// serve(listener, service, ctrl_c, Duration::from_secs(10)).await;
+/// let options = ServeOptions::new().grace_period(Duration::from_secs(10));
+/// serve(listener, service, ctrl_c, options).await;
 /// store.flush().await?;
 /// store.close().await?;
 /// # Ok(())
@@ -88,7 +149,7 @@ pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     signal: impl Future<Output = ()>,
-    grace_period: Duration,
+    options: ServeOptions,
 ) -> Shutdown
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -97,23 +158,11 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    serve_with_timeout(listener, service, signal, grace_period, HEADER_READ_TIMEOUT).await
-}
-
-async fn serve_with_timeout<S, B>(
-    listener: TcpListener,
-    service: S,
-    signal: impl Future<Output = ()>,
-    grace_period: Duration,
-    header_read_timeout: Duration,
-) -> Shutdown
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+    let ServeOptions {
+        grace_period,
+        max_connections,
+        header_read_timeout,
+    } = options;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -126,11 +175,26 @@ where
     // period can be closed. Finished ones are reaped as the loop goes.
     let mut connections = JoinSet::new();
     let mut signal = std::pin::pin!(signal);
+    let mut was_full = false;
     loop {
+        // Finished connections are reaped (below) as they end, so this is
+        // the number open, give or take one that ended since the last reap.
+        let full = connections.len() >= max_connections;
+        if full != was_full {
+            if full {
+                tracing::warn!(
+                    max_connections,
+                    "connection cap reached: not accepting until a connection closes"
+                );
+            } else {
+                tracing::info!("below the connection cap again: accepting");
+            }
+            was_full = full;
+        }
         tokio::select! {
             () = &mut signal => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if !full => match accepted {
                 Ok((stream, peer)) => {
                     // SSE events are small writes that must not wait for Nagle's algorithm.
                     if let Err(error) = stream.set_nodelay(true) {
@@ -237,13 +301,12 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn start(header_read_timeout: Duration) -> std::net::SocketAddr {
-        start_stoppable(header_read_timeout, std::future::pending())
-            .await
-            .0
+        let options = ServeOptions::new().header_read_timeout(header_read_timeout);
+        start_stoppable(options, std::future::pending()).await.0
     }
 
     async fn start_stoppable(
-        header_read_timeout: Duration,
+        options: ServeOptions,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> (std::net::SocketAddr, tokio::task::JoinHandle<Shutdown>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -253,12 +316,11 @@ mod tests {
                 Bytes::from_static(b"ok"),
             )))
         });
-        let served = tokio::spawn(serve_with_timeout(
+        let served = tokio::spawn(serve(
             listener,
             service,
             signal,
-            Duration::from_secs(30),
-            header_read_timeout,
+            options.grace_period(Duration::from_secs(30)),
         ));
         (addr, served)
     }
@@ -312,7 +374,8 @@ mod tests {
     #[tokio::test]
     async fn a_connection_yet_to_send_a_request_does_not_hold_the_shutdown() {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr, served) = start_stoppable(Duration::from_secs(60), async {
+        let options = ServeOptions::new().header_read_timeout(Duration::from_secs(60));
+        let (addr, served) = start_stoppable(options, async {
             let _ = stopped.await;
         })
         .await;
@@ -358,5 +421,44 @@ mod tests {
             let n = client.read(&mut buf).await.unwrap();
             assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         }
+    }
+
+    /// Sends a request on `client` and reads the start of the answer, or
+    /// `None` if none came within `within`.
+    async fn answer_within(client: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+        let mut buf = [0u8; 1024];
+        tokio::time::timeout(within, client.read(&mut buf))
+            .await
+            .ok()
+            .map(|read| String::from_utf8_lossy(&buf[..read.unwrap()]).into_owned())
+    }
+
+    #[tokio::test]
+    async fn past_the_connection_cap_a_client_waits_until_a_connection_closes() {
+        let options = ServeOptions::new().max_connections(2);
+        let (addr, _served) = start_stoppable(options, std::future::pending()).await;
+        let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            client.write_all(request).await.unwrap();
+            let answer = answer_within(&mut client, Duration::from_secs(5)).await;
+            assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+            open.push(client);
+        }
+        // Connected (the backlog holds it) but not accepted: no answer.
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        third.write_all(request).await.unwrap();
+        let early = answer_within(&mut third, Duration::from_millis(300)).await;
+        assert!(early.is_none(), "answered past the cap: {early:?}");
+        // One closes: the waiting client is accepted and served.
+        drop(open.pop());
+        let answer = answer_within(&mut third, Duration::from_secs(5)).await;
+        assert!(
+            answer
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+            "{answer:?}"
+        );
     }
 }

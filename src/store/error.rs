@@ -134,10 +134,11 @@ pub enum StoreError {
         path: PathBuf,
     },
 
-    /// The disk (or the database's size limit) is full. Events committed
-    /// before this error are still in the store.
+    /// The disk (or the database's size limit,
+    /// [`SqliteOptions::max_size_bytes`](crate::store::SqliteOptions::max_size_bytes))
+    /// is full. Events committed before this error are still in the store.
     #[error(
-        "no space left to write {path}; events committed before this are kept, free disk space or lower retention"
+        "no space left to write {path} (the disk is full, or the file reached its size cap); events committed before this are kept: free disk space, raise the cap (max_size_bytes, --max-db-bytes) or lower retention"
     )]
     DiskFull {
         /// The file.

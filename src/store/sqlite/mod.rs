@@ -1,6 +1,7 @@
 //! [`SqliteEventStore`]: the default, embedded, durable backend.
 
 mod checkpointer;
+mod priority;
 mod schema;
 mod writer;
 
@@ -45,6 +46,7 @@ pub struct SqliteOptions {
     read_connections: usize,
     max_size_bytes: Option<u64>,
     max_wal_bytes: u64,
+    thread_nice: u8,
 }
 
 impl SqliteOptions {
@@ -102,6 +104,28 @@ impl SqliteOptions {
         self
     }
 
+    /// How many nice levels below the thread that opens the store its own
+    /// two threads run: the writer, which commits appends, and the
+    /// checkpointer, which copies the write-ahead log into the database
+    /// file. Default: 5. 0 schedules them like the opening thread; the
+    /// lowest priority, nice 19, is as far as it goes. Linux only (where
+    /// nice is a per-thread setting); ignored elsewhere.
+    ///
+    /// Their work can wait a little for a CPU that the threads serving
+    /// requests want. The writer commits every append queued since its
+    /// last commit in one transaction, so a writer that takes its turn
+    /// after them commits more appends at once, at less CPU per event; one
+    /// that preempts them commits smaller groups and interrupts the work
+    /// that feeds it. On an idle CPU both run at once, whatever their
+    /// priority. Measured on 2 cores with rmcp producing as fast as it can
+    /// (benchmark row 3): 1.04 times the CPU per event of rmcp alone
+    /// instead of 1.25, with no higher added latency at 10,000 events/s
+    /// (row 2).
+    pub fn thread_nice(mut self, levels: u8) -> Self {
+        self.thread_nice = levels;
+        self
+    }
+
     /// Opens the store with these options; see [`SqliteEventStore::open_with`].
     pub fn open(self) -> Result<SqliteEventStore, StoreError> {
         SqliteEventStore::open_with(self)
@@ -110,7 +134,8 @@ impl SqliteOptions {
 
 impl Default for SqliteOptions {
     /// `./mcp_events.db`, [`SyncMode::Normal`], 5 s busy timeout, default
-    /// retention, 4 read connections, no size cap, a 64 MiB write-ahead log.
+    /// retention, 4 read connections, no size cap, a 64 MiB write-ahead log,
+    /// store threads 5 nice levels below the opening thread.
     fn default() -> Self {
         Self {
             path: PathBuf::from(SqliteEventStore::DEFAULT_PATH),
@@ -120,6 +145,7 @@ impl Default for SqliteOptions {
             read_connections: 4,
             max_size_bytes: None,
             max_wal_bytes: 64 << 20,
+            thread_nice: 5,
         }
     }
 }
@@ -225,9 +251,13 @@ impl SqliteEventStore {
         }
         let readers = ReadPool::open(&options)?;
         let (commands, receiver) = mpsc::channel(4 * 1024);
+        let thread_nice = options.thread_nice;
         std::thread::Builder::new()
             .name(writer::THREAD_NAME.into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                priority::lower_this_thread(thread_nice);
+                writer.run(receiver)
+            })
             .map_err(|source| StoreError::Io {
                 path: options.path.clone(),
                 source: Arc::new(source),

@@ -3,8 +3,10 @@
 //! the scaling chart `benches/scaling.svg`.
 //!
 //! Every figure is set beside a baseline measured in the same run, and
-//! throughput rounds of the setups compared are interleaved, so drift on a
-//! shared machine hits both sides alike. Rows (the numbering):
+//! throughput rounds of the setups compared are interleaved, in an order
+//! that alternates from round to round (A B, B A, ...), so drift on a
+//! shared machine, and work one setup leaves behind, hit both sides alike.
+//! Rows (the numbering):
 //!
 //! 1. JSON request/response through the layer (on SQLite) against the same
 //!    service without it: 32 clients on keep-alive connections.

@@ -24,7 +24,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::json;
 
 use crate::Plan;
-use crate::net::median;
+use crate::net::{median, round_order};
 use crate::progress_server::mcp_service;
 use crate::report::{Report, Row, Target};
 
@@ -184,8 +184,9 @@ async fn interleaved(servers: &[(&str, &Tool)], rounds: usize) -> Vec<Measured> 
         round(url, tool).await;
     }
     let mut measured: Vec<Vec<Measured>> = servers.iter().map(|_| Vec::new()).collect();
-    for _ in 0..rounds {
-        for (n, (url, tool)) in servers.iter().enumerate() {
+    for round_no in 0..rounds {
+        for n in round_order(round_no, servers.len()) {
+            let (url, tool) = servers[n];
             measured[n].push(round(url, tool).await);
         }
     }
@@ -264,8 +265,8 @@ pub async fn rmcp(report: &mut Report, plan: &Plan, dir: &Path) -> f64 {
             "the SQLite writer thread is found by its name"
         );
         // The store's threads finish a layer round's work (settling,
-        // checkpointing) during the next round of rmcp alone: counted here
-        // as the layer's, not rmcp's.
+        // checkpointing) during a round of rmcp alone that follows it:
+        // counted here as the layer's, not rmcp's.
         let spill = alone.writer + alone.checkpointer;
         let (alone, behind) = (
             CpuPerNotification {

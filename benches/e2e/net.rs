@@ -386,6 +386,14 @@ pub async fn read_events(
     events
 }
 
+/// The order in which interleaved round `round` measures `setups` setups:
+/// forward in even rounds, backward in odd ones (A B, B A, A B, ...), so
+/// that what one setup leaves behind (store work, a drift of the machine)
+/// lands on every setup alike.
+pub fn round_order(round: usize, setups: usize) -> impl Iterator<Item = usize> {
+    (0..setups).map(move |n| if round.is_multiple_of(2) { n } else { setups - 1 - n })
+}
+
 /// The median of `values` (sorted in place).
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);

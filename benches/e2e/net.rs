@@ -391,7 +391,13 @@ pub async fn read_events(
 /// that what one setup leaves behind (store work, a drift of the machine)
 /// lands on every setup alike.
 pub fn round_order(round: usize, setups: usize) -> impl Iterator<Item = usize> {
-    (0..setups).map(move |n| if round.is_multiple_of(2) { n } else { setups - 1 - n })
+    (0..setups).map(move |n| {
+        if round.is_multiple_of(2) {
+            n
+        } else {
+            setups - 1 - n
+        }
+    })
 }
 
 /// The median of `values` (sorted in place).

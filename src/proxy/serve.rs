@@ -25,6 +25,9 @@ use tower::BoxError;
 /// connection's (out of file descriptors): retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 
+/// The least time between two warnings that the connection cap is reached.
+const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How [`serve`] serves: its limits and its shutdown.
 ///
 /// ```
@@ -175,21 +178,19 @@ where
     // period can be closed. Finished ones are reaped as the loop goes.
     let mut connections = JoinSet::new();
     let mut signal = std::pin::pin!(signal);
-    let mut was_full = false;
+    // At the cap, each closing connection lets one more in: warned about
+    // at most once a minute, not at every such turn.
+    let mut warned_full_at: Option<std::time::Instant> = None;
     loop {
         // Finished connections are reaped (below) as they end, so this is
         // the number open, give or take one that ended since the last reap.
         let full = connections.len() >= max_connections;
-        if full != was_full {
-            if full {
-                tracing::warn!(
-                    max_connections,
-                    "connection cap reached: not accepting until a connection closes"
-                );
-            } else {
-                tracing::info!("below the connection cap again: accepting");
-            }
-            was_full = full;
+        if full && warned_full_at.is_none_or(|at| at.elapsed() >= FULL_WARNING_INTERVAL) {
+            tracing::warn!(
+                max_connections,
+                "connection cap reached: not accepting until a connection closes"
+            );
+            warned_full_at = Some(std::time::Instant::now());
         }
         tokio::select! {
             () = &mut signal => break,
@@ -423,8 +424,8 @@ mod tests {
         }
     }
 
-    /// Sends a request on `client` and reads the start of the answer, or
-    /// `None` if none came within `within`.
+    /// The start of an answer read on `client`, or `None` if none came
+    /// within `within`.
     async fn answer_within(client: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
         let mut buf = [0u8; 1024];
         tokio::time::timeout(within, client.read(&mut buf))

@@ -54,16 +54,9 @@ impl Checkpointer {
         let path = options.path.clone();
         // One pending request is enough: it covers every commit made before it runs.
         let (wake, wakes) = sync_channel::<()>(1);
-        let thread_nice = options.thread_nice;
-        let thread = std::thread::Builder::new()
-            .name(THREAD_NAME.into())
-            .spawn(move || {
-                super::priority::lower_this_thread(thread_nice);
+        let thread =
+            super::threads::spawn(THREAD_NAME, options.thread_nice, &options.path, move || {
                 run(&conn, &wakes, &path)
-            })
-            .map_err(|source| StoreError::Io {
-                path: options.path.clone(),
-                source: std::sync::Arc::new(source),
             })?;
         Ok(Self {
             wake: Some(wake),

@@ -1,8 +1,8 @@
 //! [`SqliteEventStore`]: the default, embedded, durable backend.
 
 mod checkpointer;
-mod priority;
 mod schema;
+mod threads;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -118,9 +118,9 @@ impl SqliteOptions {
     /// that preempts them commits smaller groups and interrupts the work
     /// that feeds it. On an idle CPU both run at once, whatever their
     /// priority. Measured on 2 cores with rmcp producing as fast as it can
-    /// (benchmark row 3): 1.04 times the CPU per event of rmcp alone
-    /// instead of 1.25, with no higher added latency at 10,000 events/s
-    /// (row 2).
+    /// (benchmark row 3, A/B runs of one build): 1.04 times the CPU per
+    /// event of rmcp alone instead of 1.25, with no higher added latency at
+    /// 10,000 events/s (row 2).
     pub fn thread_nice(mut self, levels: u8) -> Self {
         self.thread_nice = levels;
         self
@@ -251,17 +251,12 @@ impl SqliteEventStore {
         }
         let readers = ReadPool::open(&options)?;
         let (commands, receiver) = mpsc::channel(4 * 1024);
-        let thread_nice = options.thread_nice;
-        std::thread::Builder::new()
-            .name(writer::THREAD_NAME.into())
-            .spawn(move || {
-                priority::lower_this_thread(thread_nice);
-                writer.run(receiver)
-            })
-            .map_err(|source| StoreError::Io {
-                path: options.path.clone(),
-                source: Arc::new(source),
-            })?;
+        threads::spawn(
+            writer::THREAD_NAME,
+            options.thread_nice,
+            &options.path,
+            move || writer.run(receiver),
+        )?;
         Ok(Self {
             commands,
             readers,

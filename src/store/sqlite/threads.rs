@@ -1,11 +1,38 @@
-//! Scheduling priority of the store's own threads.
+//! The store's own threads: named, and scheduled below the threads serving
+//! requests ([`SqliteOptions::thread_nice`](super::SqliteOptions::thread_nice)).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::store::StoreError;
+
+/// Starts a thread of the store at `path` named `name` (at most 15 bytes,
+/// all Linux keeps) that runs `body` `nice` levels below the calling thread.
+pub(crate) fn spawn<T: Send + 'static>(
+    name: &'static str,
+    nice: u8,
+    path: &Path,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, StoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lower_this_thread(nice);
+            body()
+        })
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        })
+}
 
 /// Lowers the calling thread's scheduling priority by `levels` nice levels,
 /// from the nice value it inherited from the thread that spawned it (at
 /// most to 19, the lowest). Linux only, where nice is a per-thread
 /// setting; elsewhere it does nothing. Lowering a priority needs no
 /// privilege; a failure is logged and changes nothing else.
-pub(crate) fn lower_this_thread(levels: u8) {
+fn lower_this_thread(levels: u8) {
     if levels == 0 {
         return;
     }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mcp_resume::ResumabilityLayer;
-use mcp_resume::store::SqliteOptions;
+use mcp_resume::store::{SqliteEventStore, SqliteOptions};
 use rmcp::model::{
     CallToolRequestParams, ClientConfig, ClientRequest, ProgressNotificationParam, ProtocolVersion,
     Request, ServerResult,
@@ -82,10 +82,9 @@ impl CpuNanos {
             };
             let nanos: u64 = stat.split(' ').next()?.parse().ok()?;
             cpu.all += nanos;
-            // The names the SQLite store gives its threads.
             match name.trim_end() {
-                "mcpr-writer" => cpu.writer += nanos,
-                "mcpr-checkpoint" => cpu.checkpointer += nanos,
+                SqliteEventStore::WRITER_THREAD_NAME => cpu.writer += nanos,
+                SqliteEventStore::CHECKPOINT_THREAD_NAME => cpu.checkpointer += nanos,
                 _ => {}
             }
         }
@@ -261,8 +260,8 @@ pub async fn rmcp(report: &mut Report, plan: &Plan, dir: &Path) -> f64 {
     // the CPU each notification costs, client and server together.
     if let (Some(alone), Some(behind)) = (medians[0].cpu, medians[1].cpu) {
         assert!(
-            behind.writer > 0.0,
-            "the SQLite writer thread is found by its name"
+            behind.writer > 0.0 && behind.checkpointer > 0.0,
+            "the SQLite store's threads are found by their names"
         );
         // The store's threads finish a layer round's work (settling,
         // checkpointing) during a round of rmcp alone that follows it:

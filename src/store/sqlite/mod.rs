@@ -197,6 +197,15 @@ impl SqliteEventStore {
     /// The file used when no path is given: `./mcp_events.db`.
     pub const DEFAULT_PATH: &'static str = "./mcp_events.db";
 
+    /// The name of the store's writer thread, which commits every change,
+    /// as `top -H`, `perf` and `/proc/<pid>/task/*/comm` show it.
+    pub const WRITER_THREAD_NAME: &'static str = writer::THREAD_NAME;
+
+    /// The name of the store's checkpointing thread, which copies the
+    /// write-ahead log into the database file, as `top -H`, `perf` and
+    /// `/proc/<pid>/task/*/comm` show it.
+    pub const CHECKPOINT_THREAD_NAME: &'static str = checkpointer::THREAD_NAME;
+
     /// Opens (or creates) the store at `path` with default options.
     ///
     /// Blocking: it opens files and may migrate the schema. Call it at start-up

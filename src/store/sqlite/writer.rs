@@ -163,6 +163,15 @@ impl Recent {
         }
     }
 
+    /// Deletes a stream's rows, returning the sequence of each (so that
+    /// rows also in `events` are counted once).
+    fn delete_stream(self) -> &'static str {
+        match self {
+            Recent::First => "DELETE FROM recent WHERE stream_no = ?1 RETURNING seq",
+            Recent::Second => "DELETE FROM recent_alt WHERE stream_no = ?1 RETURNING seq",
+        }
+    }
+
     /// The append statement, spelled out: it runs once per event.
     fn insert(self) -> &'static str {
         match self {
@@ -1042,30 +1051,23 @@ fn move_slice(
 
 fn delete_stream(tx: &Transaction<'_>, stream_no: i64) -> rusqlite::Result<u64> {
     // During a settle a row may be in `events` and in a `recent` table:
-    // counted once, in `events`.
-    let mut events = 0;
-    for recent in Recent::BOTH {
-        events += tx
-            .prepare_cached(&format!(
-                "DELETE FROM {} WHERE stream_no = ?1
-                 AND seq > coalesce((SELECT MAX(seq) FROM events WHERE stream_no = ?1), 0)",
-                recent.table()
-            ))?
-            .execute([stream_no])?;
-    }
-    events += tx
+    // counted once, in `events`. Each table is gone over once.
+    let settled_up_to: i64 = tx
+        .prepare_cached("SELECT coalesce(MAX(seq), 0) FROM events WHERE stream_no = ?1")?
+        .query_row([stream_no], |row| row.get(0))?;
+    let mut events = tx
         .prepare_cached("DELETE FROM events WHERE stream_no = ?1")?
-        .execute([stream_no])?;
+        .execute([stream_no])? as u64;
     for recent in Recent::BOTH {
-        tx.prepare_cached(&format!(
-            "DELETE FROM {} WHERE stream_no = ?1",
-            recent.table()
-        ))?
-        .execute([stream_no])?;
+        let mut delete = tx.prepare_cached(recent.delete_stream())?;
+        let mut deleted = delete.query([stream_no])?;
+        while let Some(row) = deleted.next()? {
+            events += u64::from(row.get::<_, i64>(0)? > settled_up_to);
+        }
     }
     tx.prepare_cached("DELETE FROM streams WHERE stream_no = ?1")?
         .execute([stream_no])?;
-    Ok(events as u64)
+    Ok(events)
 }
 
 /// Errors that concern one command only; anything else fails the batch.

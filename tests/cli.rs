@@ -71,6 +71,30 @@ impl Server {
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = command(args);
         command.envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Starts the binary with at most `descriptors` open files (`ulimit -n`),
+    /// through a shell that sets the limit and then becomes the binary.
+    fn start_with_descriptor_limit(descriptors: u32, args: &[&str]) -> Self {
+        let binary = command(args);
+        let mut shell = Command::new("sh");
+        shell
+            .args(["-c", r#"ulimit -n "$0" && exec "$@""#])
+            .arg(descriptors.to_string())
+            .arg(binary.get_program())
+            .args(binary.get_args());
+        for (name, value) in binary.get_envs() {
+            match value {
+                Some(value) => shell.env(name, value),
+                None => shell.env_remove(name),
+            };
+        }
+        Self::spawn(shell)
+    }
+
+    /// Waits for `command`'s listening line.
+    fn spawn(mut command: Command) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -582,6 +606,51 @@ async fn past_max_connections_a_client_waits_until_a_connection_closes() {
         answered_within(&mut second, GUARD).await,
         "accepted once the first closed"
     );
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_says_which_limit_to_raise_once_and_recovers() {
+    let server = Server::start_with_descriptor_limit(
+        32,
+        &["demo", "--listen", "127.0.0.1:0", "--store", "memory"],
+    );
+    // More connections than the process has descriptors for.
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(request_raw(server.addr).await);
+    }
+    // Answers to accepted ones come at once; give them that moment together.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut served, mut waiting) = (Vec::new(), Vec::new());
+    for mut client in clients {
+        if answered_within(&mut client, Duration::from_millis(10)).await {
+            served.push(client);
+        } else {
+            waiting.push(client);
+        }
+    }
+    assert!(
+        !served.is_empty() && !waiting.is_empty(),
+        "served {} of 40",
+        served.len()
+    );
+    // Several accept attempts have failed by now (one every 250 ms).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = server.stderr.lock().unwrap().clone();
+    assert_eq!(
+        log.matches("out of file descriptors").count(),
+        1,
+        "said once, naming the limit:\n{log}"
+    );
+    assert!(log.contains("ulimit -n"), "{log}");
+    // The served ones close: the waiting ones are accepted and served.
+    drop(served);
+    for mut client in waiting {
+        assert!(
+            answered_within(&mut client, GUARD).await,
+            "accepted once descriptors were free"
+        );
+    }
 }
 
 /// A new connection to `addr` that has sent one request (its answer unread).

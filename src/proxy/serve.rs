@@ -25,8 +25,27 @@ use tower::BoxError;
 /// connection's (out of file descriptors): retrying at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 
-/// The least time between two warnings that the connection cap is reached.
-const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+/// The least time between two warnings of the same kind from the accept
+/// loop (connection cap reached, out of file descriptors): each lasts as
+/// long as the load does, and would otherwise be logged at every turn.
+const WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Lets a repeating warning through at most once per [`WARNING_INTERVAL`].
+#[derive(Default)]
+struct Throttle {
+    last: Option<std::time::Instant>,
+}
+
+impl Throttle {
+    /// Whether to log now; if so, the next one waits an interval.
+    fn ready(&mut self) -> bool {
+        let ready = self.last.is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
+        if ready {
+            self.last = Some(std::time::Instant::now());
+        }
+        ready
+    }
+}
 
 /// How [`serve`] serves: its limits and its shutdown.
 ///
@@ -115,7 +134,9 @@ pub enum Shutdown {
 /// of being accepted (it sent nothing, part of a request, part of the HTTP/2
 /// preface) is closed, and so is an HTTP/1.1 connection taking longer for a
 /// later request's headers. With [`ServeOptions::max_connections`] open, no
-/// more are accepted until one closes. When `signal` resolves
+/// more are accepted until one closes; a process out of file descriptors
+/// before that retries every 250 ms, and says which limit to raise (at most
+/// once a minute, as for the cap). When `signal` resolves
 /// the server stops accepting (the listener is dropped), asks every
 /// connection to finish (HTTP/1.1 connections close after their current
 /// response, HTTP/2 ones get a `GOAWAY` and finish their open streams), and
@@ -178,19 +199,18 @@ where
     // period can be closed. Finished ones are reaped as the loop goes.
     let mut connections = JoinSet::new();
     let mut signal = std::pin::pin!(signal);
-    // At the cap, each closing connection lets one more in: warned about
-    // at most once a minute, not at every such turn.
-    let mut warned_full_at: Option<std::time::Instant> = None;
+    // At the cap, each closing connection lets one more in.
+    let mut cap_warning = Throttle::default();
+    let mut descriptors_warning = Throttle::default();
     loop {
         // Finished connections are reaped (below) as they end, so this is
         // the number open, give or take one that ended since the last reap.
         let full = connections.len() >= max_connections;
-        if full && warned_full_at.is_none_or(|at| at.elapsed() >= FULL_WARNING_INTERVAL) {
+        if full && cap_warning.ready() {
             tracing::warn!(
                 max_connections,
                 "connection cap reached: not accepting until a connection closes"
             );
-            warned_full_at = Some(std::time::Instant::now());
         }
         tokio::select! {
             () = &mut signal => break,
@@ -232,6 +252,18 @@ where
                 }
                 Err(error) if is_connection_error(&error) => {
                     tracing::debug!(%error, "connection failed before it was accepted");
+                }
+                Err(error) if is_out_of_descriptors(&error) => {
+                    if descriptors_warning.ready() {
+                        tracing::error!(
+                            %error,
+                            open = connections.len(),
+                            max_connections,
+                            "out of file descriptors: not accepting until a connection closes; \
+                             raise the limit (ulimit -n) to twice max_connections, or lower max_connections"
+                        );
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot accept connections; retrying");
@@ -294,6 +326,13 @@ fn is_connection_error(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+/// Whether an `accept` error is the process (`EMFILE`) or the system
+/// (`ENFILE`) out of file descriptors: a limit to raise, not a fault.
+fn is_out_of_descriptors(error: &io::Error) -> bool {
+    // Linux and the BSDs, macOS included, agree on both numbers.
+    matches!(error.raw_os_error(), Some(23 | 24)) && cfg!(unix)
 }
 
 #[cfg(test)]

@@ -734,3 +734,76 @@ async fn events_evicted_behind_the_store_fail_the_replay_instead_of_cutting_it_s
         "{error}"
     );
 }
+
+/// Ended streams whose keys ran out on their backstop expiry (no instance
+/// swept in time, say the whole fleet was down) must not leave their ids in
+/// their session's set for ever: the next sweep takes them out, and the
+/// set with them once it is empty; nor may the sweep's own record of their
+/// sessions outlive them, whether they were swept or purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_expired_while_no_instance_swept_leave_no_session_set_behind() {
+    let server = common_redis::shared();
+    let prefix = common_redis::unique_prefix();
+    // The backstop expiry is max_age + sweep_interval: 300 ms.
+    let retention = Retention::new()
+        .max_age(Duration::from_millis(100))
+        .sweep_interval(Duration::from_millis(200));
+    let session_key = format!("{prefix}session:s-1");
+    let client = redis::Client::open(server.url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let exists = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+
+    let first = common_redis::open(server, &prefix, retention).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let stream = first
+            .create_stream(NewStream::new(StreamKind::PostResponse).session("s-1"))
+            .await
+            .unwrap();
+        first.append(stream, vec![event(1)]).await.unwrap();
+        first.end_stream(stream, StreamEnd::Complete).await.unwrap();
+        streams.push(stream);
+    }
+    // A session purged by hand leaves no bookkeeping for the sweep either.
+    let purged = first
+        .create_stream(NewStream::new(StreamKind::PostResponse).session("s-2"))
+        .await
+        .unwrap();
+    first.end_stream(purged, StreamEnd::Complete).await.unwrap();
+    assert_eq!(first.purge_session("s-2").await.unwrap(), 1);
+    assert_eq!(exists(session_key.clone()).await, 1);
+    // The fleet goes away before its sweep deleted them.
+    first.close().await.unwrap();
+    guard("the backstop expiry", async {
+        while exists(format!("{prefix}meta:{}", streams[2])).await == 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    let second = common_redis::open(server, &prefix, retention).await;
+    second.sweep().await.unwrap();
+    assert_eq!(
+        exists(session_key).await,
+        0,
+        "the session set outlived all its streams"
+    );
+    assert!(
+        second.session_streams("s-1").await.unwrap().is_empty(),
+        "expired streams listed"
+    );
+    assert_eq!(
+        exists(format!("{prefix}ended-sessions")).await,
+        0,
+        "the sweep left its own bookkeeping behind"
+    );
+}

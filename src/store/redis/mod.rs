@@ -137,6 +137,7 @@ impl RedisOptions {
 /// | `mcp-resume:meta:<id>` | hash | `kind`, `state`, `session`, `identity`, `cap` (max events), `first` and `last` (retained range), `created`, `active` (last activity), `owner` (instance) |
 /// | `mcp-resume:session:<session>` | set | the ids of the session's streams, for [`purge_session`](EventStore::purge_session) |
 /// | `mcp-resume:ended` | sorted set | ended streams by end time, for the sweep |
+/// | `mcp-resume:ended-sessions` | hash | the session of each ended stream that has one, so the sweep takes it out of its session's set even after the backstop expiry (below) deleted its metadata |
 /// | `mcp-resume:owner:<instance>` | set | the live streams an instance produces |
 /// | `mcp-resume:instances` | sorted set | instances by lease expiry |
 /// | `mcp-resume:head:<id>` | pub/sub channel | `<last_seq> <state>` after each append and at the end |

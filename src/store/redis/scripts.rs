@@ -27,17 +27,20 @@ local function fmt(n)
 end
 
 -- Ends the live stream `id` in `state` ('1' complete, '2' abandoned): records
--- the state and the time, indexes it for the sweep, takes it off its owner's
--- list, sets the expiry that backs up the sweep, and announces the final
--- head. Returns its last sequence (a string), or nil and the state code if it
--- had already ended, or nil and nil if it does not exist.
+-- the state and the time, indexes it (and its session) for the sweep, takes
+-- it off its owner's list, sets the expiry that backs up the sweep, and
+-- announces the final head. Returns its last sequence (a string), or nil and
+-- the state code if it had already ended, or nil and nil if it does not exist.
 local function end_live(P, id, state, ttl_ms, now)
   local meta = P .. 'meta:' .. id
-  local m = redis.call('HMGET', meta, 'state', 'last', 'owner')
+  local m = redis.call('HMGET', meta, 'state', 'last', 'owner', 'session')
   if not m[1] then return nil, nil end
   if m[1] ~= '0' then return nil, tonumber(m[1]) end
   redis.call('HSET', meta, 'state', state, 'active', fmt(now))
   redis.call('ZADD', P .. 'ended', fmt(now), id)
+  -- Outlives the expiry of the stream's keys, so that the sweep can still
+  -- take the stream out of its session's set once they are gone.
+  if m[4] then redis.call('HSET', P .. 'ended-sessions', id, m[4]) end
   if m[3] then redis.call('SREM', P .. 'owner:' .. m[3], id) end
   redis.call('PEXPIRE', meta, ttl_ms)
   redis.call('PEXPIRE', P .. 'log:' .. id, ttl_ms)
@@ -169,6 +172,7 @@ for _, id in ipairs(redis.call('SMEMBERS', skey)) do
     end
     redis.call('UNLINK', meta, P .. 'log:' .. id)
     redis.call('ZREM', P .. 'ended', id)
+    redis.call('HDEL', P .. 'ended-sessions', id)
     out[#out + 1] = id
     out[#out + 1] = tonumber(m[2])
   end
@@ -211,14 +215,21 @@ local streams, events = 0, 0
 for _, id in ipairs(idle) do
   local meta = P .. 'meta:' .. id
   local m = redis.call('HMGET', meta, 'state', 'session')
+  -- The session is in the metadata, or, once the backstop expiry has
+  -- deleted that, in `ended-sessions` (streams ended by earlier versions
+  -- are only in the metadata).
+  local session = m[2] or redis.call('HGET', P .. 'ended-sessions', id)
   if m[1] and m[1] ~= '0' then
     local log = P .. 'log:' .. id
     events = events + redis.call('XLEN', log)
     streams = streams + 1
     redis.call('UNLINK', meta, log)
-    if m[2] then redis.call('SREM', P .. 'session:' .. m[2], id) end
+  end
+  if session and m[1] ~= '0' then
+    redis.call('SREM', P .. 'session:' .. session, id)
   end
   redis.call('ZREM', P .. 'ended', id)
+  redis.call('HDEL', P .. 'ended-sessions', id)
 end
 if #idle == limit then more = 1 end
 return {streams, events, abandoned, more}

@@ -215,18 +215,20 @@ local streams, events = 0, 0
 for _, id in ipairs(idle) do
   local meta = P .. 'meta:' .. id
   local m = redis.call('HMGET', meta, 'state', 'session')
-  -- The session is in the metadata, or, once the backstop expiry has
-  -- deleted that, in `ended-sessions` (streams ended by earlier versions
-  -- are only in the metadata).
-  local session = m[2] or redis.call('HGET', P .. 'ended-sessions', id)
-  if m[1] and m[1] ~= '0' then
-    local log = P .. 'log:' .. id
-    events = events + redis.call('XLEN', log)
-    streams = streams + 1
-    redis.call('UNLINK', meta, log)
-  end
-  if session and m[1] ~= '0' then
-    redis.call('SREM', P .. 'session:' .. session, id)
+  -- A live stream (state 0) is left alone; one whose metadata is gone
+  -- (nil) is still taken out of its session.
+  if m[1] ~= '0' then
+    if m[1] then
+      local log = P .. 'log:' .. id
+      events = events + redis.call('XLEN', log)
+      streams = streams + 1
+      redis.call('UNLINK', meta, log)
+    end
+    -- The session is in the metadata, or, once the backstop expiry has
+    -- deleted that, in `ended-sessions` (streams ended by earlier versions
+    -- are only in the metadata).
+    local session = m[2] or redis.call('HGET', P .. 'ended-sessions', id)
+    if session then redis.call('SREM', P .. 'session:' .. session, id) end
   end
   redis.call('ZREM', P .. 'ended', id)
   redis.call('HDEL', P .. 'ended-sessions', id)

@@ -271,13 +271,6 @@ fn resume_latency(rt: &tokio::runtime::Runtime, url: &str) -> ResumeFigures {
     figures
 }
 
-fn percentile(samples: &[f64], p: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn print_summary(xadd: &[f64], resume: &ResumeFigures) {
     println!("\n== redis benchmark summary (this run) ==");
     let label = format!("{EVENT_SIZE}B/{STREAMS}streams");
@@ -304,7 +297,11 @@ fn print_summary(xadd: &[f64], resume: &ResumeFigures) {
         Some(s) => println!("replay 10k events from 0: {:.2} ms", s * 1e3),
         None => println!("replay 10k events: - (filtered out of this run)"),
     }
-    let ms = |samples: &[f64], p| percentile(samples, p) * 1e3;
+    let ms = |samples: &[f64], fraction| {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        common::percentile(&sorted, fraction) * 1e3
+    };
     println!(
         "cross-instance resume, {} samples, producer every {} ms:",
         resume.cold.len(),
@@ -312,19 +309,19 @@ fn print_summary(xadd: &[f64], resume: &ResumeFigures) {
     );
     println!(
         "  cold (B subscribes):  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; less the producer's wait: p50 {:.2} ms, p99 {:.2} ms",
-        ms(&resume.cold, 50.0),
-        ms(&resume.cold, 99.0),
-        ms(&resume.cold, 100.0),
-        ms(&resume.cold_delivery, 50.0),
-        ms(&resume.cold_delivery, 99.0),
+        ms(&resume.cold, 0.5),
+        ms(&resume.cold, 0.99),
+        ms(&resume.cold, 1.0),
+        ms(&resume.cold_delivery, 0.5),
+        ms(&resume.cold_delivery, 0.99),
     );
     println!(
         "  warm (already subscribed): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; less the producer's wait: p50 {:.2} ms, p99 {:.2} ms",
-        ms(&resume.warm, 50.0),
-        ms(&resume.warm, 99.0),
-        ms(&resume.warm, 100.0),
-        ms(&resume.warm_delivery, 50.0),
-        ms(&resume.warm_delivery, 99.0),
+        ms(&resume.warm, 0.5),
+        ms(&resume.warm, 0.99),
+        ms(&resume.warm, 1.0),
+        ms(&resume.warm_delivery, 0.5),
+        ms(&resume.warm_delivery, 0.99),
     );
     println!("  target: p99 < 50 ms on loopback");
 }

@@ -102,6 +102,12 @@ pub async fn timed_appends(
     elapsed
 }
 
+/// The value at `fraction` (0.5 for the median, 0.99 for p99) of `sorted`,
+/// which is sorted in ascending order and not empty: the nearest rank.
+pub fn percentile<T: Copy>(sorted: &[T], fraction: f64) -> T {
+    sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
+}
+
 /// The limit: rusqlite inserting the same rows into the same table, in
 /// transactions of 1,000 rows, interleaved across `streams` streams.
 pub fn raw_inserts(path: &Path, streams: usize, size: usize, rows: u64) -> Duration {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 
 use crate::Plan;
+use crate::common::percentile;
 use crate::net::{self, Answer, EVENT_BYTES, HttpClient, Setup, epoch, median};
 use crate::report::{Report, Row, Series, Target};
 
@@ -80,10 +81,6 @@ async fn paced_latencies(
     })
     .await;
     per_stream.concat()
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64
 }
 
 fn rate(per_second: f64) -> String {
@@ -211,8 +208,8 @@ pub async fn sse(report: &mut Report, plan: &Plan, dir: &Path) {
             paced_latencies(&client, *addr, STREAMS, period, plan.latency_window).await;
         latencies.sort_unstable();
         percentiles.push((
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
+            percentile(&latencies, 0.5) as f64,
+            percentile(&latencies, 0.99) as f64,
             latencies.len(),
         ));
     }
@@ -254,8 +251,8 @@ pub async fn sse(report: &mut Report, plan: &Plan, dir: &Path) {
             "disk: a 4,120 B append (a WAL frame) and fdatasync, in the stores' directory: the floor of a FULL commit",
             format!(
                 "p50 {} / p99 {}",
-                micros(percentile(&syncs, 0.5)),
-                micros(percentile(&syncs, 0.99))
+                micros(percentile(&syncs, 0.5) as f64),
+                micros(percentile(&syncs, 0.99) as f64)
             ),
         ),
     );

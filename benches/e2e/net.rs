@@ -15,7 +15,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use mcp_resume::ResumabilityLayer;
 use mcp_resume::sse::{Frame, SseLimits, SseParser};
 use mcp_resume::store::{EventStore, MemoryEventStore, SqliteOptions, SyncMode};
@@ -263,7 +263,9 @@ pub async fn serve_setup(store: Option<Arc<dyn EventStore>>) -> SocketAddr {
     }
 }
 
-/// Serves `service` on a loopback port, HTTP/1.1 and h2c, until the runtime stops.
+/// Serves `service` on a loopback port with the binary's own server loop
+/// ([`mcp_resume::proxy::serve`]), until the runtime stops. Its connection
+/// cap is raised above the 10,000 streams of row 6.
 pub async fn serve<S, B>(service: S) -> SocketAddr
 where
     S: Service<Request<hyper::body::Incoming>, Response = Response<B>, Error = Infallible>
@@ -276,26 +278,13 @@ where
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of descriptors, most likely: say so, and do not spin.
-                    eprintln!("[e2e] accept failed: {error}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let options = mcp_resume::proxy::ServeOptions::new().max_connections(1 << 20);
+    tokio::spawn(mcp_resume::proxy::serve(
+        listener,
+        service,
+        std::future::pending(),
+        options,
+    ));
     addr
 }
 

@@ -117,10 +117,14 @@ impl SqliteOptions {
     /// after them commits more appends at once, at less CPU per event; one
     /// that preempts them commits smaller groups and interrupts the work
     /// that feeds it. On an idle CPU both run at once, whatever their
-    /// priority. Measured on 2 cores with rmcp producing as fast as it can
-    /// (benchmark row 3, A/B runs of one build): 1.04 times the CPU per
-    /// event of rmcp alone instead of 1.25, with no higher added latency at
-    /// 10,000 events/s (row 2).
+    /// priority. The price is latency when the CPUs are briefly all busy: a
+    /// commit may wait for its turn. Measured on 2 cores (benchmark rows 2
+    /// and 3, A/B runs of one build): with rmcp producing as fast as it can,
+    /// 1.02-1.11 times the CPU per event of rmcp alone instead of 1.14-1.21
+    /// at 0, and 0.96-1.15 of its rate instead of 0.84-0.85 (3 runs each);
+    /// at 10,000 events/s, p99 added latency 1.21-1.46 ms instead of
+    /// 0.86-1.28 ms (`NORMAL`, 4 runs each). Set 0 where latency at
+    /// moderate load matters more than throughput at full load.
     pub fn thread_nice(mut self, levels: u8) -> Self {
         self.thread_nice = levels;
         self

@@ -223,7 +223,8 @@ fn phase(sample: usize) -> Duration {
     PRODUCER_INTERVAL.mul_f64((sample as f64 * 0.618_033_988_749_895).fract())
 }
 
-/// Latency samples of the resume runs, in seconds.
+/// Latency samples of the resume runs, in seconds, each series sorted
+/// ascending once all are taken.
 #[derive(Default)]
 struct ResumeFigures {
     cold: Vec<f64>,
@@ -268,6 +269,14 @@ fn resume_latency(rt: &tokio::runtime::Runtime, url: &str) -> ResumeFigures {
     });
     rt.block_on(b.close()).unwrap();
     a_rt.block_on(a.close()).unwrap();
+    for samples in [
+        &mut figures.cold,
+        &mut figures.cold_delivery,
+        &mut figures.warm,
+        &mut figures.warm_delivery,
+    ] {
+        samples.sort_by(f64::total_cmp);
+    }
     figures
 }
 
@@ -297,11 +306,7 @@ fn print_summary(xadd: &[f64], resume: &ResumeFigures) {
         Some(s) => println!("replay 10k events from 0: {:.2} ms", s * 1e3),
         None => println!("replay 10k events: - (filtered out of this run)"),
     }
-    let ms = |samples: &[f64], fraction| {
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        common::percentile(&sorted, fraction) * 1e3
-    };
+    let ms = |sorted: &[f64], fraction| common::percentile(sorted, fraction) * 1e3;
     println!(
         "cross-instance resume, {} samples, producer every {} ms:",
         resume.cold.len(),

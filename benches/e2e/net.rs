@@ -392,5 +392,5 @@ pub fn round_order(round: usize, setups: usize) -> impl Iterator<Item = usize> {
 /// The median of `values` (sorted in place).
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    crate::common::percentile(values, 0.5)
 }

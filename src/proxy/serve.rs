@@ -199,7 +199,7 @@ where
     // period can be closed. Finished ones are reaped as the loop goes.
     let mut connections = JoinSet::new();
     let mut signal = std::pin::pin!(signal);
-    // At the cap, each closing connection lets one more in.
+    // Both states last as long as the load does: said once a minute.
     let mut cap_warning = Throttle::default();
     let mut descriptors_warning = Throttle::default();
     loop {
@@ -253,8 +253,10 @@ where
                 Err(error) if is_connection_error(&error) => {
                     tracing::debug!(%error, "connection failed before it was accepted");
                 }
-                Err(error) if is_out_of_descriptors(&error) => {
-                    if descriptors_warning.ready() {
+                Err(error) => {
+                    if !is_out_of_descriptors(&error) {
+                        tracing::error!(%error, "cannot accept connections; retrying");
+                    } else if descriptors_warning.ready() {
                         tracing::error!(
                             %error,
                             open = connections.len(),
@@ -263,11 +265,12 @@ where
                              raise the limit (ulimit -n) to twice max_connections, or lower max_connections"
                         );
                     }
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "cannot accept connections; retrying");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    // Retrying at once would spin; a shutdown meanwhile
+                    // is not kept waiting for the retry.
+                    tokio::select! {
+                        () = &mut signal => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
                 }
             },
         }

@@ -31,17 +31,18 @@ use super::schema;
 use crate::store::StoreError;
 
 /// The least time between the starts of two checkpoints: commits made
-/// within it share one checkpoint, so a busy writer costs at most this many
-/// database syncs per second, and a quiet one none.
+/// within it share one checkpoint, so there are at most 500 checkpoints
+/// (each ending with a file sync) a second, and none while no commits are made.
 const MIN_INTERVAL: Duration = Duration::from_millis(2);
 
 /// The most time between the starts of two checkpoints while commits are
 /// made, however long the last one took.
 const MAX_INTERVAL: Duration = Duration::from_millis(10);
 
-/// A checkpoint starts no sooner than this many times as long as the last
-/// one took after the last one started: the checkpointing thread is busy a
-/// quarter of the time at most (between the two bounds above).
+/// The next checkpoint starts this many times the last one's duration after
+/// the last one started (within the two bounds above): the checkpointing
+/// thread is busy at most a quarter of the time, unless checkpoints take
+/// longer than a quarter of [`MAX_INTERVAL`].
 const INTERVAL_PER_CHECKPOINT_TIME: u32 = 4;
 
 /// The checkpointing thread's name. At most 15 bytes, which is all Linux

@@ -86,20 +86,37 @@ impl Checkpointer {
 }
 
 fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path) {
+    // A failure that lasts (a full disk, say) is a warning once, not at
+    // every try.
+    let mut failing = false;
     while wakes.recv().is_ok() {
         let started = std::time::Instant::now();
         // `Skipped`: the writer is checkpointing (for a flush, or to restart
         // the WAL); nothing to do.
-        if let Err(error) = checkpoint(conn, path, Mode::Passive) {
-            tracing::warn!(%error, "mcp-resume SQLite checkpoint failed; the next one will retry");
-        }
+        let failed = match checkpoint(conn, path, Mode::Passive) {
+            Ok(_) if failing => {
+                tracing::info!("mcp-resume SQLite checkpoints succeed again");
+                false
+            }
+            Ok(_) => false,
+            Err(error) if failing => {
+                tracing::debug!(%error, "mcp-resume SQLite checkpoint still failing");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "mcp-resume SQLite checkpoint failed; the next one will retry");
+                true
+            }
+        };
+        failing = failed;
         let took = started.elapsed();
-        std::thread::sleep(next_interval(took).saturating_sub(took));
+        std::thread::sleep(next_interval(took, failed).saturating_sub(took));
     }
 }
 
 /// The time from the start of a checkpoint that took `took` to the start of
-/// the next one.
+/// the next one: the longest after a failure, which a quick retry would
+/// only repeat.
 ///
 /// Measured on a 2-core VM (benchmark row 2, latency phase, 10,000 events/s
 /// offered, A/B runs of one build): with checkpoints every 10 ms, the
@@ -113,7 +130,10 @@ fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path) {
 /// 0.81-0.93 against 0.84-0.94 for 10 ms (5 runs each), the checkpointing
 /// thread 0.7-0.8 us per notification either way. Longer than 10 ms made
 /// the p99 worse: a checkpoint of more pages ends with a longer sync.
-fn next_interval(took: Duration) -> Duration {
+fn next_interval(took: Duration, failed: bool) -> Duration {
+    if failed {
+        return MAX_INTERVAL;
+    }
     (took * INTERVAL_PER_CHECKPOINT_TIME).clamp(MIN_INTERVAL, MAX_INTERVAL)
 }
 
@@ -208,16 +228,18 @@ mod tests {
     use super::*;
 
     /// Quick checkpoints come as often as every 2 ms; slower ones four
-    /// times their length apart; none more than 10 ms apart.
+    /// times their length apart; none more than 10 ms apart; and a failed
+    /// one, however quick, is not retried sooner than 10 ms.
     #[test]
     fn checkpoints_come_less_often_the_longer_they_take() {
         let ms = Duration::from_millis;
-        assert_eq!(next_interval(Duration::ZERO), ms(2));
-        assert_eq!(next_interval(Duration::from_micros(300)), ms(2));
-        assert_eq!(next_interval(ms(1)), ms(4));
-        assert_eq!(next_interval(ms(2)), ms(8));
-        assert_eq!(next_interval(ms(3)), ms(10));
-        assert_eq!(next_interval(ms(500)), ms(10));
+        assert_eq!(next_interval(Duration::ZERO, false), ms(2));
+        assert_eq!(next_interval(Duration::from_micros(300), false), ms(2));
+        assert_eq!(next_interval(ms(1), false), ms(4));
+        assert_eq!(next_interval(ms(2), false), ms(8));
+        assert_eq!(next_interval(ms(3), false), ms(10));
+        assert_eq!(next_interval(ms(500), false), ms(10));
+        assert_eq!(next_interval(Duration::ZERO, true), ms(10));
     }
 
     fn connect(path: &std::path::Path) -> Connection {

@@ -7,20 +7,18 @@ use std::sync::Arc;
 use mcp_resume::store::MemoryEventStore;
 
 backend_suite!(memory, |retention| -> suite::Store {
-    Arc::new(MemoryEventStore::with_retention(retention))
+    suite::Store::new(Arc::new(MemoryEventStore::with_retention(retention)))
 });
 
 #[cfg(feature = "sqlite")]
 backend_suite!(sqlite, |retention| -> suite::Store {
     use mcp_resume::store::SqliteOptions;
-    // The directory is leaked for the test's duration; the OS temp dir is cleaned by the system.
-    let dir = tempfile::tempdir().unwrap().keep();
-    Arc::new(
-        SqliteOptions::new(dir.join("events.db"))
-            .retention(retention)
-            .open()
-            .unwrap(),
-    )
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteOptions::new(dir.path().join("events.db"))
+        .retention(retention)
+        .open()
+        .unwrap();
+    suite::Store::new(Arc::new(store)).keeping(dir)
 });
 
 #[cfg(feature = "redis")]
@@ -29,5 +27,5 @@ mod common_redis;
 // Each store gets its own key prefix on one `redis-server` per test binary.
 #[cfg(feature = "redis")]
 backend_suite!(redis, |retention| -> suite::Store {
-    common_redis::open_store(retention)
+    suite::Store::new(common_redis::open_store(retention))
 });

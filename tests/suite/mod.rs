@@ -4,7 +4,9 @@
 //! retention, so backends are instantiated by `backend_suite!` in
 //! `tests/store_backends.rs` with one line each.
 
+use std::any::Any;
 use std::collections::HashSet;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +15,34 @@ use mcp_resume::store::{
     StreamEnd, StreamId, StreamKind, StreamState,
 };
 
-pub type Store = Arc<dyn EventStore>;
+/// A store under test, with whatever it needs kept for the test's length:
+/// the SQLite store's temporary directory, removed when the test ends.
+/// It derefs to the store, so `store.clone()` is the `Arc`'s clone.
+pub struct Store {
+    store: Arc<dyn EventStore>,
+    _keep: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Store {
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Store { store, _keep: None }
+    }
+
+    /// Keeps `resource` (a `TempDir`) alive as long as the store.
+    #[allow(dead_code)] // Not every backend has something to keep.
+    pub fn keeping(mut self, resource: impl Any + Send + Sync) -> Self {
+        self._keep = Some(Box::new(resource));
+        self
+    }
+}
+
+impl Deref for Store {
+    type Target = Arc<dyn EventStore>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.store
+    }
+}
 
 /// Opens a fresh, empty store with the given retention.
 pub type Open = Box<dyn Fn(Retention) -> Store>;

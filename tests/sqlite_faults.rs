@@ -395,6 +395,26 @@ async fn a_size_limit_reached_is_a_full_disk() {
     .await;
 }
 
+/// The empty store takes 10 pages (40 KiB at the default 4 KiB page size),
+/// as `SqliteOptions::max_size_bytes` documents: a cap below that cannot
+/// hold the schema, so opening fails with the typed error, and the file
+/// opens with a larger cap afterwards.
+#[tokio::test]
+async fn a_size_limit_below_the_empty_store_fails_at_open() {
+    let (_dir, path) = temp_db();
+    let too_small = SqliteOptions::new(&path).max_size_bytes(36 * 1024).open();
+    assert!(
+        matches!(too_small, Err(StoreError::DiskFull { .. })),
+        "{:?}",
+        too_small.err()
+    );
+    let store = SqliteOptions::new(&path)
+        .max_size_bytes(40 * 1024)
+        .open()
+        .unwrap();
+    store.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_real_full_disk_is_reported() {
     let dir = tempfile::tempdir().unwrap();

@@ -85,7 +85,9 @@ impl SqliteOptions {
     }
 
     /// Caps the database file's size; appends past it fail with
-    /// [`StoreError::DiskFull`] (and nothing committed is lost). Default: no cap.
+    /// [`StoreError::DiskFull`] (and nothing committed is lost). The empty
+    /// store takes 40 KiB (10 pages of 4 KiB), and a cap below that makes
+    /// [`open`](Self::open) fail with the same error. Default: no cap.
     pub fn max_size_bytes(mut self, bytes: u64) -> Self {
         self.max_size_bytes = Some(bytes);
         self

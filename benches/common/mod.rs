@@ -108,18 +108,31 @@ pub fn percentile<T: Copy>(sorted: &[T], fraction: f64) -> T {
     sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
 }
 
-/// The limit: rusqlite inserting the same rows into the same table, in
-/// transactions of 1,000 rows, interleaved across `streams` streams.
-pub fn raw_inserts(path: &Path, streams: usize, size: usize, rows: u64) -> Duration {
-    let mut conn = rusqlite::Connection::open(path).unwrap();
+/// The insert of one row into [`open_raw_events`]'s table: stream, sequence, data.
+pub const RAW_INSERT: &str =
+    "INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, NULL, ?3)";
+
+/// Opens `path` for a raw rusqlite baseline, in WAL mode at `synchronous`
+/// (`"NORMAL"` or `"FULL"`), with an empty `events` table laid out as the
+/// store's (keyed by stream and sequence): what the store is measured against.
+pub fn open_raw_events(path: &Path, synchronous: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.pragma_update(None, "synchronous", synchronous)
+        .unwrap();
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS events (stream_no INTEGER NOT NULL, seq INTEGER NOT NULL,
          event_type BLOB, data BLOB NOT NULL, PRIMARY KEY (stream_no, seq)) WITHOUT ROWID;
          DELETE FROM events;",
     )
     .unwrap();
+    conn
+}
+
+/// The limit: rusqlite inserting the same rows into the same table, in
+/// transactions of 1,000 rows, interleaved across `streams` streams.
+pub fn raw_inserts(path: &Path, streams: usize, size: usize, rows: u64) -> Duration {
+    let mut conn = open_raw_events(path, "NORMAL");
     let data = vec![b'x'; size];
     let mut seqs = vec![0i64; streams];
     let start = Instant::now();
@@ -127,9 +140,7 @@ pub fn raw_inserts(path: &Path, streams: usize, size: usize, rows: u64) -> Durat
     while written < rows {
         let tx = conn.transaction().unwrap();
         {
-            let mut insert = tx
-                .prepare_cached("INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, NULL, ?3)")
-                .unwrap();
+            let mut insert = tx.prepare_cached(RAW_INSERT).unwrap();
             for _ in 0..1_000.min(rows - written) {
                 let stream = (written % streams as u64) as usize;
                 seqs[stream] += 1;

@@ -59,8 +59,16 @@ impl Setup {
         match self {
             Setup::NoLayer => None,
             Setup::Memory => Some(Arc::new(MemoryEventStore::new())),
-            Setup::SqliteNormal => Some(sqlite(SyncMode::Normal)),
-            Setup::SqliteFull => Some(sqlite(SyncMode::Full)),
+            Setup::SqliteNormal | Setup::SqliteFull => self.sync().map(sqlite),
+        }
+    }
+
+    /// The sync mode of a setup on SQLite.
+    pub fn sync(self) -> Option<SyncMode> {
+        match self {
+            Setup::SqliteNormal => Some(SyncMode::Normal),
+            Setup::SqliteFull => Some(SyncMode::Full),
+            Setup::NoLayer | Setup::Memory => None,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::Plan;
 use crate::common::percentile;
 use crate::net::{self, Answer, EVENT_BYTES, HttpClient, Setup, epoch, median};
 use crate::report::{Report, Row, Series, Target};
+use mcp_resume::store::SyncMode;
 
 /// JSON requests per second: `concurrency` clients, each sending the next
 /// request when the previous answer has been read, for `window`.
@@ -217,35 +218,31 @@ pub async fn sse(report: &mut Report, plan: &Plan, dir: &Path) {
     // sync mode, with SQLite's automatic checkpoints (inside the commit that
     // crosses 1,000 WAL pages) and with none (the WAL only grows).
     let mut alone = Vec::new();
-    for sync in ["NORMAL", "FULL"] {
+    for sync in [SyncMode::Normal, SyncMode::Full] {
         for checkpoints in [true, false] {
-            let path = dir.join(format!("paced-alone-{sync}-{checkpoints}.db"));
+            let path = dir.join(format!("paced-alone-{sync:?}-{checkpoints}.db"));
             let window = plan.latency_window;
             let latencies = tokio::task::spawn_blocking(move || {
                 paced_commit_latencies(&path, sync, checkpoints, STREAMS, period, window)
             })
             .await
             .unwrap();
-            alone.push((
+            alone.push(AloneRun {
                 sync,
                 checkpoints,
-                percentile(&latencies, 0.5) as f64,
-                percentile(&latencies, 0.99) as f64,
-                latencies.len(),
-            ));
+                p50: percentile(&latencies, 0.5) as f64,
+                p99: percentile(&latencies, 0.99) as f64,
+                events: latencies.len(),
+            });
         }
     }
     // The better (lower) p99 of rusqlite alone at the setup's sync mode.
     let alone_p99 = |setup: Setup| {
-        let sync = match setup {
-            Setup::SqliteNormal => "NORMAL",
-            Setup::SqliteFull => "FULL",
-            _ => return None,
-        };
+        let sync = setup.sync()?;
         alone
             .iter()
-            .filter(|run| run.0 == sync)
-            .map(|run| run.3)
+            .filter(|run| run.sync == sync)
+            .map(|run| run.p99)
             .reduce(f64::min)
     };
     let (base_p50, base_p99, _) = percentiles[0];
@@ -277,8 +274,8 @@ pub async fn sse(report: &mut Report, plan: &Plan, dir: &Path) {
         }
         report.push(row.value_target("p99 added < 1 ms", Target::AtMost(1e6), added99));
     }
-    for (sync, checkpoints, p50, p99, count) in alone {
-        let checkpoints = if checkpoints {
+    for run in alone {
+        let checkpoints = if run.checkpoints {
             "SQLite's automatic checkpoints"
         } else {
             "no checkpoints"
@@ -286,11 +283,13 @@ pub async fn sse(report: &mut Report, plan: &Plan, dir: &Path) {
         report.push(Row::new(
             "2. Raw SSE",
             format!(
-                "rusqlite alone, WAL {sync}, {checkpoints}: the same 10,000 events/s committed as they \
+                "rusqlite alone, WAL {}, {checkpoints}: the same 10,000 events/s committed as they \
                  come due (one thread, all due events in one transaction; no HTTP, channel or thread \
-                 hop), due to committed ({count} events)"
+                 hop), due to committed ({} events)",
+                synchronous(run.sync),
+                run.events
             ),
-            format!("p50 {} / p99 {}", micros(p50), micros(p99)),
+            format!("p50 {} / p99 {}", micros(run.p50), micros(run.p99)),
         ));
     }
     // What a `FULL` commit cannot go under: one WAL append synced to disk.
@@ -338,6 +337,24 @@ fn append_sync_latencies(path: &Path, count: usize) -> Vec<u64> {
     latencies
 }
 
+/// One run of row 2's paced load by rusqlite alone
+/// ([`paced_commit_latencies`]), in nanoseconds.
+struct AloneRun {
+    sync: SyncMode,
+    checkpoints: bool,
+    p50: f64,
+    p99: f64,
+    events: usize,
+}
+
+/// SQLite's `synchronous` setting for a sync mode of the store.
+fn synchronous(sync: SyncMode) -> &'static str {
+    match sync {
+        SyncMode::Normal => "NORMAL",
+        SyncMode::Full => "FULL",
+    }
+}
+
 /// Row 2's paced load written by rusqlite alone on this disk: in WAL mode
 /// at `sync`, with SQLite's automatic checkpoints or none (`checkpoints`),
 /// it commits 256 B events of `streams` streams, one event each per
@@ -347,43 +364,34 @@ fn append_sync_latencies(path: &Path, count: usize) -> Vec<u64> {
 /// nanoseconds from each event's due time to its commit, sorted.
 fn paced_commit_latencies(
     path: &Path,
-    sync: &str,
+    sync: SyncMode,
     checkpoints: bool,
     streams: usize,
     period: Duration,
     duration: Duration,
 ) -> Vec<u64> {
-    let mut conn = rusqlite::Connection::open(path).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", sync).unwrap();
+    let mut conn = crate::common::open_raw_events(path, synchronous(sync));
     if !checkpoints {
         conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
     }
-    conn.execute_batch(
-        "CREATE TABLE events (stream_no INTEGER NOT NULL, seq INTEGER NOT NULL,
-         event_type BLOB, data BLOB NOT NULL, PRIMARY KEY (stream_no, seq)) WITHOUT ROWID;",
-    )
-    .unwrap();
     let data = vec![b'x'; EVENT_BYTES];
-    let spacing = period / streams as u32;
-    let total = (duration.as_nanos() / spacing.as_nanos()) as u64;
-    let due = |event: u64| spacing * event as u32;
+    // Event n of the run is due `n * spacing` after its start.
+    let spacing = (period.as_nanos() as u64 / streams as u64).max(1);
+    let total = duration.as_nanos() as u64 / spacing;
     let mut latencies = Vec::with_capacity(total as usize);
     let start = Instant::now();
     let mut committed = 0;
     while committed < total {
-        let now = start.elapsed();
-        // Events 0..ready are due by now.
-        let ready = ((now.as_nanos() / spacing.as_nanos()) as u64 + 1).min(total);
+        let now = start.elapsed().as_nanos() as u64;
+        // Events committed..ready are due by now.
+        let ready = (now / spacing + 1).min(total);
         if ready == committed {
-            std::thread::sleep(due(committed).saturating_sub(now));
+            std::thread::sleep(Duration::from_nanos(committed * spacing - now));
             continue;
         }
         let tx = conn.transaction().unwrap();
         {
-            let mut insert = tx
-                .prepare_cached("INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, NULL, ?3)")
-                .unwrap();
+            let mut insert = tx.prepare_cached(crate::common::RAW_INSERT).unwrap();
             for event in committed..ready {
                 let stream = event % streams as u64;
                 let seq = event / streams as u64 + 1;
@@ -393,8 +401,8 @@ fn paced_commit_latencies(
             }
         }
         tx.commit().unwrap();
-        let done = start.elapsed();
-        latencies.extend((committed..ready).map(|event| (done - due(event)).as_nanos() as u64));
+        let done = start.elapsed().as_nanos() as u64;
+        latencies.extend((committed..ready).map(|event| done - event * spacing));
         committed = ready;
     }
     drop(conn);

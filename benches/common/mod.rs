@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mcp_resume::store::{EventStore, NewEvent, NewStream, StreamEnd, StreamKind};
+use mcp_resume::store::{EventStore, NewEvent, NewStream, StreamEnd, StreamKind, SyncMode};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
@@ -112,13 +112,13 @@ pub fn percentile<T: Copy>(sorted: &[T], fraction: f64) -> T {
 pub const RAW_INSERT: &str =
     "INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, NULL, ?3)";
 
-/// Opens `path` for a raw rusqlite baseline, in WAL mode at `synchronous`
-/// (`"NORMAL"` or `"FULL"`), with an empty `events` table laid out as the
+/// Opens `path` for a raw rusqlite baseline, in WAL mode syncing as the
+/// store does at `sync`, with an empty `events` table laid out as the
 /// store's (keyed by stream and sequence): what the store is measured against.
-pub fn open_raw_events(path: &Path, synchronous: &str) -> rusqlite::Connection {
+pub fn open_raw_events(path: &Path, sync: SyncMode) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", synchronous)
+    conn.pragma_update(None, "synchronous", sync.pragma_value())
         .unwrap();
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS events (stream_no INTEGER NOT NULL, seq INTEGER NOT NULL,
@@ -132,7 +132,7 @@ pub fn open_raw_events(path: &Path, synchronous: &str) -> rusqlite::Connection {
 /// The limit: rusqlite inserting the same rows into the same table, in
 /// transactions of 1,000 rows, interleaved across `streams` streams.
 pub fn raw_inserts(path: &Path, streams: usize, size: usize, rows: u64) -> Duration {
-    let mut conn = open_raw_events(path, "NORMAL");
+    let mut conn = open_raw_events(path, SyncMode::Normal);
     let data = vec![b'x'; size];
     let mut seqs = vec![0i64; streams];
     let start = Instant::now();

@@ -36,6 +36,18 @@ pub enum SyncMode {
     Full,
 }
 
+impl SyncMode {
+    /// The value of SQLite's `synchronous` setting for this mode
+    /// (`"NORMAL"` or `"FULL"`), for a connection of your own to the same
+    /// file that should sync as the store does.
+    pub fn pragma_value(self) -> &'static str {
+        match self {
+            SyncMode::Normal => "NORMAL",
+            SyncMode::Full => "FULL",
+        }
+    }
+}
+
 /// Configuration for [`SqliteEventStore::open_with`].
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::{SqliteOptions, SyncMode};
+use super::SqliteOptions;
 use crate::store::StoreError;
 
 /// Written to the file header (`PRAGMA application_id`) so a database of
@@ -163,14 +163,7 @@ fn open_more(
 
 fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(options.busy_timeout)?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match options.sync {
-            SyncMode::Normal => "NORMAL",
-            SyncMode::Full => "FULL",
-        },
-    )?;
+    conn.pragma_update(None, "synchronous", options.sync.pragma_value())?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(())
 }
@@ -244,5 +237,29 @@ pub(crate) fn classify(path: &Path, context: &'static str, error: rusqlite::Erro
             _ => StoreError::ReadOnly { path },
         },
         _ => StoreError::backend(context, error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SyncMode;
+
+    /// Every connection the store opens syncs as its options say: SQLite
+    /// reads `synchronous` back as 1 for `NORMAL` and 2 for `FULL`.
+    #[test]
+    fn connections_sync_as_the_options_say() {
+        let dir = tempfile::tempdir().unwrap();
+        for (sync, expected) in [(SyncMode::Normal, 1), (SyncMode::Full, 2)] {
+            let options = SqliteOptions::new(dir.path().join(format!("{sync:?}.db"))).sync(sync);
+            let writer = open_writer(&options).unwrap();
+            let reader = open_reader(&options).unwrap();
+            for conn in [&writer, &reader] {
+                let synchronous: i64 = conn
+                    .pragma_query_value(None, "synchronous", |row| row.get(0))
+                    .unwrap();
+                assert_eq!(synchronous, expected, "{sync:?}");
+            }
+        }
     }
 }

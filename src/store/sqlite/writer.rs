@@ -987,7 +987,7 @@ fn settle_step(conn: &mut Connection, ledger: &mut Ledger, rows: u64) -> Result<
     let full = ledger.sync == SyncMode::Full;
     let moved = (|| {
         if full {
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "synchronous", SyncMode::Normal.pragma_value())?;
         }
         let moved = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -997,7 +997,7 @@ fn settle_step(conn: &mut Connection, ledger: &mut Ledger, rows: u64) -> Result<
                 Ok(moved)
             });
         if full {
-            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "synchronous", SyncMode::Full.pragma_value())?;
         }
         moved
     })();

@@ -393,19 +393,38 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// The defaults: streams idle for an hour are deleted, each stream keeps
-    /// its newest 10,000 events, and sweeps run at most once a minute.
+    /// How long an ended stream is kept after its last activity, unless
+    /// [`max_age`](Self::max_age) says otherwise: 1 hour, long enough for a
+    /// client to come back from a dropped connection or a laptop lid.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60 * 60);
+
+    /// How many events each stream keeps, unless
+    /// [`max_events_per_stream`](Self::max_events_per_stream) says
+    /// otherwise: 10,000, far more than a client falls behind by in practice,
+    /// while bounding what one runaway stream can hold.
+    pub const DEFAULT_MAX_EVENTS_PER_STREAM: u64 = 10_000;
+
+    /// How often a store sweeps on its own, unless
+    /// [`sweep_interval`](Self::sweep_interval) says otherwise: 60 seconds,
+    /// small next to [`DEFAULT_MAX_AGE`](Self::DEFAULT_MAX_AGE).
+    pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+    /// The defaults: streams idle for [`DEFAULT_MAX_AGE`](Self::DEFAULT_MAX_AGE)
+    /// are deleted, each stream keeps its newest
+    /// [`DEFAULT_MAX_EVENTS_PER_STREAM`](Self::DEFAULT_MAX_EVENTS_PER_STREAM)
+    /// events, and sweeps run at most every
+    /// [`DEFAULT_SWEEP_INTERVAL`](Self::DEFAULT_SWEEP_INTERVAL).
     pub fn new() -> Self {
         Self {
-            max_age: Duration::from_secs(60 * 60),
-            max_events_per_stream: 10_000,
-            sweep_interval: Duration::from_secs(60),
+            max_age: Self::DEFAULT_MAX_AGE,
+            max_events_per_stream: Self::DEFAULT_MAX_EVENTS_PER_STREAM,
+            sweep_interval: Self::DEFAULT_SWEEP_INTERVAL,
         }
     }
 
     /// Ended streams (complete or abandoned) whose last activity is older than
     /// this are deleted by a sweep. Live streams are never swept: their
-    /// producer is still running. Default: 1 hour.
+    /// producer is still running. Default: [`Self::DEFAULT_MAX_AGE`] (1 hour).
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = max_age;
         self
@@ -413,14 +432,16 @@ impl Retention {
 
     /// Each stream keeps at most this many events; older ones are trimmed as
     /// new ones arrive, and a resume from a trimmed position is refused
-    /// (never answered with a partial replay). Default: 10,000. Values below
-    /// 1 are treated as 1.
+    /// (never answered with a partial replay). Default:
+    /// [`Self::DEFAULT_MAX_EVENTS_PER_STREAM`] (10,000). Values below 1 are
+    /// treated as 1.
     pub fn max_events_per_stream(mut self, max: u64) -> Self {
         self.max_events_per_stream = max.max(1);
         self
     }
 
-    /// How often a store runs a sweep on its own. Default: 60 seconds.
+    /// How often a store runs a sweep on its own. Default:
+    /// [`Self::DEFAULT_SWEEP_INTERVAL`] (60 seconds).
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval = interval;
         self

@@ -62,6 +62,26 @@ impl RedisOptions {
     /// [`key_prefix`](Self::key_prefix) says otherwise.
     pub const DEFAULT_PREFIX: &'static str = "mcp-resume:";
 
+    /// How long an instance's live streams outlive its last heartbeat, unless
+    /// [`instance_lease`](Self::instance_lease) says otherwise: 30 seconds,
+    /// long enough to ride out a brief network cut, short enough that
+    /// followers of a crashed instance's streams stop soon.
+    pub const DEFAULT_INSTANCE_LEASE: Duration = Duration::from_secs(30);
+
+    /// The shortest lease [`instance_lease`](Self::instance_lease) accepts
+    /// (1 second); shorter ones are raised to it.
+    pub const MIN_INSTANCE_LEASE: Duration = Duration::from_secs(1);
+
+    /// How long a command waits for Redis's answer, unless
+    /// [`response_timeout`](Self::response_timeout) says otherwise: 2
+    /// seconds, so no call hangs while Redis is unreachable.
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// How long one connection attempt may take, unless
+    /// [`connection_timeout`](Self::connection_timeout) says otherwise: 1
+    /// second.
+    pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+
     /// Options for the Redis at `url` (`redis://[user:password@]host:port/db`
     /// or `redis+unix:///path/to/socket`), with every other setting at its
     /// default. (`rediss://`, TLS, needs a TLS feature of the `redis` crate,
@@ -71,15 +91,16 @@ impl RedisOptions {
             url: url.into(),
             prefix: Self::DEFAULT_PREFIX.to_string(),
             retention: Retention::default(),
-            instance_lease: Duration::from_secs(30),
-            response_timeout: Duration::from_secs(2),
-            connection_timeout: Duration::from_secs(1),
+            instance_lease: Self::DEFAULT_INSTANCE_LEASE,
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            connection_timeout: Self::DEFAULT_CONNECTION_TIMEOUT,
         }
     }
 
     /// The prefix of every key and pub/sub channel the store uses. Instances
     /// that serve the same MCP endpoint must use the same prefix; different
-    /// applications sharing a Redis, different ones. Default: `mcp-resume:`.
+    /// applications sharing a Redis, different ones. Default:
+    /// [`Self::DEFAULT_PREFIX`] (`mcp-resume:`).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -98,20 +119,23 @@ impl RedisOptions {
     /// [abandoned](StreamState::Abandoned) once the lease has run out, so
     /// their followers stop. An instance cut off from Redis for longer than
     /// this has its streams abandoned too: appends to them then fail with
-    /// [`StoreError::StreamEnded`]. Default: 30 seconds; at least 1 second.
+    /// [`StoreError::StreamEnded`]. Default: [`Self::DEFAULT_INSTANCE_LEASE`]
+    /// (30 seconds); at least [`Self::MIN_INSTANCE_LEASE`] (1 second).
     pub fn instance_lease(mut self, lease: Duration) -> Self {
-        self.instance_lease = lease.max(Duration::from_secs(1));
+        self.instance_lease = lease.max(Self::MIN_INSTANCE_LEASE);
         self
     }
 
     /// How long a command waits for Redis's answer before failing with
-    /// [`StoreError::Backend`]. Default: 2 seconds.
+    /// [`StoreError::Backend`]. Default: [`Self::DEFAULT_RESPONSE_TIMEOUT`]
+    /// (2 seconds).
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
     }
 
-    /// How long one connection attempt may take. Default: 1 second.
+    /// How long one connection attempt may take. Default:
+    /// [`Self::DEFAULT_CONNECTION_TIMEOUT`] (1 second).
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
         self

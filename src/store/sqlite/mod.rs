@@ -23,12 +23,12 @@ use super::{
     Subscription, SweepReport,
 };
 
-/// How SQLite syncs commits to disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How SQLite syncs commits to disk. Default: [`SqliteOptions::DEFAULT_SYNC`]
+/// ([`Normal`](Self::Normal)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
     /// `synchronous=NORMAL` (the default): a commit survives the process
     /// crashing; the last commits before a power loss or OS crash may be lost.
-    #[default]
     Normal,
     /// `synchronous=FULL`: every commit is synced to disk before the append
     /// resolves, so it survives power loss, at the cost of one fsync per
@@ -48,6 +48,13 @@ impl SyncMode {
     }
 }
 
+impl Default for SyncMode {
+    /// [`SqliteOptions::DEFAULT_SYNC`].
+    fn default() -> Self {
+        SqliteOptions::DEFAULT_SYNC
+    }
+}
+
 /// Configuration for [`SqliteEventStore::open_with`].
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
@@ -62,6 +69,35 @@ pub struct SqliteOptions {
 }
 
 impl SqliteOptions {
+    /// The sync mode unless [`sync`](Self::sync) says otherwise:
+    /// [`SyncMode::Normal`], which loses no commit when the process crashes
+    /// and costs no fsync per commit.
+    pub const DEFAULT_SYNC: SyncMode = SyncMode::Normal;
+
+    /// How long a connection waits for a lock, unless
+    /// [`busy_timeout`](Self::busy_timeout) says otherwise: 5 seconds, far
+    /// longer than a checkpoint holds one.
+    pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// How many read connections serve replays, unless
+    /// [`read_connections`](Self::read_connections) says otherwise: 4, enough
+    /// for concurrent resumes without holding many open files.
+    pub const DEFAULT_READ_CONNECTIONS: usize = 4;
+
+    /// The write-ahead log's bound, unless
+    /// [`max_wal_bytes`](Self::max_wal_bytes) says otherwise: 64 MiB, large
+    /// enough that the writer rarely waits for a checkpoint, small next to
+    /// the disk.
+    pub const DEFAULT_MAX_WAL_BYTES: u64 = 64 << 20;
+
+    /// The smallest write-ahead log bound [`max_wal_bytes`](Self::max_wal_bytes)
+    /// accepts (1 MiB); smaller values are raised to it.
+    pub const MIN_MAX_WAL_BYTES: u64 = 1 << 20;
+
+    /// How many nice levels below the opening thread the store's threads
+    /// run, unless [`thread_nice`](Self::thread_nice) says otherwise: 5.
+    pub const DEFAULT_THREAD_NICE: u8 = 5;
+
     /// Options for the database at `path`, with every other setting at its default.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
@@ -70,14 +106,15 @@ impl SqliteOptions {
         }
     }
 
-    /// The sync mode. Default: [`SyncMode::Normal`].
+    /// The sync mode. Default: [`Self::DEFAULT_SYNC`] ([`SyncMode::Normal`]).
     pub fn sync(mut self, sync: SyncMode) -> Self {
         self.sync = sync;
         self
     }
 
     /// How long a connection waits for a lock held by a checkpoint or
-    /// another connection before failing. Default: 5 seconds.
+    /// another connection before failing. Default:
+    /// [`Self::DEFAULT_BUSY_TIMEOUT`] (5 seconds).
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
@@ -90,7 +127,8 @@ impl SqliteOptions {
     }
 
     /// How many read connections serve replays and look-ups concurrently.
-    /// Default: 4. Values below 1 are treated as 1.
+    /// Default: [`Self::DEFAULT_READ_CONNECTIONS`] (4). Values below 1 are
+    /// treated as 1.
     pub fn read_connections(mut self, connections: usize) -> Self {
         self.read_connections = connections.max(1);
         self
@@ -99,7 +137,8 @@ impl SqliteOptions {
     /// Caps the database file's size; appends past it fail with
     /// [`StoreError::DiskFull`] (and nothing committed is lost). The empty
     /// store takes 40 KiB (10 pages of 4 KiB), and a cap below that makes
-    /// [`open`](Self::open) fail with the same error. Default: no cap.
+    /// [`open`](Self::open) fail with the same error. Default: no cap (the
+    /// file grows as retention allows); there is no default size to name.
     pub fn max_size_bytes(mut self, bytes: u64) -> Self {
         self.max_size_bytes = Some(bytes);
         self
@@ -111,17 +150,18 @@ impl SqliteOptions {
     /// all of it, which a writer that never pauses does not allow. So once it
     /// holds this much, the writer waits for a checkpoint of all of it (it
     /// may exceed the bound by the commit that crossed it), and the file is
-    /// cut back to this size when it restarts. Default: 64 MiB.
-    /// Values below 1 MiB are treated as 1 MiB.
+    /// cut back to this size when it restarts. Default:
+    /// [`Self::DEFAULT_MAX_WAL_BYTES`] (64 MiB). Values below
+    /// [`Self::MIN_MAX_WAL_BYTES`] (1 MiB) are treated as that.
     pub fn max_wal_bytes(mut self, bytes: u64) -> Self {
-        self.max_wal_bytes = bytes.max(1 << 20);
+        self.max_wal_bytes = bytes.max(Self::MIN_MAX_WAL_BYTES);
         self
     }
 
     /// How many nice levels below the thread that opens the store its own
     /// two threads run: the writer, which commits appends, and the
     /// checkpointer, which copies the write-ahead log into the database
-    /// file. Default: 5. 0 schedules them like the opening thread; the
+    /// file. Default: [`Self::DEFAULT_THREAD_NICE`] (5). 0 schedules them like the opening thread; the
     /// lowest priority, nice 19, is as far as it goes. Linux only (where
     /// nice is a per-thread setting); ignored elsewhere.
     ///
@@ -151,19 +191,18 @@ impl SqliteOptions {
 }
 
 impl Default for SqliteOptions {
-    /// `./mcp_events.db`, [`SyncMode::Normal`], 5 s busy timeout, default
-    /// retention, 4 read connections, no size cap, a 64 MiB write-ahead log,
-    /// store threads 5 nice levels below the opening thread.
+    /// [`SqliteEventStore::DEFAULT_PATH`], [`Retention::default`], no size
+    /// cap, and the `DEFAULT_*` constants above for everything else.
     fn default() -> Self {
         Self {
             path: PathBuf::from(SqliteEventStore::DEFAULT_PATH),
-            sync: SyncMode::Normal,
-            busy_timeout: Duration::from_secs(5),
+            sync: Self::DEFAULT_SYNC,
+            busy_timeout: Self::DEFAULT_BUSY_TIMEOUT,
             retention: Retention::default(),
-            read_connections: 4,
+            read_connections: Self::DEFAULT_READ_CONNECTIONS,
             max_size_bytes: None,
-            max_wal_bytes: 64 << 20,
-            thread_nice: 5,
+            max_wal_bytes: Self::DEFAULT_MAX_WAL_BYTES,
+            thread_nice: Self::DEFAULT_THREAD_NICE,
         }
     }
 }

@@ -34,7 +34,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use tokio::sync::watch;
 
 mod common;
-#[path = "../tests/common_redis/mod.rs"]
+#[path = "../tests/it/common_redis/mod.rs"]
 mod common_redis;
 use common::{mean_seconds, runtime, timed_appends};
 use common_redis::RedisServer;

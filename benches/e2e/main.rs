@@ -53,7 +53,7 @@ mod common;
 mod mcp;
 mod memory;
 mod net;
-#[path = "../../tests/progress_server/mod.rs"]
+#[path = "../../tests/it/progress_server/mod.rs"]
 mod progress_server;
 mod raw;
 mod report;

@@ -34,8 +34,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-mod progress_server;
-use progress_server::mcp_service;
+use crate::progress_server::mcp_service;
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -2,13 +2,13 @@
 //! versions byte for byte (ids, `Last-Event-ID` and cancellation included),
 //! JSON, 202, errors, compressed streams, other methods.
 
-mod common;
-
 use std::time::Duration;
 
-use common::server::{Reply, Script};
-use common::sse::{End, Req};
-use common::{V2025_06_18, V2025_11_25, V2026_07_28, guard, memory_store, serve, serve_scripted};
+use crate::common::server::{Reply, Script};
+use crate::common::sse::{End, Req};
+use crate::common::{
+    V2025_06_18, V2025_11_25, V2026_07_28, guard, memory_store, serve, serve_scripted,
+};
 use http::{Method, StatusCode};
 use mcp_resume::ResumabilityLayer;
 use mcp_resume::store::StreamId;

@@ -1,6 +1,6 @@
-//! Runs the shared backend suite (`tests/suite`) against every store.
+//! Runs the shared backend suite (`tests/it/suite`) against every store.
 
-mod suite;
+use crate::suite;
 
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ backend_suite!(sqlite, |retention| -> suite::Store {
 });
 
 #[cfg(feature = "redis")]
-mod common_redis;
+use crate::common_redis;
 
 // Each store gets its own key prefix on one `redis-server` per test binary.
 #[cfg(feature = "redis")]

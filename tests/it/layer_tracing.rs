@@ -4,14 +4,12 @@
 //! each step produces events from the crate, that the resume reports a
 //! replayed count, and that store errors are warnings or errors.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::sse::Req;
-use common::store::{FailingStore, ops};
-use common::{V2025_06_18, serve_scripted, stream_of, wait_state, wait_until};
+use crate::common::sse::Req;
+use crate::common::store::{FailingStore, ops};
+use crate::common::{V2025_06_18, serve_scripted, stream_of, wait_state, wait_until};
 use mcp_resume::ResumabilityLayer;
 use mcp_resume::store::{EventStore, StreamState};
 use tracing::Level;

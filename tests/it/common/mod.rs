@@ -1,4 +1,4 @@
-//! Shared infrastructure for the HTTP-level tests (`mod common;`).
+//! Shared infrastructure for the HTTP-level tests (`tests/it/common`).
 //!
 //! - [`proxy`]: a fault-injecting TCP proxy that cuts connections on demand
 //!   or after a number of bytes (mid-event cuts included).
@@ -9,7 +9,7 @@
 //! - [`store`]: an [`EventStore`](mcp_resume::store::EventStore) that fails
 //!   on demand.
 //!
-//! Nothing here depends on the layer: `tests/infra.rs` checks the
+//! Nothing here depends on the layer: `tests/it/infra.rs` checks the
 //! infrastructure on its own.
 #![allow(dead_code)]
 

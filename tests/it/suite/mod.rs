@@ -2,7 +2,7 @@
 //!
 //! Each test takes a factory that opens a fresh store with the given
 //! retention, so backends are instantiated by `backend_suite!` in
-//! `tests/store_backends.rs` with one line each.
+//! `tests/it/store_backends.rs` with one line each.
 
 use std::any::Any;
 use std::collections::HashSet;

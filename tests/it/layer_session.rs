@@ -2,14 +2,12 @@
 //! cannot be served (contract rules 9 and 11): foreign sessions, foreign
 //! identities, malformed, unknown, ahead and trimmed ids.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use common::server::{Script, message};
-use common::sse::{Ev, Req, Resp};
-use common::{
+use crate::common::server::{Script, message};
+use crate::common::sse::{Ev, Req, Resp};
+use crate::common::{
     CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, serve, serve_scripted, stream_of,
     wait_state,
 };

@@ -2,7 +2,6 @@
 //! errors, no panic, and nothing committed lost. Each fault is produced for
 //! real where this machine allows it (a tmpfs that fills up, an immutable
 //! file, an unwritable directory, a process that aborts).
-#![cfg(feature = "sqlite")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,14 +2,14 @@
 //! tail without gap or duplicate, detach and its timeout, DELETE, concurrent
 //! resumes, the standalone GET stream, poll mode; memory and SQLite stores.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::server::{Script, StreamHandle, message};
-use common::sse::{End, Ev, Req};
-use common::{
+use crate::common::server::{Script, StreamHandle, message};
+use crate::common::sse::{End, Ev, Req};
+use crate::common::{
     CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, post_call, serve, serve_scripted,
     stream_of, wait_state, wait_until,
 };

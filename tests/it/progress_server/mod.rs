@@ -3,7 +3,7 @@
 //! rmcp's `StreamableHttpService` serves it with stateful sessions and rmcp's own
 //! `LocalSessionManager` (its in-memory resumption), with SSE keep-alives off.
 //!
-//! Included with `mod progress_server;` from `tests/` and with a `#[path]` from `benches/`.
+//! A module of the test binary (`tests/it`); the benches include it with a `#[path]`.
 
 #![allow(dead_code)]
 

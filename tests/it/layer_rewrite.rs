@@ -2,16 +2,14 @@
 //! ids, data byte for byte, event types, `Content-Length`, priming events,
 //! `retry`, keep-alive comments, commit before send.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::server::{Reply, Script, message};
-use common::sse::{End, Ev, Item, Req};
-use common::store::FailingStore;
-use common::{
+use crate::common::server::{Reply, Script, message};
+use crate::common::sse::{End, Ev, Item, Req};
+use crate::common::store::FailingStore;
+use crate::common::{
     V2025_03_26, V2025_06_18, V2025_11_25, memory_store, post_call, serve, serve_scripted,
     stream_of, wait_state,
 };

@@ -1,13 +1,12 @@
-//! The Redis store beyond the shared suite (`tests/store_backends.rs`):
+//! The Redis store beyond the shared suite (`tests/it/store_backends.rs`):
 //! several instances on one Redis, an instance that crashes, Redis killed
 //! and restarted under running streams and followers, and the layer on top
 //! (fail-open while Redis is down, resumable again once it is back, and a
 //! resume answered by another instance than the producing one).
 //!
 //! Each test starts its own `redis-server` on a free loopback port.
-#![cfg(feature = "redis")]
 
-mod common_redis;
+use crate::common_redis;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -17,12 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::common_redis::{RedisServer, open, unique_prefix};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::routing::post;
 use bytes::Bytes;
-use common_redis::{RedisServer, open, unique_prefix};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use mcp_resume::ResumabilityLayer;

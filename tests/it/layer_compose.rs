@@ -3,24 +3,22 @@
 //! middleware in both orders, and a plain `tower::service_fn` served by bare
 //! hyper 1. Everywhere the SSE must still be rewritten and resumable.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::common::server::{Script, message};
+use crate::common::sse::{End, Ev, Req};
+use crate::common::{
+    CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, serve, serve_plain_hyper,
+    stream_of, wait_state,
+};
 use axum::Router;
 use axum::response::sse::{Event, Sse};
 use axum::routing::{any_service, get};
 use bytes::Bytes;
-use common::server::{Script, message};
-use common::sse::{End, Ev, Req};
-use common::{
-    CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, serve, serve_plain_hyper,
-    stream_of, wait_state,
-};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use mcp_resume::ResumabilityLayer;

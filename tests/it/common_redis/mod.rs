@@ -1,4 +1,4 @@
-//! A throwaway `redis-server` for the Redis store tests (`mod common_redis;`).
+//! A throwaway `redis-server` for the Redis store tests (`tests/it/common_redis`).
 //!
 //! Every server runs on a free loopback port without persistence (or with
 //! an append-only file in a directory of the test's, for the restart tests),

@@ -1,16 +1,16 @@
-//! Self-tests of the shared test infrastructure (`tests/common`): the
+//! Self-tests of the shared test infrastructure (`tests/it/common`): the
 //! fault-injecting proxy, the SSE client and parser, the scripted server and
 //! the failing store. None of them involves the layer.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::proxy::{CutPolicy, Proxy};
-use common::server::{Reply, Script};
-use common::sse::{End, Ev, Item, Parser, Req, parse_all};
-use common::store::{FailingStore, ops};
-use common::{guard, serve};
+use crate::common::proxy::{CutPolicy, Proxy};
+use crate::common::server::{Reply, Script};
+use crate::common::sse::{End, Ev, Item, Parser, Req, parse_all};
+use crate::common::store::{FailingStore, ops};
+use crate::common::{guard, serve};
 use http::StatusCode;
 use mcp_resume::store::{EventStore, NewEvent, NewStream, StreamKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -2,16 +2,16 @@
 //! included), a failing store under both policies (contract rule 13), an
 //! inner stream that breaks, and the layer's limits.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::proxy::{CutPolicy, Proxy};
-use common::server::message;
-use common::sse::{End, Ev, Req};
-use common::store::{FailingStore, ops};
-use common::{
+use crate::common::proxy::{CutPolicy, Proxy};
+use crate::common::server::message;
+use crate::common::sse::{End, Ev, Req};
+use crate::common::store::{FailingStore, ops};
+use crate::common::{
     V2025_06_18, V2025_11_25, guard, memory_store, post_call, serve_scripted, stream_of, wait_state,
 };
 use http::StatusCode;

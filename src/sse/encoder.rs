@@ -11,16 +11,16 @@ use super::parser::SseEvent;
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use mcp_resume::sse::{encode_event, EventFrame};
+/// use mcp_resume::sse::{encode_event, OutgoingEvent};
 ///
-/// let frame = EventFrame::new().with_id(b"7").with_data(b"{}").with_retry(3000);
+/// let event = OutgoingEvent::new().with_id(b"7").with_data(b"{}").with_retry(3000);
 /// let mut out = BytesMut::new();
-/// encode_event(&frame, &mut out)?;
+/// encode_event(&event, &mut out)?;
 /// assert_eq!(&out[..], b"id: 7\nretry: 3000\ndata: {}\n\n");
 /// # Ok::<(), mcp_resume::sse::EncodeError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EventFrame<'a> {
+pub struct OutgoingEvent<'a> {
     /// The `id` field; must not contain CR, LF or NUL.
     pub id: Option<&'a [u8]>,
     /// The `event` field; must not contain CR, LF or NUL.
@@ -32,8 +32,8 @@ pub struct EventFrame<'a> {
     pub retry: Option<u64>,
 }
 
-impl<'a> EventFrame<'a> {
-    /// A frame with no fields (it encodes to nothing).
+impl<'a> OutgoingEvent<'a> {
+    /// An event with no fields (it encodes to nothing).
     pub const fn new() -> Self {
         Self {
             id: None,
@@ -80,7 +80,7 @@ impl<'a> EventFrame<'a> {
     }
 }
 
-impl<'a> From<&'a SseEvent> for EventFrame<'a> {
+impl<'a> From<&'a SseEvent> for OutgoingEvent<'a> {
     fn from(event: &'a SseEvent) -> Self {
         Self {
             id: event.id.as_deref(),
@@ -109,7 +109,7 @@ pub enum EncodeError {
 /// Each field is written `name: value` (one space, which the parser removes,
 /// so values that start with a space survive), or `name:` when the value is
 /// empty. Data gives one `data` line per line; `None` gives no `data` line,
-/// and `Some` of an empty value gives `data:`. A frame with no fields at all
+/// and `Some` of an empty value gives `data:`. An event with no fields at all
 /// writes nothing, since an empty block is not an event.
 ///
 /// For an [`SseEvent`] whose id and event type have no CR, LF or NUL and whose
@@ -120,31 +120,31 @@ pub enum EncodeError {
 ///
 /// [`EncodeError::ForbiddenByte`] if the id or the event type contains CR,
 /// LF or NUL. `out` is then left unchanged.
-pub fn encode_event(frame: &EventFrame<'_>, out: &mut BytesMut) -> Result<(), EncodeError> {
-    if let Some(id) = frame.id {
+pub fn encode_event(event: &OutgoingEvent<'_>, out: &mut BytesMut) -> Result<(), EncodeError> {
+    if let Some(id) = event.id {
         check(id, "id")?;
     }
-    if let Some(event_type) = frame.event_type {
+    if let Some(event_type) = event.event_type {
         check(event_type, "event")?;
     }
-    if frame.is_empty() {
+    if event.is_empty() {
         return Ok(());
     }
     let len = |v: Option<&[u8]>, name: usize| v.map_or(0, |v| name + v.len());
     out.reserve(
-        len(frame.id, 5)
-            + len(frame.event_type, 8)
-            + frame.retry.map_or(0, |_| 28)
-            + len(frame.data, 8)
+        len(event.id, 5)
+            + len(event.event_type, 8)
+            + event.retry.map_or(0, |_| 28)
+            + len(event.data, 8)
             + 1,
     );
-    if let Some(id) = frame.id {
+    if let Some(id) = event.id {
         put_field(out, b"id", id);
     }
-    if let Some(event_type) = frame.event_type {
+    if let Some(event_type) = event.event_type {
         put_field(out, b"event", event_type);
     }
-    if let Some(retry) = frame.retry {
+    if let Some(retry) = event.retry {
         let mut digits = [0u8; 20];
         let mut start = digits.len();
         let mut n = retry;
@@ -159,7 +159,7 @@ pub fn encode_event(frame: &EventFrame<'_>, out: &mut BytesMut) -> Result<(), En
         }
         put_field(out, b"retry", &digits[start..]);
     }
-    if let Some(mut data) = frame.data {
+    if let Some(mut data) = event.data {
         while let Some(i) = data.iter().position(|&b| b == b'\n' || b == b'\r') {
             put_field(out, b"data", &data[..i]);
             let skip = if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
@@ -177,7 +177,7 @@ pub fn encode_event(frame: &EventFrame<'_>, out: &mut BytesMut) -> Result<(), En
 
 /// Appends a comment-only block to `out`: `: text` and the empty line, or
 /// `:` and the empty line when `text` is empty. Parsed back, it is a
-/// [`Frame::Comment`](super::Frame::Comment) with exactly these bytes.
+/// [`Block::Comment`](super::Block::Comment) with exactly these bytes.
 ///
 /// ```
 /// use bytes::BytesMut;

@@ -7,11 +7,11 @@
 //! re-encoding:
 //!
 //! - [`SseParser`] takes the inner service's body chunk by chunk, split
-//!   anywhere, and yields one [`Frame`] per finished block: a
-//!   [`Frame::Event`] carrying an [`SseEvent`], or a [`Frame::Comment`]
+//!   anywhere, and yields one [`Block`] per finished block: a
+//!   [`Block::Event`] carrying an [`SseEvent`], or a [`Block::Comment`]
 //!   carrying a keep-alive ready to forward unchanged.
 //! - [`encode_event`] writes an event back out, typically the parsed one with
-//!   its id replaced (see [`EventFrame`]); [`encode_comment`] writes a
+//!   its id replaced (see [`OutgoingEvent`]); [`encode_comment`] writes a
 //!   comment-only block.
 //!
 //! The parser follows the WHATWG HTML "event stream interpretation" rules:
@@ -52,7 +52,7 @@
 //!
 //! ```
 //! use bytes::{Bytes, BytesMut};
-//! use mcp_resume::sse::{encode_event, EventFrame, Frame, SseLimits, SseParser};
+//! use mcp_resume::sse::{encode_event, OutgoingEvent, Block, SseLimits, SseParser};
 //!
 //! let mut parser = SseParser::new(SseLimits::default());
 //! // The body's chunks split a field name, and a CRLF between two chunks.
@@ -66,13 +66,13 @@
 //! }
 //!
 //! let mut out = BytesMut::new();
-//! while let Some(frame) = parser.next_frame()? {
-//!     match frame {
-//!         Frame::Comment(raw) => out.extend_from_slice(&raw),
-//!         Frame::Event(event) => {
+//! while let Some(block) = parser.next_block()? {
+//!     match block {
+//!         Block::Comment(raw) => out.extend_from_slice(&raw),
+//!         Block::Event(event) => {
 //!             assert_eq!(event.id.as_deref(), Some(&b"0/upstream-7"[..]));
 //!             assert_eq!(event.data.as_deref(), Some(&b"{\"jsonrpc\":\"2.0\",\n \"id\":1}"[..]));
-//!             let renamed = EventFrame::from(&event).with_id(b"stream-1/42");
+//!             let renamed = OutgoingEvent::from(&event).with_id(b"stream-1/42");
 //!             encode_event(&renamed, &mut out)?;
 //!         }
 //!     }
@@ -93,5 +93,13 @@ mod parser;
 #[cfg(test)]
 mod tests;
 
-pub use encoder::{EncodeError, EventFrame, encode_comment, encode_event};
-pub use parser::{Frame, SseError, SseEvent, SseLimits, SseParser};
+pub use encoder::{EncodeError, OutgoingEvent, encode_comment, encode_event};
+pub use parser::{Block, SseError, SseEvent, SseLimits, SseParser};
+
+/// The former name of [`Block`].
+#[deprecated(since = "0.2.0", note = "renamed to `Block`")]
+pub type Frame = Block;
+
+/// The former name of [`OutgoingEvent`].
+#[deprecated(since = "0.2.0", note = "renamed to `OutgoingEvent`")]
+pub type EventFrame<'a> = OutgoingEvent<'a>;

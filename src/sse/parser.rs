@@ -111,9 +111,9 @@ pub struct SseEvent {
     pub retry: Option<u64>,
 }
 
-/// What [`SseParser::next_frame`] yields for one finished block.
+/// What [`SseParser::next_block`] yields for one finished block.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame {
+pub enum Block {
     /// A block that set at least one of `data`, `event`, `id` or `retry`.
     /// Comment lines in such a block are dropped.
     Event(SseEvent),
@@ -161,20 +161,20 @@ pub enum SseError {
 /// through unchanged.
 ///
 /// Feed chunks with [`feed`](SseParser::feed) split anywhere, then call
-/// [`next_frame`](SseParser::next_frame) until it returns `Ok(None)`. Values
+/// [`next_block`](SseParser::next_block) until it returns `Ok(None)`. Values
 /// that lie within one fed chunk are returned as slices of it, not copies.
 ///
 /// ```
 /// use bytes::Bytes;
-/// use mcp_resume::sse::{Frame, SseLimits, SseParser};
+/// use mcp_resume::sse::{Block, SseLimits, SseParser};
 ///
 /// let mut parser = SseParser::new(SseLimits::default());
 /// parser.feed(Bytes::from_static(b"data: hel"));
-/// assert_eq!(parser.next_frame(), Ok(None));
+/// assert_eq!(parser.next_block(), Ok(None));
 /// parser.feed(Bytes::from_static(b"lo\r\n\r\n"));
-/// let Some(Frame::Event(event)) = parser.next_frame()? else { panic!("expected an event") };
+/// let Some(Block::Event(event)) = parser.next_block()? else { panic!("expected an event") };
 /// assert_eq!(event.data.as_deref(), Some(&b"hello"[..]));
-/// assert_eq!(parser.next_frame(), Ok(None));
+/// assert_eq!(parser.next_block(), Ok(None));
 /// # Ok::<(), mcp_resume::sse::SseError>(())
 /// ```
 #[derive(Debug)]
@@ -193,7 +193,7 @@ pub struct SseParser {
     /// The last line ended in a CR that was the last byte of its chunk: an LF
     /// at the start of the next chunk belongs to that line end.
     skip_lf: bool,
-    block: Block,
+    block: BlockInProgress,
     failed: Option<SseError>,
 }
 
@@ -217,7 +217,7 @@ impl SseParser {
             line: BytesMut::new(),
             bom: Bom::Pending(0),
             skip_lf: false,
-            block: Block::default(),
+            block: BlockInProgress::default(),
             failed: None,
         }
     }
@@ -229,7 +229,7 @@ impl SseParser {
 
     /// Queues a chunk of input. Chunks may be split anywhere: mid-line,
     /// between a CR and its LF, inside the byte order mark, down to single
-    /// bytes. Nothing is parsed until [`next_frame`](SseParser::next_frame).
+    /// bytes. Nothing is parsed until [`next_block`](SseParser::next_block).
     /// Empty chunks, and any input after the parser failed, are dropped.
     pub fn feed(&mut self, chunk: Bytes) {
         if chunk.is_empty() || self.failed.is_some() {
@@ -239,8 +239,14 @@ impl SseParser {
         self.queue.push_back(chunk);
     }
 
-    /// Parses queued input up to the next finished block and returns its
-    /// frame, or `Ok(None)` once all queued input is consumed without
+    /// The former name of [`next_block`](Self::next_block).
+    #[deprecated(since = "0.2.0", note = "renamed to `next_block`")]
+    pub fn next_frame(&mut self) -> Result<Option<Block>, SseError> {
+        self.next_block()
+    }
+
+    /// Parses queued input up to the next finished block and returns it,
+    /// or `Ok(None)` once all queued input is consumed without
     /// finishing one (feed more and call again).
     ///
     /// Blocks that set no event field and have no comment (only unknown or
@@ -251,7 +257,7 @@ impl SseParser {
     /// [`SseError::LineTooLong`] or [`SseError::EventTooLarge`] when input
     /// breaks the [`SseLimits`]. The parser then drops its buffers and
     /// returns the same error from every later call.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, SseError> {
+    pub fn next_block(&mut self) -> Result<Option<Block>, SseError> {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
@@ -262,9 +268,9 @@ impl SseParser {
         result
     }
 
-    /// Whether input consumed by [`next_frame`](SseParser::next_frame) belongs
+    /// Whether input consumed by [`next_block`](SseParser::next_block) belongs
     /// to a block that is not finished: part of a line, or lines not yet
-    /// followed by an empty line. Ask it after `next_frame` returned
+    /// followed by an empty line. Ask it after `next_block` returned
     /// `Ok(None)` at the end of the stream: an unfinished block is never
     /// dispatched (as in a browser), and this tells it was cut off.
     pub fn has_partial_block(&self) -> bool {
@@ -273,7 +279,7 @@ impl SseParser {
 
     /// Bytes the parser holds: queued input not yet parsed, plus the
     /// unfinished line and the unfinished block. Once
-    /// [`next_frame`](SseParser::next_frame) has returned `Ok(None)`, this is
+    /// [`next_block`](SseParser::next_block) has returned `Ok(None)`, this is
     /// at most about [`SseLimits::line_limit`] + [`SseLimits::event_limit`].
     pub fn buffered_len(&self) -> usize {
         let bom = match self.bom {
@@ -289,7 +295,7 @@ impl SseParser {
         self.cur = Bytes::new();
         self.pos = 0;
         self.line = BytesMut::new();
-        self.block = Block::default();
+        self.block = BlockInProgress::default();
         self.failed = Some(err);
     }
 
@@ -314,7 +320,7 @@ impl SseParser {
         }
     }
 
-    fn step(&mut self) -> Result<Option<Frame>, SseError> {
+    fn step(&mut self) -> Result<Option<Block>, SseError> {
         loop {
             if self.pos >= self.cur.len() && !self.next_chunk() {
                 return Ok(None);
@@ -358,7 +364,7 @@ impl SseParser {
                     limit: self.limits.line,
                 });
             }
-            let frame = if self.line.is_empty() {
+            let block = if self.line.is_empty() {
                 let line = LineRef {
                     src: &self.cur,
                     start,
@@ -379,8 +385,8 @@ impl SseParser {
                 };
                 self.block.line(&self.cur, line, &self.limits)?
             };
-            if frame.is_some() {
-                return Ok(frame);
+            if block.is_some() {
+                return Ok(block);
             }
         }
     }
@@ -458,13 +464,13 @@ enum Comments {
     None,
     /// `cur[start..end]`: contiguous comment lines, each ended by a lone LF.
     InCur { start: usize, end: usize },
-    /// `Block::comment_buf`, normalised to LF line ends.
+    /// `BlockInProgress::comment_buf`, normalised to LF line ends.
     Owned,
 }
 
 /// The block being assembled.
 #[derive(Debug, Default)]
-struct Block {
+struct BlockInProgress {
     /// At least one non-empty line of this block was read.
     started: bool,
     data: Data,
@@ -477,7 +483,7 @@ struct Block {
     comment_len: usize,
 }
 
-impl Block {
+impl BlockInProgress {
     fn data_len(&self) -> usize {
         match &self.data {
             Data::None => 0,
@@ -504,7 +510,7 @@ impl Block {
         cur: &Bytes,
         line: LineRef<'_>,
         limits: &SseLimits,
-    ) -> Result<Option<Frame>, SseError> {
+    ) -> Result<Option<Block>, SseError> {
         let bytes = line.bytes();
         let Some(&first) = bytes.first() else {
             return Ok(self.dispatch(cur, &line));
@@ -618,7 +624,7 @@ impl Block {
     }
 
     /// Ends the block at an empty line, which is always in `cur`.
-    fn dispatch(&mut self, cur: &Bytes, blank: &LineRef<'_>) -> Option<Frame> {
+    fn dispatch(&mut self, cur: &Bytes, blank: &LineRef<'_>) -> Option<Block> {
         self.started = false;
         let data = match mem::take(&mut self.data) {
             Data::None => None,
@@ -637,25 +643,25 @@ impl Block {
             || event.retry.is_some()
         {
             self.clear_comments();
-            return Some(Frame::Event(event));
+            return Some(Block::Event(event));
         }
         self.comment_len = 0;
         match mem::take(&mut self.comments) {
             Comments::None => None,
             Comments::InCur { start, end } => match blank.lf_next {
                 Some(next) if blank.in_cur && blank.start == end => {
-                    Some(Frame::Comment(cur.slice(start..next)))
+                    Some(Block::Comment(cur.slice(start..next)))
                 }
                 _ => {
                     let mut buf = BytesMut::with_capacity(end - start + 1);
                     buf.extend_from_slice(&cur[start..end]);
                     buf.extend_from_slice(b"\n");
-                    Some(Frame::Comment(buf.freeze()))
+                    Some(Block::Comment(buf.freeze()))
                 }
             },
             Comments::Owned => {
                 self.comment_buf.extend_from_slice(b"\n");
-                Some(Frame::Comment(self.comment_buf.split().freeze()))
+                Some(Block::Comment(self.comment_buf.split().freeze()))
             }
         }
     }

@@ -11,7 +11,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Everything a parser produced for some input.
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome {
-    frames: Vec<Frame>,
+    blocks: Vec<Block>,
     error: Option<SseError>,
     partial: bool,
 }
@@ -23,16 +23,16 @@ where
     I::Item: AsRef<[u8]>,
 {
     let mut parser = SseParser::new(limits);
-    let mut frames = Vec::new();
+    let mut blocks = Vec::new();
     for chunk in chunks {
         parser.feed(Bytes::copy_from_slice(chunk.as_ref()));
         loop {
-            match parser.next_frame() {
-                Ok(Some(frame)) => frames.push(frame),
+            match parser.next_block() {
+                Ok(Some(block)) => blocks.push(block),
                 Ok(None) => break,
                 Err(error) => {
                     return Outcome {
-                        frames,
+                        blocks,
                         error: Some(error),
                         partial: parser.has_partial_block(),
                     };
@@ -41,7 +41,7 @@ where
         }
     }
     Outcome {
-        frames,
+        blocks,
         error: None,
         partial: parser.has_partial_block(),
     }
@@ -55,11 +55,11 @@ where
     run_with(chunks, SseLimits::default())
 }
 
-/// Frames of an input that must parse without error.
-fn frames(input: &[u8]) -> Vec<Frame> {
+/// Blocks of an input that must parse without error.
+fn blocks(input: &[u8]) -> Vec<Block> {
     let outcome = run([input]);
     assert_eq!(outcome.error, None, "input {input:?}");
-    outcome.frames
+    outcome.blocks
 }
 
 fn b(value: &[u8]) -> Option<Bytes> {
@@ -75,15 +75,15 @@ fn empty_event() -> SseEvent {
     }
 }
 
-fn data(value: &[u8]) -> Frame {
-    Frame::Event(SseEvent {
+fn data(value: &[u8]) -> Block {
+    Block::Event(SseEvent {
         data: b(value),
         ..empty_event()
     })
 }
 
-fn comment(raw: &[u8]) -> Frame {
-    Frame::Comment(Bytes::copy_from_slice(raw))
+fn comment(raw: &[u8]) -> Block {
+    Block::Comment(Bytes::copy_from_slice(raw))
 }
 
 fn ptr_range(chunk: &Bytes) -> std::ops::Range<usize> {
@@ -102,8 +102,8 @@ fn is_slice_of(value: &Bytes, chunk: &Bytes) -> bool {
 
 #[test]
 fn bom_at_start_is_skipped() {
-    assert_eq!(frames(b"\xEF\xBB\xBFdata: x\n\n"), [data(b"x")]);
-    assert_eq!(frames(b"\xEF\xBB\xBF: hi\n\n"), [comment(b": hi\n\n")]);
+    assert_eq!(blocks(b"\xEF\xBB\xBFdata: x\n\n"), [data(b"x")]);
+    assert_eq!(blocks(b"\xEF\xBB\xBF: hi\n\n"), [comment(b": hi\n\n")]);
 }
 
 #[test]
@@ -120,13 +120,13 @@ fn bom_split_across_chunks_is_skipped() {
 #[test]
 fn bom_after_start_is_data() {
     // A second BOM is part of the first field name, which is then unknown.
-    assert_eq!(frames(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: x\n\n"), []);
+    assert_eq!(blocks(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: x\n\n"), []);
     // A BOM at the start of a later line is part of that line too.
-    assert_eq!(frames(b"data: x\n\n\xEF\xBB\xBFdata: y\n\n"), [data(b"x")]);
+    assert_eq!(blocks(b"data: x\n\n\xEF\xBB\xBFdata: y\n\n"), [data(b"x")]);
     // And in a value it is just bytes.
-    assert_eq!(frames(b"data: \xEF\xBB\xBF\n\n"), [data(BOM)]);
+    assert_eq!(blocks(b"data: \xEF\xBB\xBF\n\n"), [data(BOM)]);
     assert_eq!(
-        run([&b"data: a\n\n"[..], b"\xEF", b"\xBB\xBF", b"data: y\n\n"]).frames,
+        run([&b"data: a\n\n"[..], b"\xEF", b"\xBB\xBF", b"data: y\n\n"]).blocks,
         [data(b"a")]
     );
 }
@@ -136,14 +136,14 @@ fn partial_bom_prefix_is_line_content() {
     // EF BB then a line end: a one-line block with an unknown field, not an
     // empty line.
     let outcome = run([&b"\xEF\xBB"[..], b"\n"]);
-    assert_eq!(outcome.frames, []);
+    assert_eq!(outcome.blocks, []);
     assert!(outcome.partial);
-    assert_eq!(frames(b"\xEF\xBBdata: x\n\ndata: y\n\n"), [data(b"y")]);
-    assert_eq!(frames(b"\xEFdata: x\n\ndata: y\n\n"), [data(b"y")]);
+    assert_eq!(blocks(b"\xEF\xBBdata: x\n\ndata: y\n\n"), [data(b"y")]);
+    assert_eq!(blocks(b"\xEFdata: x\n\ndata: y\n\n"), [data(b"y")]);
     // The matched prefix stays part of the line when the mismatch comes in a
     // later chunk.
     assert_eq!(
-        run([&b"\xEF"[..], b"\xBB", b"data: x\n\ndata: y\n\n"]).frames,
+        run([&b"\xEF"[..], b"\xBB", b"data: x\n\ndata: y\n\n"]).blocks,
         [data(b"y")]
     );
     // A stream cut inside the BOM holds an unfinished line.
@@ -157,10 +157,10 @@ fn partial_bom_prefix_is_line_content() {
 fn lf_crlf_and_lone_cr_all_end_lines() {
     for end in [&b"\n"[..], b"\r\n", b"\r"] {
         let input = [&b"data: a"[..], end, b"data: b", end, end].concat();
-        assert_eq!(frames(&input), [data(b"a\nb")], "line end {end:?}");
+        assert_eq!(blocks(&input), [data(b"a\nb")], "line end {end:?}");
     }
     assert_eq!(
-        frames(b"data: a\rdata: b\r\ndata: c\n\r\n"),
+        blocks(b"data: a\rdata: b\r\ndata: c\n\r\n"),
         [data(b"a\nb\nc")]
     );
 }
@@ -170,21 +170,21 @@ fn cr_and_lf_in_different_chunks_are_one_line_end() {
     // Were the LF a second line end, it would be an empty line dispatching
     // "a" on its own.
     assert_eq!(
-        run([&b"data: a\r"[..], b"\ndata: b\r\n\r\n"]).frames,
+        run([&b"data: a\r"[..], b"\ndata: b\r\n\r\n"]).blocks,
         [data(b"a\nb")]
     );
     assert_eq!(
-        run([&b"data: a\r"[..], b"\n", b"data: b\r", b"\n\r", b"\n"]).frames,
+        run([&b"data: a\r"[..], b"\n", b"data: b\r", b"\n\r", b"\n"]).blocks,
         [data(b"a\nb")]
     );
     // Only one LF is absorbed: the next one is an empty line.
     assert_eq!(
-        run([&b"data: a\r"[..], b"\n", b"\n", b"data: b\n\n"]).frames,
+        run([&b"data: a\r"[..], b"\n", b"\n", b"data: b\n\n"]).blocks,
         [data(b"a"), data(b"b")]
     );
     // Empty chunks in between change nothing.
     assert_eq!(
-        run([&b"data: a\r"[..], b"", b"\ndata: b\n\n"]).frames,
+        run([&b"data: a\r"[..], b"", b"\ndata: b\n\n"]).blocks,
         [data(b"a\nb")]
     );
 }
@@ -192,12 +192,12 @@ fn cr_and_lf_in_different_chunks_are_one_line_end() {
 #[test]
 fn cr_at_chunk_end_followed_by_other_byte_is_a_lone_cr() {
     assert_eq!(
-        run([&b"data: a\r"[..], b"data: b\r", b"\r"]).frames,
+        run([&b"data: a\r"[..], b"data: b\r", b"\r"]).blocks,
         [data(b"a\nb")]
     );
     // CR CR is two line ends: the second one is an empty line.
-    assert_eq!(frames(b"data: a\r\r"), [data(b"a")]);
-    assert_eq!(run([&b"data: a\r"[..], b"\r"]).frames, [data(b"a")]);
+    assert_eq!(blocks(b"data: a\r\r"), [data(b"a")]);
+    assert_eq!(run([&b"data: a\r"[..], b"\r"]).blocks, [data(b"a")]);
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn every_two_way_split_parses_like_the_whole() {
     let input: &[u8] = b"\xEF\xBB\xBF: hi\r\n\r\nevent: e\r\nid: 1\rdata: a\r\ndata:  b\n\
                          retry: 10\r\n\r\n:x\n\ndata\r\r\nid: 2\n";
     let whole = run([input]);
-    assert_eq!(whole.frames.len(), 4);
+    assert_eq!(whole.blocks.len(), 4);
     assert!(whole.partial);
     for k in 0..=input.len() {
         assert_eq!(run([&input[..k], &input[k..]]), whole, "split at {k}");
@@ -218,46 +218,46 @@ fn every_two_way_split_parses_like_the_whole() {
 #[test]
 fn empty_line_dispatches_the_block() {
     let outcome = run([&b"data: a\n"[..]]);
-    assert_eq!(outcome.frames, []);
+    assert_eq!(outcome.blocks, []);
     let outcome = run([&b"data: a\n"[..], b"\n"]);
-    assert_eq!(outcome.frames, [data(b"a")]);
+    assert_eq!(outcome.blocks, [data(b"a")]);
     assert!(!outcome.partial);
 }
 
 #[test]
 fn consecutive_empty_lines_yield_nothing_extra() {
-    assert_eq!(frames(b"\n\n\r\n\rdata: a\n\n\n\n\r\n"), [data(b"a")]);
-    assert_eq!(frames(b"\n\n\n"), []);
+    assert_eq!(blocks(b"\n\n\r\n\rdata: a\n\n\n\n\r\n"), [data(b"a")]);
+    assert_eq!(blocks(b"\n\n\n"), []);
 }
 
 #[test]
-fn comment_only_block_is_a_comment_frame() {
-    assert_eq!(frames(b": ping\n\n"), [comment(b": ping\n\n")]);
-    assert_eq!(frames(b":\n\n"), [comment(b":\n\n")]);
-    assert_eq!(frames(b": a\n:b\n::c\n\n"), [comment(b": a\n:b\n::c\n\n")]);
+fn comment_only_block_is_a_comment_block() {
+    assert_eq!(blocks(b": ping\n\n"), [comment(b": ping\n\n")]);
+    assert_eq!(blocks(b":\n\n"), [comment(b":\n\n")]);
+    assert_eq!(blocks(b": a\n:b\n::c\n\n"), [comment(b": a\n:b\n::c\n\n")]);
     assert_eq!(
-        frames(b": a\n\ndata: x\n\n: b\n\n"),
+        blocks(b": a\n\ndata: x\n\n: b\n\n"),
         [comment(b": a\n\n"), data(b"x"), comment(b": b\n\n")]
     );
 }
 
 #[test]
-fn comment_frame_is_normalised_to_lf() {
-    assert_eq!(frames(b": a\r\n: b\r\r\n"), [comment(b": a\n: b\n\n")]);
-    assert_eq!(frames(b": a\n: b\r\n\n"), [comment(b": a\n: b\n\n")]);
-    assert_eq!(frames(b": a\r: b\n\r"), [comment(b": a\n: b\n\n")]);
+fn comment_block_is_normalised_to_lf() {
+    assert_eq!(blocks(b": a\r\n: b\r\r\n"), [comment(b": a\n: b\n\n")]);
+    assert_eq!(blocks(b": a\n: b\r\n\n"), [comment(b": a\n: b\n\n")]);
+    assert_eq!(blocks(b": a\r: b\n\r"), [comment(b": a\n: b\n\n")]);
     assert_eq!(
-        run([&b": a\n: "[..], b"b\n", b"\n"]).frames,
+        run([&b": a\n: "[..], b"b\n", b"\n"]).blocks,
         [comment(b": a\n: b\n\n")]
     );
 }
 
 #[test]
 fn comments_in_an_event_block_are_dropped() {
-    assert_eq!(frames(b": x\ndata: a\n: y\n\n"), [data(b"a")]);
+    assert_eq!(blocks(b": x\ndata: a\n: y\n\n"), [data(b"a")]);
     assert_eq!(
-        frames(b": x\nretry: 5\n\n"),
-        [Frame::Event(SseEvent {
+        blocks(b": x\nretry: 5\n\n"),
+        [Block::Event(SseEvent {
             retry: Some(5),
             ..empty_event()
         })]
@@ -267,91 +267,91 @@ fn comments_in_an_event_block_are_dropped() {
 #[test]
 fn comments_with_only_unknown_fields_yield_the_comments() {
     assert_eq!(
-        frames(b": x\nfoo: 1\n: y\nretry: no\n\n"),
+        blocks(b": x\nfoo: 1\n: y\nretry: no\n\n"),
         [comment(b": x\n: y\n\n")]
     );
 }
 
 #[test]
 fn block_without_event_fields_or_comments_yields_nothing() {
-    assert_eq!(frames(b"foo: bar\n\n"), []);
-    assert_eq!(frames(b"foo\nbar:\n\n"), []);
+    assert_eq!(blocks(b"foo: bar\n\n"), []);
+    assert_eq!(blocks(b"foo\nbar:\n\n"), []);
     // Fields that are ignored do not make an event either.
-    assert_eq!(frames(b"retry: x\nid: a\0b\n\n"), []);
+    assert_eq!(blocks(b"retry: x\nid: a\0b\n\n"), []);
 }
 
 // ---------------------------------------------------------------- fields
 
 #[test]
 fn exactly_one_leading_space_is_removed_from_the_value() {
-    assert_eq!(frames(b"data:x\n\n"), [data(b"x")]);
-    assert_eq!(frames(b"data: x\n\n"), [data(b"x")]);
-    assert_eq!(frames(b"data:  x\n\n"), [data(b" x")]);
-    assert_eq!(frames(b"data: \n\n"), [data(b"")]);
-    assert_eq!(frames(b"data:  \n\n"), [data(b" ")]);
-    assert_eq!(frames(b"data:\tx\n\n"), [data(b"\tx")]);
-    assert_eq!(frames(b"data: x \n\n"), [data(b"x ")]);
+    assert_eq!(blocks(b"data:x\n\n"), [data(b"x")]);
+    assert_eq!(blocks(b"data: x\n\n"), [data(b"x")]);
+    assert_eq!(blocks(b"data:  x\n\n"), [data(b" x")]);
+    assert_eq!(blocks(b"data: \n\n"), [data(b"")]);
+    assert_eq!(blocks(b"data:  \n\n"), [data(b" ")]);
+    assert_eq!(blocks(b"data:\tx\n\n"), [data(b"\tx")]);
+    assert_eq!(blocks(b"data: x \n\n"), [data(b"x ")]);
 }
 
 #[test]
 fn value_keeps_later_colons() {
-    assert_eq!(frames(b"data: a: b:c\n\n"), [data(b"a: b:c")]);
-    assert_eq!(frames(b"data::\n\n"), [data(b":")]);
+    assert_eq!(blocks(b"data: a: b:c\n\n"), [data(b"a: b:c")]);
+    assert_eq!(blocks(b"data::\n\n"), [data(b":")]);
 }
 
 #[test]
 fn line_without_colon_is_a_field_with_empty_value() {
-    assert_eq!(frames(b"data\n\n"), [data(b"")]);
+    assert_eq!(blocks(b"data\n\n"), [data(b"")]);
     assert_eq!(
-        frames(b"event\n\n"),
-        [Frame::Event(SseEvent {
+        blocks(b"event\n\n"),
+        [Block::Event(SseEvent {
             event_type: b(b""),
             ..empty_event()
         })]
     );
     assert_eq!(
-        frames(b"id\n\n"),
-        [Frame::Event(SseEvent {
+        blocks(b"id\n\n"),
+        [Block::Event(SseEvent {
             id: b(b""),
             ..empty_event()
         })]
     );
     // `retry` with an empty value is not all digits: ignored.
-    assert_eq!(frames(b"retry\n\n"), []);
+    assert_eq!(blocks(b"retry\n\n"), []);
 }
 
 #[test]
 fn field_names_are_case_sensitive() {
-    assert_eq!(frames(b"Data: x\nEVENT: y\nId: 1\nRetry: 5\n\n"), []);
+    assert_eq!(blocks(b"Data: x\nEVENT: y\nId: 1\nRetry: 5\n\n"), []);
     // A space before the colon is part of the name.
-    assert_eq!(frames(b"data : x\n\n"), []);
-    assert_eq!(frames(b" data: x\n\n"), []);
+    assert_eq!(blocks(b"data : x\n\n"), []);
+    assert_eq!(blocks(b" data: x\n\n"), []);
 }
 
 #[test]
 fn unknown_fields_are_ignored() {
-    assert_eq!(frames(b"foo: bar\ndata: x\nbaz\n\n"), [data(b"x")]);
+    assert_eq!(blocks(b"foo: bar\ndata: x\nbaz\n\n"), [data(b"x")]);
 }
 
 #[test]
 fn data_lines_are_joined_with_lf() {
-    assert_eq!(frames(b"data: a\ndata: b\ndata: c\n\n"), [data(b"a\nb\nc")]);
+    assert_eq!(blocks(b"data: a\ndata: b\ndata: c\n\n"), [data(b"a\nb\nc")]);
     assert_eq!(
-        run([&b"data: a\nda"[..], b"ta: b\r", b"\ndata: c\n", b"\n"]).frames,
+        run([&b"data: a\nda"[..], b"ta: b\r", b"\ndata: c\n", b"\n"]).blocks,
         [data(b"a\nb\nc")]
     );
 }
 
 #[test]
 fn empty_data_lines_are_kept() {
-    assert_eq!(frames(b"data:\n\n"), [data(b"")]);
-    assert_eq!(frames(b"data\ndata\n\n"), [data(b"\n")]);
-    assert_eq!(frames(b"data: a\ndata:\n\n"), [data(b"a\n")]);
-    assert_eq!(frames(b"data:\ndata: a\n\n"), [data(b"\na")]);
+    assert_eq!(blocks(b"data:\n\n"), [data(b"")]);
+    assert_eq!(blocks(b"data\ndata\n\n"), [data(b"\n")]);
+    assert_eq!(blocks(b"data: a\ndata:\n\n"), [data(b"a\n")]);
+    assert_eq!(blocks(b"data:\ndata: a\n\n"), [data(b"\na")]);
     // No data line at all is `None`, not empty.
     assert_eq!(
-        frames(b"event: e\n\n"),
-        [Frame::Event(SseEvent {
+        blocks(b"event: e\n\n"),
+        [Block::Event(SseEvent {
             event_type: b(b"e"),
             ..empty_event()
         })]
@@ -361,8 +361,8 @@ fn empty_data_lines_are_kept() {
 #[test]
 fn event_field_sets_the_type_and_the_last_one_wins() {
     assert_eq!(
-        frames(b"event: a\ndata: x\nevent: b\n\n"),
-        [Frame::Event(SseEvent {
+        blocks(b"event: a\ndata: x\nevent: b\n\n"),
+        [Block::Event(SseEvent {
             event_type: b(b"b"),
             data: b(b"x"),
             ..empty_event()
@@ -370,8 +370,8 @@ fn event_field_sets_the_type_and_the_last_one_wins() {
     );
     // NUL is allowed in an event type.
     assert_eq!(
-        frames(b"event: a\0b\n\n"),
-        [Frame::Event(SseEvent {
+        blocks(b"event: a\0b\n\n"),
+        [Block::Event(SseEvent {
             event_type: b(b"a\0b"),
             ..empty_event()
         })]
@@ -381,22 +381,22 @@ fn event_field_sets_the_type_and_the_last_one_wins() {
 #[test]
 fn id_field_last_valid_one_wins_and_nul_is_ignored() {
     let id = |value: &[u8]| {
-        Frame::Event(SseEvent {
+        Block::Event(SseEvent {
             id: b(value),
             ..empty_event()
         })
     };
-    assert_eq!(frames(b"id: 1\nid: 2\n\n"), [id(b"2")]);
-    assert_eq!(frames(b"id: 1\nid: a\0b\n\n"), [id(b"1")]);
-    assert_eq!(frames(b"id: \0\n\n"), []);
-    assert_eq!(frames(b"id:\n\n"), [id(b"")]);
-    assert_eq!(frames(b"id: \n\n"), [id(b"")]);
-    assert_eq!(frames(b"id:  x\n\n"), [id(b" x")]);
+    assert_eq!(blocks(b"id: 1\nid: 2\n\n"), [id(b"2")]);
+    assert_eq!(blocks(b"id: 1\nid: a\0b\n\n"), [id(b"1")]);
+    assert_eq!(blocks(b"id: \0\n\n"), []);
+    assert_eq!(blocks(b"id:\n\n"), [id(b"")]);
+    assert_eq!(blocks(b"id: \n\n"), [id(b"")]);
+    assert_eq!(blocks(b"id:  x\n\n"), [id(b" x")]);
     // Ids are per block.
     assert_eq!(
-        frames(b"id: 1\ndata: a\n\ndata: b\n\n"),
+        blocks(b"id: 1\ndata: a\n\ndata: b\n\n"),
         [
-            Frame::Event(SseEvent {
+            Block::Event(SseEvent {
                 id: b(b"1"),
                 data: b(b"a"),
                 ..empty_event()
@@ -408,10 +408,10 @@ fn id_field_last_valid_one_wins_and_nul_is_ignored() {
 
 #[test]
 fn retry_needs_ascii_digits_only() {
-    let retry = |input: &[u8]| match frames(input).as_slice() {
+    let retry = |input: &[u8]| match blocks(input).as_slice() {
         [] => None,
-        [Frame::Event(event)] => event.retry,
-        other => panic!("unexpected frames {other:?}"),
+        [Block::Event(event)] => event.retry,
+        other => panic!("unexpected blocks {other:?}"),
     };
     assert_eq!(retry(b"retry: 3000\n\n"), Some(3000));
     assert_eq!(retry(b"retry:0\n\n"), Some(0));
@@ -439,21 +439,21 @@ fn retry_needs_ascii_digits_only() {
 #[test]
 fn block_without_data_is_still_an_event() {
     assert_eq!(
-        frames(b"event: e\n\nretry: 10\n\nid: 5\n\nid: 6\ndata:\n\n"),
+        blocks(b"event: e\n\nretry: 10\n\nid: 5\n\nid: 6\ndata:\n\n"),
         [
-            Frame::Event(SseEvent {
+            Block::Event(SseEvent {
                 event_type: b(b"e"),
                 ..empty_event()
             }),
-            Frame::Event(SseEvent {
+            Block::Event(SseEvent {
                 retry: Some(10),
                 ..empty_event()
             }),
-            Frame::Event(SseEvent {
+            Block::Event(SseEvent {
                 id: b(b"5"),
                 ..empty_event()
             }),
-            Frame::Event(SseEvent {
+            Block::Event(SseEvent {
                 id: b(b"6"),
                 data: b(b""),
                 ..empty_event()
@@ -465,8 +465,8 @@ fn block_without_data_is_still_an_event() {
 #[test]
 fn all_fields_together() {
     assert_eq!(
-        frames(b"retry: 1\ndata: a\nid: 7\nevent: message\ndata: b\n\n"),
-        [Frame::Event(SseEvent {
+        blocks(b"retry: 1\ndata: a\nid: 7\nevent: message\ndata: b\n\n"),
+        [Block::Event(SseEvent {
             event_type: b(b"message"),
             data: b(b"a\nb"),
             id: b(b"7"),
@@ -477,7 +477,7 @@ fn all_fields_together() {
 
 #[test]
 fn invalid_utf8_passes_through() {
-    assert_eq!(frames(b"data: \xFF\xC3(\n\n"), [data(b"\xFF\xC3(")]);
+    assert_eq!(blocks(b"data: \xFF\xC3(\n\n"), [data(b"\xFF\xC3(")]);
 }
 
 // ---------------------------------------------------------------- partial blocks
@@ -487,14 +487,14 @@ fn unfinished_event_is_not_dispatched() {
     let mut parser = SseParser::new(SseLimits::default());
     assert!(!parser.has_partial_block());
     parser.feed(Bytes::from_static(b"data: a\n\ndata: b\nid: 1"));
-    assert_eq!(parser.next_frame(), Ok(Some(data(b"a"))));
-    assert_eq!(parser.next_frame(), Ok(None));
+    assert_eq!(parser.next_block(), Ok(Some(data(b"a"))));
+    assert_eq!(parser.next_block(), Ok(None));
     assert!(parser.has_partial_block());
     parser.feed(Bytes::from_static(b"\n"));
-    assert_eq!(parser.next_frame(), Ok(None));
+    assert_eq!(parser.next_block(), Ok(None));
     assert!(parser.has_partial_block());
     parser.feed(Bytes::from_static(b"\n"));
-    assert!(matches!(parser.next_frame(), Ok(Some(Frame::Event(_)))));
+    assert!(matches!(parser.next_block(), Ok(Some(Block::Event(_)))));
     assert!(!parser.has_partial_block());
 }
 
@@ -521,8 +521,8 @@ fn single_line_event_in_one_chunk_is_zero_copy() {
     ] {
         let mut parser = SseParser::new(SseLimits::default());
         parser.feed(chunk.clone());
-        assert!(matches!(parser.next_frame(), Ok(Some(Frame::Comment(_)))));
-        let Ok(Some(Frame::Event(event))) = parser.next_frame() else {
+        assert!(matches!(parser.next_block(), Ok(Some(Block::Comment(_)))));
+        let Ok(Some(Block::Event(event))) = parser.next_block() else {
             panic!("expected an event");
         };
         assert_eq!(event.data.as_deref(), Some(&b"hello"[..]));
@@ -537,8 +537,8 @@ fn comment_block_in_one_chunk_is_zero_copy() {
     let chunk = Bytes::from(b"data: a\n\n: one\n: two\n\n".to_vec());
     let mut parser = SseParser::new(SseLimits::default());
     parser.feed(chunk.clone());
-    assert_eq!(parser.next_frame(), Ok(Some(data(b"a"))));
-    let Ok(Some(Frame::Comment(raw))) = parser.next_frame() else {
+    assert_eq!(parser.next_block(), Ok(Some(data(b"a"))));
+    let Ok(Some(Block::Comment(raw))) = parser.next_block() else {
         panic!("expected a comment");
     };
     assert_eq!(&raw[..], b": one\n: two\n\n");
@@ -552,9 +552,9 @@ fn unfinished_block_releases_the_old_chunk() {
     let first = Bytes::from(b"data: hello\n: c\n".to_vec());
     let mut parser = SseParser::new(SseLimits::default());
     parser.feed(first.clone());
-    assert_eq!(parser.next_frame(), Ok(None));
+    assert_eq!(parser.next_block(), Ok(None));
     parser.feed(Bytes::from_static(b"\n"));
-    let Ok(Some(Frame::Event(event))) = parser.next_frame() else {
+    let Ok(Some(Block::Event(event))) = parser.next_block() else {
         panic!("expected an event");
     };
     assert_eq!(event.data.as_deref(), Some(&b"hello"[..]));
@@ -563,9 +563,9 @@ fn unfinished_block_releases_the_old_chunk() {
     let first = Bytes::from(b": a\n".to_vec());
     let mut parser = SseParser::new(SseLimits::default());
     parser.feed(first.clone());
-    assert_eq!(parser.next_frame(), Ok(None));
+    assert_eq!(parser.next_block(), Ok(None));
     parser.feed(Bytes::from_static(b": b\n\n"));
-    let Ok(Some(Frame::Comment(raw))) = parser.next_frame() else {
+    let Ok(Some(Block::Comment(raw))) = parser.next_block() else {
         panic!("expected a comment");
     };
     assert_eq!(&raw[..], b": a\n: b\n\n");
@@ -589,10 +589,10 @@ fn limits_default_to_8_mib() {
 fn line_longer_than_the_limit_is_rejected() {
     let limits = SseLimits::new().max_line_bytes(10);
     let ok = run_with([&b"data: 1234\r\n\r\n"[..]], limits);
-    assert_eq!(ok.frames, [data(b"1234")]);
+    assert_eq!(ok.blocks, [data(b"1234")]);
     assert_eq!(ok.error, None);
     let too_long = run_with([&b"data: a\n\ndata: 12345\n\n"[..]], limits);
-    assert_eq!(too_long.frames, [data(b"a")]);
+    assert_eq!(too_long.blocks, [data(b"a")]);
     assert_eq!(too_long.error, Some(SseError::LineTooLong { limit: 10 }));
     // The same across chunks.
     let too_long = run_with([&b"data: 12"[..], b"345", b"\n\n"], limits);
@@ -610,9 +610,9 @@ fn line_limit_applies_before_the_line_end_arrives() {
     let error = loop {
         parser.feed(Bytes::from_static(b"x"));
         fed += 1;
-        match parser.next_frame() {
+        match parser.next_block() {
             Ok(None) => assert!(parser.buffered_len() <= 16),
-            Ok(Some(frame)) => panic!("unexpected {frame:?}"),
+            Ok(Some(block)) => panic!("unexpected {block:?}"),
             Err(error) => break error,
         }
     };
@@ -623,7 +623,7 @@ fn line_limit_applies_before_the_line_end_arrives() {
     let mut parser = SseParser::new(limits);
     parser.feed(Bytes::from(vec![b'a'; 1 << 20]));
     assert_eq!(
-        parser.next_frame(),
+        parser.next_block(),
         Err(SseError::LineTooLong { limit: 16 })
     );
     assert_eq!(parser.buffered_len(), 0);
@@ -635,7 +635,7 @@ fn event_limit_counts_data_event_type_and_id() {
     let run = |input: &[u8]| run_with([input], limits);
     // 5 + LF + 4 = 10 bytes of data.
     assert_eq!(
-        run(b"data: 12345\ndata: 1234\n\n").frames,
+        run(b"data: 12345\ndata: 1234\n\n").blocks,
         [data(b"12345\n1234")]
     );
     let too_large = Some(SseError::EventTooLarge { limit: 10 });
@@ -649,7 +649,7 @@ fn event_limit_counts_data_event_type_and_id() {
     // A later field replaces an earlier one rather than adding to it.
     assert_eq!(run(b"id: 1234567890\nid: 1234567890\n\n").error, None);
     // Many events each under the limit are fine.
-    assert_eq!(run(&b"data: 1234567890\n\n".repeat(50)).frames.len(), 50);
+    assert_eq!(run(&b"data: 1234567890\n\n".repeat(50)).blocks.len(), 50);
     // Empty data lines count their LF.
     assert_eq!(run(&b"data\n".repeat(11)).error, None);
     assert_eq!(run(&b"data\n".repeat(12)).error, too_large);
@@ -660,7 +660,7 @@ fn event_limit_counts_comment_only_blocks() {
     let limits = SseLimits::new().max_event_bytes(8);
     // ": a\n" is 4 bytes: two fit, three do not.
     assert_eq!(
-        run_with([&b": a\n: a\n\n"[..]], limits).frames,
+        run_with([&b": a\n: a\n\n"[..]], limits).blocks,
         [comment(b": a\n: a\n\n")]
     );
     assert_eq!(
@@ -669,7 +669,7 @@ fn event_limit_counts_comment_only_blocks() {
     );
     // Once the block is an event its comments no longer count.
     assert_eq!(
-        run_with([&b": a\ndata\n: a\n: a\n: a\n\n"[..]], limits).frames,
+        run_with([&b": a\ndata\n: a\n: a\n: a\n\n"[..]], limits).blocks,
         [data(b"")]
     );
 }
@@ -679,11 +679,11 @@ fn error_is_sticky_and_later_input_is_dropped() {
     let mut parser = SseParser::new(SseLimits::new().max_line_bytes(4));
     parser.feed(Bytes::from_static(b"data: long\n\n"));
     let error = SseError::LineTooLong { limit: 4 };
-    assert_eq!(parser.next_frame(), Err(error.clone()));
+    assert_eq!(parser.next_block(), Err(error.clone()));
     parser.feed(Bytes::from_static(b"\n\nid\n\n"));
     assert_eq!(parser.buffered_len(), 0);
-    assert_eq!(parser.next_frame(), Err(error.clone()));
-    assert_eq!(parser.next_frame(), Err(error));
+    assert_eq!(parser.next_block(), Err(error.clone()));
+    assert_eq!(parser.next_block(), Err(error));
     assert!(!parser.has_partial_block());
 }
 
@@ -705,46 +705,46 @@ fn error_messages_name_the_setting_to_raise() {
 
 // ---------------------------------------------------------------- encoder
 
-fn encode(frame: &EventFrame<'_>) -> Vec<u8> {
+fn encode(block: &OutgoingEvent<'_>) -> Vec<u8> {
     let mut out = BytesMut::new();
-    encode_event(frame, &mut out).unwrap();
+    encode_event(block, &mut out).unwrap();
     out.to_vec()
 }
 
 #[test]
 fn encode_event_writes_id_event_retry_then_data() {
-    let frame = EventFrame {
+    let block = OutgoingEvent {
         id: Some(b"7"),
         event_type: Some(b"message"),
         data: Some(b"{}"),
         retry: Some(3000),
     };
     assert_eq!(
-        encode(&frame),
+        encode(&block),
         b"id: 7\nevent: message\nretry: 3000\ndata: {}\n\n"
     );
-    assert_eq!(encode(&EventFrame::new().with_retry(0)), b"retry: 0\n\n");
+    assert_eq!(encode(&OutgoingEvent::new().with_retry(0)), b"retry: 0\n\n");
     assert_eq!(
-        encode(&EventFrame::new().with_retry(u64::MAX)),
+        encode(&OutgoingEvent::new().with_retry(u64::MAX)),
         b"retry: 18446744073709551615\n\n"
     );
     assert_eq!(
-        encode(&EventFrame::new().with_event_type(b"e")),
+        encode(&OutgoingEvent::new().with_event_type(b"e")),
         b"event: e\n\n"
     );
 }
 
 #[test]
 fn encode_event_empty_values_and_leading_spaces() {
-    let frame = EventFrame::new()
+    let block = OutgoingEvent::new()
         .with_id(b"")
         .with_event_type(b" x")
         .with_data(b" d");
-    let encoded = encode(&frame);
+    let encoded = encode(&block);
     assert_eq!(encoded, b"id:\nevent:  x\ndata:  d\n\n");
     assert_eq!(
-        frames(&encoded),
-        [Frame::Event(SseEvent {
+        blocks(&encoded),
+        [Block::Event(SseEvent {
             id: b(b""),
             event_type: b(b" x"),
             data: b(b" d"),
@@ -755,26 +755,26 @@ fn encode_event_empty_values_and_leading_spaces() {
 
 #[test]
 fn encode_event_data_none_empty_and_multi_line() {
-    assert_eq!(encode(&EventFrame::new().with_id(b"1")), b"id: 1\n\n");
-    assert_eq!(encode(&EventFrame::new().with_data(b"")), b"data:\n\n");
+    assert_eq!(encode(&OutgoingEvent::new().with_id(b"1")), b"id: 1\n\n");
+    assert_eq!(encode(&OutgoingEvent::new().with_data(b"")), b"data:\n\n");
     assert_eq!(
-        encode(&EventFrame::new().with_data(b"a\nb\n")),
+        encode(&OutgoingEvent::new().with_data(b"a\nb\n")),
         b"data: a\ndata: b\ndata:\n\n"
     );
     // CRLF and lone CR split lines too.
     assert_eq!(
-        encode(&EventFrame::new().with_data(b"a\r\nb\rc\n\nd")),
+        encode(&OutgoingEvent::new().with_data(b"a\r\nb\rc\n\nd")),
         b"data: a\ndata: b\ndata: c\ndata:\ndata: d\n\n"
     );
-    assert_eq!(frames(b"data: a\ndata: b\ndata:\n\n"), [data(b"a\nb\n")]);
+    assert_eq!(blocks(b"data: a\ndata: b\ndata:\n\n"), [data(b"a\nb\n")]);
 }
 
 #[test]
 fn encode_event_with_no_fields_writes_nothing() {
     let mut out = BytesMut::from(&b"before"[..]);
-    encode_event(&EventFrame::new(), &mut out).unwrap();
+    encode_event(&OutgoingEvent::new(), &mut out).unwrap();
     assert_eq!(&out[..], b"before");
-    assert!(EventFrame::default().is_empty());
+    assert!(OutgoingEvent::default().is_empty());
 }
 
 #[test]
@@ -782,12 +782,12 @@ fn encode_event_rejects_forbidden_bytes_and_leaves_out_unchanged() {
     for bad in [&b"a\rb"[..], b"a\nb", b"a\0b", b"\r", b"\n"] {
         let mut out = BytesMut::from(&b"before"[..]);
         assert_eq!(
-            encode_event(&EventFrame::new().with_id(bad).with_data(b"x"), &mut out),
+            encode_event(&OutgoingEvent::new().with_id(bad).with_data(b"x"), &mut out),
             Err(EncodeError::ForbiddenByte { field: "id" })
         );
         assert_eq!(
             encode_event(
-                &EventFrame::new().with_event_type(bad).with_data(b"x"),
+                &OutgoingEvent::new().with_event_type(bad).with_data(b"x"),
                 &mut out
             ),
             Err(EncodeError::ForbiddenByte { field: "event" })
@@ -796,7 +796,7 @@ fn encode_event_rejects_forbidden_bytes_and_leaves_out_unchanged() {
     }
     // Data may hold NUL.
     assert_eq!(
-        encode(&EventFrame::new().with_data(b"a\0b")),
+        encode(&OutgoingEvent::new().with_data(b"a\0b")),
         b"data: a\0b\n\n"
     );
 }
@@ -809,7 +809,7 @@ fn encode_comment_writes_a_comment_only_block() {
     encode_comment(b" spaced", &mut out).unwrap();
     assert_eq!(&out[..], b": keep-alive\n\n:\n\n:  spaced\n\n");
     assert_eq!(
-        frames(&out),
+        blocks(&out),
         [
             comment(b": keep-alive\n\n"),
             comment(b":\n\n"),
@@ -827,12 +827,12 @@ fn encode_comment_writes_a_comment_only_block() {
 
 #[test]
 fn parsed_event_re_encodes_with_a_new_id() {
-    let parsed = frames(b"event: e\r\nid: old\r\ndata: a\r\ndata: b\r\n\r\n");
-    let [Frame::Event(event)] = &parsed[..] else {
+    let parsed = blocks(b"event: e\r\nid: old\r\ndata: a\r\ndata: b\r\n\r\n");
+    let [Block::Event(event)] = &parsed[..] else {
         panic!("expected one event");
     };
-    let frame = EventFrame::from(event).with_id(b"new");
-    assert_eq!(encode(&frame), b"id: new\nevent: e\ndata: a\ndata: b\n\n");
+    let block = OutgoingEvent::from(event).with_id(b"new");
+    assert_eq!(encode(&block), b"id: new\nevent: e\ndata: a\ndata: b\n\n");
 }
 
 // ---------------------------------------------------------------- reference model
@@ -841,7 +841,7 @@ fn parsed_event_re_encodes_with_a_new_id() {
 /// input at once, to check the incremental parser against.
 fn reference(input: &[u8], limits: SseLimits) -> Outcome {
     #[derive(Default)]
-    struct Block {
+    struct RawBlock {
         started: bool,
         data: Option<Vec<u8>>,
         event_type: Option<Vec<u8>>,
@@ -849,8 +849,8 @@ fn reference(input: &[u8], limits: SseLimits) -> Outcome {
         retry: Option<u64>,
         comments: Vec<u8>,
     }
-    let failed = |frames: Vec<Frame>, error: SseError| Outcome {
-        frames,
+    let failed = |blocks: Vec<Block>, error: SseError| Outcome {
+        blocks,
         error: Some(error),
         partial: false,
     };
@@ -866,23 +866,23 @@ fn reference(input: &[u8], limits: SseLimits) -> Outcome {
     // parser holds it, as a partial block, before any limit applies to it.
     if !input.is_empty() && input.len() < BOM.len() && BOM.starts_with(input) {
         return Outcome {
-            frames: Vec::new(),
+            blocks: Vec::new(),
             error: None,
             partial: true,
         };
     }
     let input = input.strip_prefix(BOM).unwrap_or(input);
-    let mut frames = Vec::new();
-    let mut block = Block::default();
+    let mut blocks = Vec::new();
+    let mut block = RawBlock::default();
     let mut start = 0;
     loop {
         let rest = &input[start..];
         let Some(end) = rest.iter().position(|&c| c == b'\n' || c == b'\r') else {
             if rest.len() > limits.line_limit() {
-                return failed(frames, too_long);
+                return failed(blocks, too_long);
             }
             return Outcome {
-                frames,
+                blocks,
                 error: None,
                 partial: block.started || !rest.is_empty(),
             };
@@ -895,7 +895,7 @@ fn reference(input: &[u8], limits: SseLimits) -> Outcome {
                 1
             };
         if line.len() > limits.line_limit() {
-            return failed(frames, too_long);
+            return failed(blocks, too_long);
         }
         if line.is_empty() {
             let block = std::mem::take(&mut block);
@@ -906,9 +906,9 @@ fn reference(input: &[u8], limits: SseLimits) -> Outcome {
                 retry: block.retry,
             };
             if event != empty_event() {
-                frames.push(Frame::Event(event));
+                blocks.push(Block::Event(event));
             } else if !block.comments.is_empty() {
-                frames.push(Frame::Comment(Bytes::from(
+                blocks.push(Block::Comment(Bytes::from(
                     [block.comments, vec![b'\n']].concat(),
                 )));
             }
@@ -924,7 +924,7 @@ fn reference(input: &[u8], limits: SseLimits) -> Outcome {
                 block.comments.extend_from_slice(line);
                 block.comments.push(b'\n');
                 if block.comments.len() > limits.event_limit() {
-                    return failed(frames, too_large);
+                    return failed(blocks, too_large);
                 }
             }
             continue;
@@ -943,19 +943,19 @@ fn reference(input: &[u8], limits: SseLimits) -> Outcome {
                     Some(old) => [old, b"\n".to_vec(), value.to_vec()].concat(),
                 };
                 if data.len() + len(&block.event_type) + len(&block.id) > limits.event_limit() {
-                    return failed(frames, too_large);
+                    return failed(blocks, too_large);
                 }
                 block.data = Some(data);
             }
             b"event" => {
                 if len(&block.data) + value.len() + len(&block.id) > limits.event_limit() {
-                    return failed(frames, too_large);
+                    return failed(blocks, too_large);
                 }
                 block.event_type = Some(value.to_vec());
             }
             b"id" if !value.contains(&0) => {
                 if len(&block.data) + len(&block.event_type) + value.len() > limits.event_limit() {
-                    return failed(frames, too_large);
+                    return failed(blocks, too_large);
                 }
                 block.id = Some(value.to_vec());
             }
@@ -984,7 +984,7 @@ fn a_bom_prefix_alone_is_held_whatever_the_limits() {
     let limits = SseLimits::new().max_line_bytes(0).max_event_bytes(0);
     let input: &[u8] = &[0xEF, 0xBB];
     let held = Outcome {
-        frames: Vec::new(),
+        blocks: Vec::new(),
         error: None,
         partial: true,
     };
@@ -1015,14 +1015,14 @@ fn run_fed_at_once(chunks: &[&[u8]], limits: SseLimits) -> Outcome {
     for chunk in chunks {
         parser.feed(Bytes::copy_from_slice(chunk));
     }
-    let mut frames = Vec::new();
+    let mut blocks = Vec::new();
     loop {
-        match parser.next_frame() {
-            Ok(Some(frame)) => frames.push(frame),
+        match parser.next_block() {
+            Ok(Some(block)) => blocks.push(block),
             Ok(None) => break,
             Err(error) => {
                 return Outcome {
-                    frames,
+                    blocks,
                     error: Some(error),
                     partial: parser.has_partial_block(),
                 };
@@ -1030,7 +1030,7 @@ fn run_fed_at_once(chunks: &[&[u8]], limits: SseLimits) -> Outcome {
         }
     }
     Outcome {
-        frames,
+        blocks,
         error: None,
         partial: parser.has_partial_block(),
     }
@@ -1119,7 +1119,7 @@ fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
 
 proptest! {
     /// Encoding events and comments, with any line end style, an optional
-    /// BOM and any chunking, parses back to exactly the same frames.
+    /// BOM and any chunking, parses back to exactly the same blocks.
     #[test]
     fn prop_encoded_events_round_trip(
         items in prop::collection::vec(item(), 0..12),
@@ -1134,14 +1134,14 @@ proptest! {
             let start = encoded.len();
             match item {
                 Item::Event(event) => {
-                    encode_event(&EventFrame::from(event), &mut encoded).unwrap();
+                    encode_event(&OutgoingEvent::from(event), &mut encoded).unwrap();
                     if *event != empty_event() {
-                        expected.push(Frame::Event(event.clone()));
+                        expected.push(Block::Event(event.clone()));
                     }
                 }
                 Item::Comment(text) => {
                     encode_comment(text, &mut encoded).unwrap();
-                    expected.push(Frame::Comment(Bytes::copy_from_slice(&encoded[start..])));
+                    expected.push(Block::Comment(Bytes::copy_from_slice(&encoded[start..])));
                 }
             }
         }
@@ -1160,7 +1160,7 @@ proptest! {
             run_fed_at_once(&chunks, SseLimits::default())
         };
         prop_assert_eq!(outcome.error, None);
-        prop_assert_eq!(outcome.frames, expected);
+        prop_assert_eq!(outcome.blocks, expected);
         prop_assert!(!outcome.partial);
     }
 
@@ -1196,13 +1196,13 @@ proptest! {
     ) {
         let limits = SseLimits::new().max_line_bytes(line_limit).max_event_bytes(event_limit);
         let mut parser = SseParser::new(limits);
-        let mut frames = Vec::new();
+        let mut blocks = Vec::new();
         let mut error = None;
         'feed: for chunk in split(&input, &sizes) {
             parser.feed(Bytes::copy_from_slice(chunk));
             loop {
-                match parser.next_frame() {
-                    Ok(Some(frame)) => frames.push(frame),
+                match parser.next_block() {
+                    Ok(Some(block)) => blocks.push(block),
                     Ok(None) => break,
                     Err(e) => {
                         error = Some(e);
@@ -1217,10 +1217,10 @@ proptest! {
             );
         }
         if let Some(error) = &error {
-            prop_assert_eq!(parser.next_frame(), Err(error.clone()));
+            prop_assert_eq!(parser.next_block(), Err(error.clone()));
             prop_assert_eq!(parser.buffered_len(), 0);
         }
-        let outcome = Outcome { frames, error, partial: parser.has_partial_block() };
+        let outcome = Outcome { blocks, error, partial: parser.has_partial_block() };
         prop_assert_eq!(&outcome, &reference(&input, limits));
         prop_assert_eq!(&outcome, &run_with([&input], limits));
     }

@@ -12,8 +12,9 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
+use super::config::Config;
 use super::open::{Exchange, Handled};
-use super::{Config, Runtime};
+use super::shared::Shared;
 use crate::store::BoxFuture;
 
 pin_project! {
@@ -35,7 +36,7 @@ pin_project! {
             inner: F,
             exchange: Option<Exchange>,
             config: Arc<Config>,
-            runtime: Arc<Runtime>,
+            shared: Arc<Shared>,
         },
         /// Store work after the response, or a resume the layer answers itself.
         Working { future: BoxFuture<'static, Result<Response<ResponseBody<B>>, E>> },
@@ -53,14 +54,14 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         inner: F,
         exchange: Exchange,
         config: Arc<Config>,
-        runtime: Arc<Runtime>,
+        shared: Arc<Shared>,
     ) -> Self {
         Self {
             state: State::Intercept {
                 inner,
                 exchange: Some(exchange),
                 config,
-                runtime,
+                shared,
             },
         }
     }
@@ -95,11 +96,11 @@ where
                     inner,
                     exchange,
                     config,
-                    runtime,
+                    shared,
                 } => {
                     let response = ready!(inner.poll(cx))?;
                     let exchange = exchange.take().expect("polled after completion");
-                    match exchange.handle(response, config.clone(), runtime.clone()) {
+                    match exchange.handle(response, config.clone(), shared.clone()) {
                         Handled::Now(response) => return Poll::Ready(Ok(response)),
                         Handled::Later(future) => State::Working {
                             future: Box::pin(async move { Ok(future.await) }),

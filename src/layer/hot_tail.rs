@@ -1,8 +1,8 @@
-//! The hot tail of a stream produced in this process: the newest committed
-//! frames, already encoded, so attached clients are served without reading
+//! The hot tail of a stream produced in this process: its newest committed
+//! events, already encoded, so attached clients are served without reading
 //! the store back; and the bookkeeping of who is attached and where.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -18,16 +18,16 @@ const RING_BYTES: usize = 256 * 1024;
 /// One read from the tail returns at most about this many bytes.
 const READ_BYTES: usize = 64 * 1024;
 /// An attached reader this many events behind the newest event holds the
-/// pump back (see [`Tail::lag`]), or half the stream's event cap if smaller.
+/// pump back (see [`HotTail::lag`]), or half the stream's event cap if smaller.
 pub(crate) const MAX_READER_LAG: u64 = 4096;
 
 /// A stream being produced in this process.
 #[derive(Debug)]
-pub(crate) struct Tail {
+pub(crate) struct HotTail {
     pub(crate) stream: StreamId,
     pub(crate) session: Option<String>,
-    state: Mutex<TailState>,
-    /// Bumped on every change a reader may care about: new frames, a
+    state: Mutex<HotTailState>,
+    /// Bumped on every change a reader may care about: new events, a
     /// keep-alive, the end, a takeover.
     version: watch::Sender<u64>,
     /// How many client bodies are attached (0 or 1); the pump watches it to detach.
@@ -40,10 +40,10 @@ pub(crate) struct Tail {
 }
 
 #[derive(Debug, Default)]
-struct TailState {
+struct HotTailState {
     /// Committed events and the keep-alives between them, in the order the
     /// inner service sent them, oldest first: only what an attached reader
-    /// has yet to read (see [`TailState::release`]).
+    /// has yet to read (see [`HotTailState::release`]).
     ring: VecDeque<Entry>,
     ring_bytes: usize,
     last_seq: u64,
@@ -58,7 +58,7 @@ struct TailState {
     generation: u64,
     /// The attached reader, with its generation. A newer attachment replaces
     /// it at once: a superseded body whose connection is no longer polled
-    /// must not hold the ring, or the pump (see [`Tail::lag`]), for it.
+    /// must not hold the ring, or the pump (see [`HotTail::lag`]), for it.
     reader: Option<(u64, Reader)>,
 }
 
@@ -76,21 +76,21 @@ struct Reader {
 enum Entry {
     Event {
         seq: u64,
-        frame: Bytes,
+        encoded: Bytes,
     },
     /// A keep-alive, sent after the event `after`; passed to readers that
     /// were attached when it arrived, never replayed.
     KeepAlive {
         number: u64,
         after: u64,
-        frame: Bytes,
+        encoded: Bytes,
     },
 }
 
 impl Entry {
-    fn frame(&self) -> &Bytes {
+    fn encoded(&self) -> &Bytes {
         match self {
-            Self::Event { frame, .. } | Self::KeepAlive { frame, .. } => frame,
+            Self::Event { encoded, .. } | Self::KeepAlive { encoded, .. } => encoded,
         }
     }
 }
@@ -105,9 +105,9 @@ pub(crate) enum Published {
 /// What a reader at some position gets from the tail.
 #[derive(Debug)]
 pub(crate) enum TailRead {
-    /// Frames after the position, concatenated, up to `last_seq` (which
+    /// The encoded events (and keep-alives) after the position, concatenated, up to `last_seq` (which
     /// may equal the position when only keep-alives were new).
-    Frames { bytes: Bytes, last_seq: u64 },
+    Ready { bytes: Bytes, last_seq: u64 },
     /// The next event is not in the ring: read it from the store.
     Behind,
     /// Nothing after the position yet. `ended` says whether anything will come.
@@ -119,7 +119,7 @@ pub(crate) enum TailRead {
     Superseded,
 }
 
-impl TailState {
+impl HotTailState {
     /// Drops what the attached reader does not need any more: entries it has
     /// read, everything when nobody is attached (a later resume reads the
     /// store), and the oldest entries past the ring's bounds (a reader that
@@ -141,18 +141,18 @@ impl TailState {
                 break;
             }
             if let Some(entry) = self.ring.pop_front() {
-                self.ring_bytes -= entry.frame().len();
+                self.ring_bytes -= entry.encoded().len();
             }
         }
     }
 }
 
-impl Tail {
+impl HotTail {
     pub(crate) fn new(stream: StreamId, session: Option<String>) -> Arc<Self> {
         Arc::new(Self {
             stream,
             session,
-            state: Mutex::new(TailState::default()),
+            state: Mutex::new(HotTailState::default()),
             version: watch::Sender::new(0),
             attached: watch::Sender::new(0),
             readers_moved: watch::Sender::new(0),
@@ -160,7 +160,7 @@ impl Tail {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, TailState> {
+    fn lock(&self) -> MutexGuard<'_, HotTailState> {
         // Every update below completes before anything can panic, so a
         // poisoned lock still guards consistent data.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -191,23 +191,23 @@ impl Tail {
             let mut state = self.lock();
             for item in items {
                 let entry = match item {
-                    Published::Event(seq, frame) => {
+                    Published::Event(seq, encoded) => {
                         if !stored && state.unstored_from.is_none() {
                             state.unstored_from = Some(seq);
                         }
                         state.last_seq = seq;
-                        Entry::Event { seq, frame }
+                        Entry::Event { seq, encoded }
                     }
-                    Published::KeepAlive(frame) => {
+                    Published::KeepAlive(encoded) => {
                         state.keep_alives += 1;
                         Entry::KeepAlive {
                             number: state.keep_alives,
                             after: state.last_seq,
-                            frame,
+                            encoded,
                         }
                     }
                 };
-                state.ring_bytes += entry.frame().len();
+                state.ring_bytes += entry.encoded().len();
                 state.ring.push_back(entry);
             }
             state.release();
@@ -279,7 +279,7 @@ impl Tail {
 /// A client body attached to a tail. Dropping it detaches.
 #[derive(Debug)]
 pub(crate) struct Attachment {
-    pub(crate) tail: Arc<Tail>,
+    pub(crate) tail: Arc<HotTail>,
     generation: u64,
     /// The position it attached at: where its reader starts.
     attached_at: u64,
@@ -333,7 +333,7 @@ impl Attachment {
                 _ => TailRead::Behind,
             };
         }
-        // One frame is handed out as it is (a reference count); more are
+        // One entry is handed out as it is (a reference count); more are
         // copied into one buffer.
         let mut first: Option<Bytes> = None;
         let mut out = BytesMut::new();
@@ -351,18 +351,18 @@ impl Attachment {
             if !wanted {
                 continue;
             }
-            let frame = entry.frame();
-            if len > 0 && len + frame.len() > READ_BYTES {
+            let encoded = entry.encoded();
+            if len > 0 && len + encoded.len() > READ_BYTES {
                 break;
             }
-            len += frame.len();
+            len += encoded.len();
             match first.take() {
-                None if out.is_empty() => first = Some(frame.clone()),
+                None if out.is_empty() => first = Some(encoded.clone()),
                 earlier => {
                     if let Some(earlier) = earlier {
                         out.extend_from_slice(&earlier);
                     }
-                    out.extend_from_slice(frame);
+                    out.extend_from_slice(encoded);
                 }
             }
             match entry {
@@ -374,11 +374,11 @@ impl Attachment {
             reader.keep_alives_seen = seen;
         }
         let bytes = match first {
-            Some(frame) => frame,
+            Some(encoded) => encoded,
             None if out.is_empty() => return TailRead::CaughtUp { ended: state.ended },
             None => out.freeze(),
         };
-        TailRead::Frames { bytes, last_seq }
+        TailRead::Ready { bytes, last_seq }
     }
 }
 
@@ -401,101 +401,6 @@ impl Drop for Attachment {
     }
 }
 
-/// The streams produced in this process, by id, and how many each session has.
-#[derive(Debug, Default)]
-pub(crate) struct Registry {
-    inner: Mutex<RegistryState>,
-}
-
-#[derive(Debug, Default)]
-struct RegistryState {
-    tails: HashMap<StreamId, Arc<Tail>>,
-    per_session: HashMap<String, usize>,
-}
-
-/// The caps on a layer's live streams.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Caps {
-    /// Live streams in all, of every session and of none.
-    pub(crate) all: usize,
-    /// Live streams of one session.
-    pub(crate) per_session: usize,
-}
-
-/// The cap a new stream would exceed, with its value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Full {
-    /// [`Caps::all`].
-    Layer(usize),
-    /// [`Caps::per_session`].
-    Session(usize),
-}
-
-impl RegistryState {
-    fn refusal(&self, session: Option<&str>, caps: Caps) -> Option<Full> {
-        if self.tails.len() >= caps.all {
-            return Some(Full::Layer(caps.all));
-        }
-        let in_session = session.map(|s| self.per_session.get(s).copied().unwrap_or(0));
-        in_session
-            .is_some_and(|count| count >= caps.per_session)
-            .then_some(Full::Session(caps.per_session))
-    }
-}
-
-impl Registry {
-    fn lock(&self) -> MutexGuard<'_, RegistryState> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Why a new stream of `session` would be refused now, if it would.
-    pub(crate) fn refusal(&self, session: Option<&str>, caps: Caps) -> Option<Full> {
-        self.lock().refusal(session, caps)
-    }
-
-    /// Registers a new stream, unless `caps` refuse it.
-    pub(crate) fn insert(&self, tail: &Arc<Tail>, caps: Caps) -> Result<(), Full> {
-        let mut state = self.lock();
-        if let Some(full) = state.refusal(tail.session.as_deref(), caps) {
-            return Err(full);
-        }
-        if let Some(session) = &tail.session {
-            *state.per_session.entry(session.clone()).or_default() += 1;
-        }
-        state.tails.insert(tail.stream, tail.clone());
-        Ok(())
-    }
-
-    pub(crate) fn remove(&self, stream: StreamId) {
-        let mut state = self.lock();
-        let Some(tail) = state.tails.remove(&stream) else {
-            return;
-        };
-        if let Some(session) = &tail.session
-            && let Some(count) = state.per_session.get_mut(session)
-        {
-            *count -= 1;
-            if *count == 0 {
-                state.per_session.remove(session);
-            }
-        }
-    }
-
-    pub(crate) fn get(&self, stream: StreamId) -> Option<Arc<Tail>> {
-        self.lock().tails.get(&stream).cloned()
-    }
-
-    /// The live streams of a session, to stop when the session is deleted.
-    pub(crate) fn of_session(&self, session: &str) -> Vec<Arc<Tail>> {
-        self.lock()
-            .tails
-            .values()
-            .filter(|tail| tail.session.as_deref() == Some(session))
-            .cloned()
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,20 +411,20 @@ mod tests {
             .collect()
     }
 
-    fn frames(read: TailRead) -> (Bytes, u64) {
+    fn ready(read: TailRead) -> (Bytes, u64) {
         match read {
-            TailRead::Frames { bytes, last_seq } => (bytes, last_seq),
-            other => panic!("expected frames, got {other:?}"),
+            TailRead::Ready { bytes, last_seq } => (bytes, last_seq),
+            other => panic!("expected encoded events, got {other:?}"),
         }
     }
 
     #[test]
-    fn readers_get_frames_after_their_position() {
-        let tail = Tail::new(StreamId::random(), None);
+    fn readers_get_events_after_their_position() {
+        let tail = HotTail::new(StreamId::random(), None);
         let reader = tail.attach(0);
         assert!(matches!(reader.read(0), TailRead::CaughtUp { ended: None }));
         tail.publish(events(1..=3), true);
-        assert_eq!(frames(reader.read(1)), (Bytes::from("f2;f3;"), 3));
+        assert_eq!(ready(reader.read(1)), (Bytes::from("f2;f3;"), 3));
         tail.end(StreamState::Complete);
         assert!(matches!(
             reader.read(3),
@@ -531,12 +436,12 @@ mod tests {
 
     #[test]
     fn what_the_reader_has_read_is_released() {
-        let tail = Tail::new(StreamId::random(), None);
+        let tail = HotTail::new(StreamId::random(), None);
         let reader = tail.attach(0);
         tail.publish(events(1..=10), true);
-        assert_eq!(frames(reader.read(0)).1, 10);
+        assert_eq!(ready(reader.read(0)).1, 10);
         assert_eq!(tail.lock().ring.len(), 10, "sent, not yet confirmed");
-        frames(reader.read(4));
+        ready(reader.read(4));
         assert_eq!(tail.lock().ring.len(), 6);
         let _ = reader.read(10);
         assert!(tail.lock().ring.is_empty());
@@ -551,13 +456,13 @@ mod tests {
 
     #[test]
     fn a_superseded_reader_that_is_never_polled_again_holds_nothing_back() {
-        let tail = Tail::new(StreamId::random(), None);
+        let tail = HotTail::new(StreamId::random(), None);
         let stuck = tail.attach(0);
         tail.publish(events(1..=100), true);
         // A resume takes over and reads everything; the old body, behind a
         // connection nobody writes to any more, is still alive.
         let resume = tail.attach(0);
-        assert_eq!(frames(resume.read(0)).1, 100);
+        assert_eq!(ready(resume.read(0)).1, 100);
         let _ = resume.read(100);
         assert_eq!(tail.lag(), 0, "the pump is not held for the old reader");
         assert!(tail.lock().ring.is_empty());
@@ -568,28 +473,28 @@ mod tests {
     }
 
     #[test]
-    fn a_single_frame_is_handed_out_without_a_copy() {
-        let tail = Tail::new(StreamId::random(), None);
+    fn a_single_entry_is_handed_out_without_a_copy() {
+        let tail = HotTail::new(StreamId::random(), None);
         let reader = tail.attach(0);
-        let frame = Bytes::from("only;");
-        tail.publish(vec![Published::Event(1, frame.clone())], true);
-        let (bytes, _) = frames(reader.read(0));
-        assert_eq!(bytes.as_ptr(), frame.as_ptr());
+        let encoded = Bytes::from("only;");
+        tail.publish(vec![Published::Event(1, encoded.clone())], true);
+        let (bytes, _) = ready(reader.read(0));
+        assert_eq!(bytes.as_ptr(), encoded.as_ptr());
     }
 
     #[test]
     fn the_ring_is_bounded_and_far_readers_go_to_the_store() {
-        let tail = Tail::new(StreamId::random(), None);
+        let tail = HotTail::new(StreamId::random(), None);
         let reader = tail.attach(0);
         tail.publish(events(1..=1000), true);
         assert_eq!(tail.lock().ring.len(), RING_ENTRIES);
         assert!(matches!(reader.read(0), TailRead::Behind));
-        frames(reader.read(1000 - RING_ENTRIES as u64));
+        ready(reader.read(1000 - RING_ENTRIES as u64));
     }
 
     #[test]
     fn keep_alives_keep_their_order_and_reach_only_readers_attached_before_them() {
-        let tail = Tail::new(StreamId::random(), None);
+        let tail = HotTail::new(StreamId::random(), None);
         let live = tail.attach(0);
         tail.publish(
             vec![
@@ -600,20 +505,20 @@ mod tests {
             ],
             true,
         );
-        assert_eq!(frames(live.read(0)), (Bytes::from("a;:p1;b;:p2;"), 2));
+        assert_eq!(ready(live.read(0)), (Bytes::from("a;:p1;b;:p2;"), 2));
         assert!(matches!(live.read(2), TailRead::CaughtUp { ended: None }));
         // An idle keep-alive reaches a caught-up reader, even as the stream ends.
         tail.publish(vec![Published::KeepAlive(Bytes::from(":p3;"))], true);
-        assert_eq!(frames(live.read(2)), (Bytes::from(":p3;"), 2));
+        assert_eq!(ready(live.read(2)), (Bytes::from(":p3;"), 2));
         // A reader that attaches now (a resume) gets the events only.
         tail.publish(events(3..=3), true);
         let resume = tail.attach(0);
         assert!(matches!(resume.read(0), TailRead::Behind));
         let resume = tail.attach(2);
-        assert_eq!(frames(resume.read(2)).0, "f3;");
+        assert_eq!(ready(resume.read(2)).0, "f3;");
         tail.publish(vec![Published::KeepAlive(Bytes::from(":p4;"))], true);
         tail.end(StreamState::Complete);
-        assert_eq!(frames(resume.read(3)), (Bytes::from(":p4;"), 3));
+        assert_eq!(ready(resume.read(3)), (Bytes::from(":p4;"), 3));
         assert!(matches!(
             resume.read(3),
             TailRead::CaughtUp { ended: Some(_) }
@@ -621,8 +526,8 @@ mod tests {
     }
 
     #[test]
-    fn unstored_frames_that_left_the_ring_are_lost_not_behind() {
-        let tail = Tail::new(StreamId::random(), None);
+    fn unstored_events_that_left_the_ring_are_lost_not_behind() {
+        let tail = HotTail::new(StreamId::random(), None);
         let reader = tail.attach(0);
         tail.publish(events(1..=10), true);
         tail.publish(events(11..=600), false);
@@ -632,7 +537,7 @@ mod tests {
 
     #[test]
     fn a_newer_attachment_supersedes_older_ones_and_detaching_is_counted() {
-        let tail = Tail::new(StreamId::random(), None);
+        let tail = HotTail::new(StreamId::random(), None);
         let attached = tail.watch_attached();
         let first = tail.attach(0);
         let second = tail.attach(0);
@@ -643,41 +548,5 @@ mod tests {
         assert_eq!(*attached.borrow(), 1);
         drop(second);
         assert_eq!(*attached.borrow(), 0);
-    }
-
-    #[test]
-    fn the_registry_caps_streams_per_session() {
-        let registry = Registry::default();
-        let a = Tail::new(StreamId::random(), Some("s".into()));
-        let b = Tail::new(StreamId::random(), Some("s".into()));
-        let caps = Caps {
-            all: 10,
-            per_session: 1,
-        };
-        assert_eq!(registry.insert(&a, caps), Ok(()));
-        assert_eq!(registry.insert(&b, caps), Err(Full::Session(1)));
-        assert_eq!(registry.refusal(None, caps), None);
-        registry.remove(a.stream);
-        assert_eq!(registry.insert(&b, caps), Ok(()));
-        assert_eq!(registry.of_session("s").len(), 1);
-    }
-
-    /// The cap on all live streams counts streams without a session too, and
-    /// a stream it refuses does not count against its session.
-    #[test]
-    fn the_registry_caps_all_live_streams() {
-        let registry = Registry::default();
-        let without = Tail::new(StreamId::random(), None);
-        let with = Tail::new(StreamId::random(), Some("s".into()));
-        let caps = Caps {
-            all: 1,
-            per_session: 5,
-        };
-        assert_eq!(registry.insert(&without, caps), Ok(()));
-        assert_eq!(registry.insert(&with, caps), Err(Full::Layer(1)));
-        assert!(registry.of_session("s").is_empty());
-        registry.remove(without.stream);
-        assert_eq!(registry.insert(&with, caps), Ok(()));
-        assert_eq!(registry.of_session("s").len(), 1);
     }
 }

@@ -1,23 +1,27 @@
-//! What happens once the inner service has answered: pass the response
-//! through, purge a deleted session, or open a resumable stream.
+//! What happens once the inner service has answered a request: pass the
+//! response through, purge a deleted session, or open a resumable stream.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Response, StatusCode, response::Parts};
+use http::{Method, Response, response::Parts};
 use http_body::Body;
 
-use super::body::{Feed, ResponseBody};
-use super::protocol::{self, MCP_SESSION_ID, Version};
-use super::tail::{Full, Tail};
-use super::{Config, Runtime, StoreFailurePolicy, frame, pump};
+use super::body::ResponseBody;
+use super::config::{Config, StoreFailurePolicy};
+use super::feed::Feed;
+use super::hot_tail::HotTail;
+use super::protocol::{self, MCP_SESSION_ID, ResumableVersion};
+use super::pump;
+use super::registry::CapReached;
+use super::shared::Shared;
 use crate::store::{BoxFuture, NewStream, StreamEnd, StreamKind};
 
 /// What the layer knows about a request while its response is on the way.
 #[derive(Debug)]
 pub(crate) struct Exchange {
     pub(crate) method: Method,
-    pub(crate) version: Version,
+    pub(crate) version: ResumableVersion,
     pub(crate) session: Option<String>,
     pub(crate) identity: Option<String>,
 }
@@ -30,19 +34,21 @@ pub(crate) enum Handled<B> {
 
 /// A stream the layer opened for an inner response, or why it did not.
 pub(crate) enum Opened<B> {
+    /// The rewritten response's head, and the requesting client's feed.
     Stream(Parts, Box<Feed>),
-    /// Served as the inner service sent it (store failure under fail-open, or a limit).
+    /// Served as the inner service sent it (store failure under fail-open, or a cap).
     Passthrough(Response<B>),
     /// The store failed and the policy is to fail closed.
     Unavailable,
 }
 
 impl Exchange {
+    /// Decides what becomes of the inner service's `response`.
     pub(crate) fn handle<B>(
         self,
         response: Response<B>,
         config: Arc<Config>,
-        runtime: Arc<Runtime>,
+        shared: Arc<Shared>,
     ) -> Handled<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -53,7 +59,7 @@ impl Exchange {
             && let Some(session) = self.session
         {
             return Handled::Later(Box::pin(async move {
-                purge_session(&session, &runtime).await;
+                purge_session(&session, &shared).await;
                 response.map(ResponseBody::inner)
             }));
         }
@@ -61,12 +67,12 @@ impl Exchange {
             return Handled::Now(response.map(ResponseBody::inner));
         }
         Handled::Later(Box::pin(async move {
-            match self.open(response, &config, &runtime).await {
+            match self.open(response, &config, &shared).await {
                 Opened::Stream(parts, feed) => {
                     Response::from_parts(parts, ResponseBody::stream(feed))
                 }
                 Opened::Passthrough(response) => response.map(ResponseBody::inner),
-                Opened::Unavailable => unavailable(),
+                Opened::Unavailable => protocol::unavailable().map(ResponseBody::full),
             }
         }))
     }
@@ -77,7 +83,7 @@ impl Exchange {
         self,
         response: Response<B>,
         config: &Arc<Config>,
-        runtime: &Arc<Runtime>,
+        shared: &Arc<Shared>,
     ) -> Opened<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -89,11 +95,11 @@ impl Exchange {
             .or_else(|| protocol::header_text(response.headers(), &MCP_SESSION_ID));
         // Checked before the store is asked for a stream, and again (under
         // the registry's lock) when it is registered.
-        if let Some(full) = runtime
-            .registry
+        if let Some(cap) = shared
+            .live_streams
             .refusal(session.as_deref(), config.live_streams)
         {
-            return refused(runtime, full, session.as_deref(), response);
+            return over_cap(shared, cap, session.as_deref(), response);
         }
         let kind = if self.method == Method::GET {
             StreamKind::Standalone
@@ -106,15 +112,15 @@ impl Exchange {
             identity: self.identity,
             max_events: config.max_events_per_stream,
         };
-        let cap = new.event_cap(&runtime.store.retention());
-        let stream = match runtime.store.create_stream(new).await {
+        let event_cap = new.event_cap(&shared.store.retention());
+        let stream = match shared.store.create_stream(new).await {
             Ok(stream) => stream,
             Err(error) => {
-                runtime.counters.store_failures.increment();
+                shared.counters.store_failures.increment();
                 tracing::error!(%error, "event store failed to create a stream");
                 return match config.on_store_failure {
                     StoreFailurePolicy::FailOpen => {
-                        runtime.counters.passthrough_streams.increment();
+                        shared.counters.passthrough_streams.increment();
                         tracing::warn!("serving this stream without resumability (fail open)");
                         Opened::Passthrough(response)
                     }
@@ -122,40 +128,37 @@ impl Exchange {
                 };
             }
         };
-        let tail = Tail::new(stream, session);
-        if let Err(full) = runtime.registry.insert(&tail, config.live_streams) {
+        let tail = HotTail::new(stream, session);
+        if let Err(cap) = shared.live_streams.insert(&tail, config.live_streams) {
             // Another stream got the last place meanwhile.
-            let _ = runtime.store.end_stream(stream, StreamEnd::Abandoned).await;
-            return refused(runtime, full, tail.session.as_deref(), response);
+            let _ = shared.store.end_stream(stream, StreamEnd::Abandoned).await;
+            return over_cap(shared, cap, tail.session.as_deref(), response);
         }
         // Attach before the pump starts, so it never sees zero clients at first.
         let attachment = tail.attach(0);
         let (mut parts, body) = response.into_parts();
         protocol::rewrite_headers(&mut parts.headers);
-        pump::spawn(body, tail, cap, config.clone(), runtime.clone());
-        runtime.counters.streams_started.increment();
-        let feed = Feed::from_tail(attachment, runtime.clone());
-        Opened::Stream(
-            parts,
-            Box::new(first_response_of(feed, self.version, config, stream)),
-        )
+        pump::spawn(body, tail, event_cap, config.clone(), shared.clone());
+        shared.counters.streams_started.increment();
+        let feed = Feed::from_tail(attachment, shared.clone()).start_response(self.version, config);
+        Opened::Stream(parts, Box::new(feed))
     }
 }
 
 /// Serves a stream the caps refused without resumability, and says why.
-fn refused<B>(
-    runtime: &Runtime,
-    full: Full,
+fn over_cap<B>(
+    shared: &Shared,
+    cap: CapReached,
     session: Option<&str>,
     response: Response<B>,
 ) -> Opened<B> {
-    runtime.counters.passthrough_streams.increment();
-    match full {
-        Full::Layer(limit) => tracing::warn!(
+    shared.counters.passthrough_streams.increment();
+    match cap {
+        CapReached::Layer(limit) => tracing::warn!(
             limit,
             "too many live streams; serving this one without resumability"
         ),
-        Full::Session(limit) => tracing::warn!(
+        CapReached::Session(limit) => tracing::warn!(
             session,
             limit,
             "session has too many live streams; serving this one without resumability"
@@ -164,39 +167,16 @@ fn refused<B>(
     Opened::Passthrough(response)
 }
 
-/// The start of a stream's first response: the priming event for clients
-/// that expect one (which carries the `retry` hint), else the hint on the
-/// first event; and the poll deadline.
-fn first_response_of(
-    feed: Feed,
-    version: Version,
-    config: &Config,
-    stream: crate::store::StreamId,
-) -> Feed {
-    let retry = config.retry_millis();
-    if version.primes() {
-        feed.preamble(frame::priming(stream, 0, retry))
-            .deadline(config.poll_deadline())
-    } else {
-        feed.retry(retry)
-    }
-}
-
 /// Stops this process's streams of a deleted session and deletes its streams.
-async fn purge_session(session: &str, runtime: &Runtime) {
-    for tail in runtime.registry.of_session(session) {
+async fn purge_session(session: &str, shared: &Shared) {
+    for tail in shared.live_streams.of_session(session) {
         tail.stop();
     }
-    match runtime.store.purge_session(session).await {
+    match shared.store.purge_session(session).await {
         Ok(streams) => tracing::info!(session, streams, "session deleted; its streams were purged"),
         Err(error) => {
-            runtime.counters.store_failures.increment();
+            shared.counters.store_failures.increment();
             tracing::error!(session, %error, "event store failed to purge a deleted session");
         }
     }
-}
-
-pub(crate) fn unavailable<B>() -> Response<ResponseBody<B>> {
-    protocol::json_error(StatusCode::SERVICE_UNAVAILABLE, protocol::UNAVAILABLE_BODY)
-        .map(ResponseBody::full)
 }

@@ -7,14 +7,14 @@ use http::{Method, Response, StatusCode};
 
 /// `Mcp-Session-Id`: minted by the server at initialize, sent on every request after.
 pub(crate) const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
-/// `MCP-Protocol-Version`: the negotiated version, on every request after initialize.
+/// `MCP-Protocol-ResumableVersion`: the negotiated version, on every request after initialize.
 pub(crate) const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 /// `Last-Event-ID`: the resume point of a reconnecting client.
 pub(crate) const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// A protocol version whose Streamable HTTP transport can resume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Version {
+pub(crate) enum ResumableVersion {
     /// No header: initialize, or a client that predates the header (the spec
     /// says to assume 2025-03-26).
     Unspecified,
@@ -24,7 +24,7 @@ pub(crate) enum Version {
     V2025_11_25,
 }
 
-impl Version {
+impl ResumableVersion {
     /// The version a request speaks, or `None` when the layer must leave it
     /// alone: a later version (2026-07-28 removed resumability and made a
     /// closed stream mean cancellation) or a value it does not know.
@@ -80,8 +80,19 @@ pub(crate) const CANNOT_RESUME_BODY: &str = r#"{"jsonrpc":"2.0","id":null,"error
 /// The answer when the store is failing and the policy is to fail closed.
 pub(crate) const UNAVAILABLE_BODY: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"Service Unavailable: the event store is failing, so this stream cannot be made resumable; retry later"}}"#;
 
+/// The `400` answer to a resume that cannot be served ([`CANNOT_RESUME_BODY`]).
+pub(crate) fn cannot_resume() -> Response<Bytes> {
+    json_error(StatusCode::BAD_REQUEST, CANNOT_RESUME_BODY)
+}
+
+/// The `503` answer when the store fails under the fail-closed policy
+/// ([`UNAVAILABLE_BODY`]).
+pub(crate) fn unavailable() -> Response<Bytes> {
+    json_error(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE_BODY)
+}
+
 /// A JSON-RPC error response made by the layer.
-pub(crate) fn json_error(status: StatusCode, body: &'static str) -> Response<Bytes> {
+fn json_error(status: StatusCode, body: &'static str) -> Response<Bytes> {
     let mut response = Response::new(Bytes::from_static(body.as_bytes()));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -114,16 +125,19 @@ mod tests {
     #[test]
     fn versions_that_resume_are_handled_and_others_are_not() {
         let mut headers = HeaderMap::new();
-        assert_eq!(Version::of(&headers), Some(Version::Unspecified));
+        assert_eq!(
+            ResumableVersion::of(&headers),
+            Some(ResumableVersion::Unspecified)
+        );
         for (value, expected) in [
-            ("2025-03-26", Some(Version::V2025_03_26)),
-            ("2025-06-18", Some(Version::V2025_06_18)),
-            ("2025-11-25", Some(Version::V2025_11_25)),
+            ("2025-03-26", Some(ResumableVersion::V2025_03_26)),
+            ("2025-06-18", Some(ResumableVersion::V2025_06_18)),
+            ("2025-11-25", Some(ResumableVersion::V2025_11_25)),
             ("2026-07-28", None),
             ("garbage", None),
         ] {
             headers.insert(&MCP_PROTOCOL_VERSION, HeaderValue::from_static(value));
-            assert_eq!(Version::of(&headers), expected, "{value}");
+            assert_eq!(ResumableVersion::of(&headers), expected, "{value}");
         }
     }
 

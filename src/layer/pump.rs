@@ -11,10 +11,11 @@ use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use tokio::time::Instant;
 
-use super::frame;
-use super::tail::{MAX_READER_LAG, Published, Tail};
-use super::{Config, Runtime, StoreFailurePolicy, sleep_until};
-use crate::sse::{Frame, SseError, SseParser};
+use super::config::{Config, StoreFailurePolicy, sleep_until};
+use super::hot_tail::{HotTail, MAX_READER_LAG, Published};
+use super::shared::Shared;
+use super::wire;
+use crate::sse::{Block, SseError, SseParser};
 use crate::store::{AppendReceipt, BoxFuture, NewEvent, StoreError, StreamEnd};
 
 /// The inner body is read on while a commit is in flight (so the store's
@@ -84,14 +85,14 @@ where
     }
 }
 
-/// Starts the task that produces `tail`'s stream from `body`; `cap` is the
-/// stream's event cap in the store.
+/// Starts the task that produces `tail`'s stream from `body`; `event_cap` is
+/// the stream's event cap in the store.
 pub(crate) fn spawn<B>(
     body: B,
-    tail: Arc<Tail>,
-    cap: u64,
+    tail: Arc<HotTail>,
+    event_cap: u64,
     config: Arc<Config>,
-    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
 ) where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -105,13 +106,13 @@ pub(crate) fn spawn<B>(
     drop(_entered);
     // Half the stream's cap: a reader within it is never trimmed past by the
     // next commit, which is at most this many events too.
-    let max_lag = (cap / 2).clamp(1, MAX_READER_LAG);
+    let max_lag = (event_cap / 2).clamp(1, MAX_READER_LAG);
     let readers = tail.watch_readers();
     tokio::spawn(tracing::Instrument::instrument(
         Pump {
             tail,
             config,
-            runtime,
+            shared,
             stored: true,
             max_lag,
             readers,
@@ -122,14 +123,14 @@ pub(crate) fn spawn<B>(
 }
 
 struct Pump {
-    tail: Arc<Tail>,
+    tail: Arc<HotTail>,
     config: Arc<Config>,
-    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
     /// False once the store failed under the fail-open policy: events are
     /// then passed to attached clients without ids and not stored.
     stored: bool,
     /// How many events an attached reader may be behind before the pump
-    /// waits for it (see [`Tail::lag`]); also the most one commit holds.
+    /// waits for it (see [`HotTail::lag`]); also the most one commit holds.
     max_lag: u64,
     /// Changes when an attached reader moves on or detaches.
     readers: tokio::sync::watch::Receiver<u64>,
@@ -167,11 +168,11 @@ impl Pending {
     /// Moves every complete event (and keep-alive) the parser holds here.
     /// On an error, what came before it was moved.
     fn parse(&mut self, parser: &mut SseParser) -> Result<(), SseError> {
-        while let Some(frame) = parser.next_frame()? {
-            match frame {
+        while let Some(block) = parser.next_block()? {
+            match block {
                 // Events without data are priming events (or empty ones no
                 // client would deliver): the layer primes streams itself.
-                Frame::Event(event) => {
+                Block::Event(event) => {
                     if let Some(data) = event.data.filter(|data| !data.is_empty()) {
                         self.push(Item::Event(NewEvent {
                             event_type: event.event_type,
@@ -179,7 +180,7 @@ impl Pending {
                         }));
                     }
                 }
-                Frame::Comment(comment) => self.push(Item::KeepAlive(comment)),
+                Block::Comment(comment) => self.push(Item::KeepAlive(comment)),
             }
         }
         Ok(())
@@ -370,10 +371,10 @@ impl Pump {
             self.publish(items, self.tail.last_seq() + 1);
             return None;
         }
-        let runtime = Arc::clone(&self.runtime);
+        let shared = Arc::clone(&self.shared);
         let stream = self.tail.stream;
         Some(Commit {
-            receipt: Box::pin(async move { runtime.store.append(stream, events).await }),
+            receipt: Box::pin(async move { shared.store.append(stream, events).await }),
             items,
         })
     }
@@ -391,16 +392,16 @@ impl Pump {
                 return Some(Stop::Gone);
             }
             Err(error) => {
-                self.runtime.counters.store_failures.increment();
+                self.shared.counters.store_failures.increment();
                 tracing::error!(%error, "event store failed to commit");
                 if self.config.on_store_failure == StoreFailurePolicy::FailClosed {
                     return Some(Stop::GaveUp);
                 }
                 tracing::warn!("serving the rest of this stream without resumability (fail open)");
                 self.stored = false;
-                self.runtime.counters.passthrough_streams.increment();
+                self.shared.counters.passthrough_streams.increment();
                 if let Err(error) = self
-                    .runtime
+                    .shared
                     .store
                     .end_stream(self.tail.stream, StreamEnd::Abandoned)
                     .await
@@ -425,9 +426,9 @@ impl Pump {
                     let mut out = BytesMut::with_capacity(event.data.len() + 64);
                     let event_type = event.event_type.as_deref();
                     if self.stored {
-                        frame::encode(stream, seq, event_type, &event.data, &mut out);
+                        wire::encode(stream, seq, event_type, &event.data, &mut out);
                     } else {
-                        frame::encode_unstored(event_type, &event.data, &mut out);
+                        wire::encode_unstored(event_type, &event.data, &mut out);
                     }
                     seq += 1;
                     Published::Event(seq - 1, out.freeze())
@@ -447,16 +448,16 @@ impl Pump {
         };
         if self.stored
             && !matches!(stop, Stop::Gone)
-            && let Err(error) = self.runtime.store.end_stream(stream, end).await
+            && let Err(error) = self.shared.store.end_stream(stream, end).await
         {
-            self.runtime.counters.store_failures.increment();
+            self.shared.counters.store_failures.increment();
             tracing::error!(%error, "event store failed to record the end of the stream");
         }
         self.tail.end(end.into());
-        self.runtime.registry.remove(stream);
+        self.shared.live_streams.remove(stream);
         match end {
-            StreamEnd::Complete => self.runtime.counters.streams_completed.increment(),
-            StreamEnd::Abandoned => self.runtime.counters.streams_abandoned.increment(),
+            StreamEnd::Complete => self.shared.counters.streams_completed.increment(),
+            StreamEnd::Abandoned => self.shared.counters.streams_abandoned.increment(),
         }
         tracing::info!(events = self.tail.last_seq(), state = ?end, "stream ended");
     }

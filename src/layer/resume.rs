@@ -4,15 +4,19 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::request::Parts;
+use http::{Method, Request, Response};
 use http_body::Body;
 use tower::Service;
 
-use super::body::{Feed, ResponseBody};
-use super::open::{Exchange, Opened, unavailable};
-use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, Version};
-use super::{Config, Runtime, frame};
-use crate::store::{EventId, StreamKind};
+use super::body::ResponseBody;
+use super::config::Config;
+use super::feed::Feed;
+use super::hot_tail::HotTail;
+use super::open::{Exchange, Opened};
+use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, ResumableVersion};
+use super::shared::Shared;
+use crate::store::{EventId, StreamInfo, StreamKind};
 
 /// Why a resume was refused: for the log only, never for the client.
 #[derive(Debug)]
@@ -28,12 +32,34 @@ enum Refusal {
     Finished,
 }
 
+/// Why a resume is not served.
+enum NotServed {
+    /// Answered `400`, the same whatever the reason.
+    Refused(Refusal),
+    /// The store failed while looking the stream up: `503`.
+    StoreFailed,
+}
+
+/// A resume the caller may have: where it resumes, and what the store says
+/// of the stream.
+struct Authorized {
+    id: EventId,
+    info: StreamInfo,
+    /// The stream's hot tail, when it is produced in this process.
+    local: Option<Arc<HotTail>>,
+    session: Option<String>,
+    identity: Option<String>,
+}
+
+/// Serves a resume: authorizes it, replays from the store or the stream's
+/// hot tail, and, for a standalone stream whose producer is gone, continues
+/// with a fresh one from the inner service.
 pub(crate) async fn resume<S, ReqB, B>(
-    mut inner: S,
+    inner: S,
     request: Request<ReqB>,
-    version: Version,
+    version: ResumableVersion,
     config: Arc<Config>,
-    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
 ) -> Result<Response<ResponseBody<B>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<B>>,
@@ -41,44 +67,93 @@ where
     B::Error: Into<tower::BoxError>,
 {
     let (mut parts, body) = request.into_parts();
-    let refuse = |reason: Refusal| {
-        runtime.counters.rejections.increment();
-        tracing::info!(?reason, "resume refused");
-        Ok(
-            protocol::json_error(StatusCode::BAD_REQUEST, protocol::CANNOT_RESUME_BODY)
-                .map(ResponseBody::full),
-        )
+    let resume = match authorize(&parts, &config, &shared).await {
+        Ok(resume) => resume,
+        Err(NotServed::Refused(reason)) => {
+            shared.counters.rejections.increment();
+            tracing::info!(?reason, "resume refused");
+            return Ok(protocol::cannot_resume().map(ResponseBody::full));
+        }
+        Err(NotServed::StoreFailed) => {
+            return Ok(protocol::unavailable().map(ResponseBody::full));
+        }
     };
+    let Authorized {
+        id,
+        info,
+        local,
+        session,
+        identity,
+    } = resume;
+    shared.counters.resumes.increment();
+    tracing::info!(stream = %id.stream, after = id.seq, state = %info.state, "resuming stream");
+
+    let producer_gone = local.is_none() && info.state.is_ended();
+    let mut feed = match local {
+        Some(tail) => Feed::from_tail(tail.attach(id.seq), shared.clone()),
+        None => Feed::from_store(id.stream, id.seq, shared.clone()),
+    }
+    .resumed()
+    .start_response(version, &config);
+
+    if info.kind == StreamKind::Standalone && producer_gone {
+        parts.headers.remove(&LAST_EVENT_ID);
+        let exchange = Exchange {
+            method: Method::GET,
+            version,
+            session,
+            identity,
+        };
+        let request = Request::from_parts(parts, body);
+        if let Some(fresh) =
+            standalone_after_replay(inner, request, exchange, &config, &shared).await?
+        {
+            feed = feed.then(fresh);
+        }
+    }
+
+    let mut response = Response::new(ResponseBody::stream(feed));
+    protocol::event_stream_headers(response.headers_mut());
+    Ok(response)
+}
+
+/// Whether the caller may resume from its `Last-Event-ID`: the id parses,
+/// names a stream of the caller's session (and identity, when bound), and a
+/// position the store can still replay from.
+async fn authorize(
+    parts: &Parts,
+    config: &Config,
+    shared: &Shared,
+) -> Result<Authorized, NotServed> {
+    use NotServed::Refused;
     let last_event_id = parts
         .headers
         .get(&LAST_EVENT_ID)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    let Ok(id) = EventId::parse(last_event_id) else {
-        return refuse(Refusal::Malformed);
-    };
-    let info = match runtime.store.stream_info(id.stream).await {
+    let id = EventId::parse(last_event_id).map_err(|_| Refused(Refusal::Malformed))?;
+    let info = match shared.store.stream_info(id.stream).await {
         Ok(Some(info)) => info,
-        Ok(None) => return refuse(Refusal::Unknown),
-        Err(error) if error.is_cannot_resume() => return refuse(Refusal::Unknown),
+        Ok(None) => return Err(Refused(Refusal::Unknown)),
+        Err(error) if error.is_cannot_resume() => return Err(Refused(Refusal::Unknown)),
         Err(error) => {
-            runtime.counters.store_failures.increment();
+            shared.counters.store_failures.increment();
             tracing::error!(%error, "event store failed while looking up a resume");
-            return Ok(unavailable());
+            return Err(NotServed::StoreFailed);
         }
     };
     let session = protocol::header_text(&parts.headers, &MCP_SESSION_ID);
-    let identity = config.identity_of(&parts);
+    let identity = config.identity_of(parts);
     if info.session != session || (config.binds_identity() && info.identity != identity) {
-        return refuse(Refusal::Foreign);
+        return Err(Refused(Refusal::Foreign));
     }
     if id.seq > info.last_seq {
-        return refuse(Refusal::Ahead);
+        return Err(Refused(Refusal::Ahead));
     }
     if id.seq + 1 < info.first_seq {
-        return refuse(Refusal::Trimmed);
+        return Err(Refused(Refusal::Trimmed));
     }
-    let local = runtime.registry.get(id.stream);
+    let local = shared.live_streams.get(id.stream);
     if info.kind == StreamKind::PostResponse
         && info.state.is_ended()
         && local.is_none()
@@ -87,49 +162,41 @@ where
         // Nothing left to replay and nothing more will come (the producer
         // finished, or died with a restart): refuse, so the client fails the
         // request now instead of reconnecting to an empty stream forever.
-        return refuse(Refusal::Finished);
+        return Err(Refused(Refusal::Finished));
     }
-    runtime.counters.resumes.increment();
-    tracing::info!(stream = %id.stream, after = id.seq, state = %info.state, "resuming stream");
+    Ok(Authorized {
+        id,
+        info,
+        local,
+        session,
+        identity,
+    })
+}
 
-    let producer_gone = local.is_none() && info.state.is_ended();
-    let mut feed = match local {
-        Some(tail) => Feed::from_tail(tail.attach(id.seq), runtime.clone()),
-        None => Feed::from_store(id.stream, id.seq, runtime.clone()),
+/// The standalone stream carries server-initiated messages for the whole
+/// session: once the replay of one whose producer is gone is done, the
+/// response continues on a fresh one opened from the inner service.
+async fn standalone_after_replay<S, ReqB, B>(
+    mut inner: S,
+    request: Request<ReqB>,
+    exchange: Exchange,
+    config: &Arc<Config>,
+    shared: &Arc<Shared>,
+) -> Result<Option<Feed>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<B>>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    let response = inner.call(request).await?;
+    if !protocol::is_rewritable(&Method::GET, response.status(), response.headers()) {
+        return Ok(None);
     }
-    .resumed();
-    feed = if version.primes() {
-        // A resumed response is a new SSE stream too: primed at the resume
-        // point, so a poll that closes before any event leaves the client its id.
-        feed.preamble(frame::priming(id.stream, id.seq, config.retry_millis()))
-            .deadline(config.poll_deadline())
-    } else {
-        feed.retry(config.retry_millis())
-    };
-
-    if info.kind == StreamKind::Standalone && producer_gone {
-        // The standalone stream carries server-initiated messages for the
-        // whole session: after the replay, open a fresh one from the inner
-        // service and continue on this response.
-        parts.headers.remove(&LAST_EVENT_ID);
-        let exchange = Exchange {
-            method: Method::GET,
-            version,
-            session: session.clone(),
-            identity,
-        };
-        let response = inner.call(Request::from_parts(parts, body)).await?;
-        if protocol::is_rewritable(&Method::GET, response.status(), response.headers()) {
-            match exchange.open(response, &config, &runtime).await {
-                Opened::Stream(_, fresh) => feed = feed.then(*fresh),
-                Opened::Passthrough(_) | Opened::Unavailable => {
-                    tracing::warn!("could not continue the standalone stream after its replay")
-                }
-            }
+    match exchange.open(response, config, shared).await {
+        Opened::Stream(_, fresh) => Ok(Some(*fresh)),
+        Opened::Passthrough(_) | Opened::Unavailable => {
+            tracing::warn!("could not continue the standalone stream after its replay");
+            Ok(None)
         }
     }
-
-    let mut response = Response::new(ResponseBody::stream(feed));
-    protocol::event_stream_headers(response.headers_mut());
-    Ok(response)
 }

@@ -9,11 +9,12 @@ use http_body::Body;
 use tower::Service;
 
 use super::body::ResponseBody;
+use super::config::Config;
 use super::future::ResponseFuture;
 use super::open::Exchange;
-use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, Version};
+use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, ResumableVersion};
 use super::resume::resume;
-use super::{Config, Runtime};
+use super::shared::Shared;
 
 /// Makes the wrapped MCP service resumable. Created by
 /// [`ResumabilityLayer`](super::ResumabilityLayer); see the
@@ -22,15 +23,15 @@ use super::{Config, Runtime};
 pub struct Resumability<S> {
     inner: S,
     config: Arc<Config>,
-    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
 }
 
 impl<S> Resumability<S> {
-    pub(crate) fn new(inner: S, config: Arc<Config>, runtime: Arc<Runtime>) -> Self {
+    pub(crate) fn new(inner: S, config: Arc<Config>, shared: Arc<Shared>) -> Self {
         Self {
             inner,
             config,
-            runtime,
+            shared,
         }
     }
 
@@ -80,7 +81,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let Some(version) = Version::of(request.headers()) else {
+        let Some(version) = ResumableVersion::of(request.headers()) else {
             // A version without resumability: not one byte changes.
             return ResponseFuture::passthrough(self.inner.call(request));
         };
@@ -94,7 +95,7 @@ where
                 request,
                 version,
                 self.config.clone(),
-                self.runtime.clone(),
+                self.shared.clone(),
             )));
         }
         let (parts, body) = request.into_parts();
@@ -105,6 +106,6 @@ where
             identity: self.config.identity_of(&parts),
         };
         let inner = self.inner.call(Request::from_parts(parts, body));
-        ResponseFuture::intercept(inner, exchange, self.config.clone(), self.runtime.clone())
+        ResponseFuture::intercept(inner, exchange, self.config.clone(), self.shared.clone())
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::sse::{EventFrame, encode_event};
+use crate::sse::{OutgoingEvent, encode_event};
 use crate::store::{EventId, StreamId};
 
 /// Appends one event under the layer's id for `(stream, seq)`.
@@ -24,30 +24,30 @@ pub(crate) fn encode(
         let len = cursor.position() as usize;
         &id[..len]
     };
-    let frame = EventFrame::new().with_id(id).with_data(data);
+    let event = OutgoingEvent::new().with_id(id).with_data(data);
     let typed = match event_type {
-        Some(event_type) => frame.with_event_type(event_type),
-        None => frame,
+        Some(event_type) => event.with_event_type(event_type),
+        None => event,
     };
     if encode_event(&typed, out).is_err() {
         // Only an event type holding NUL gets here (the parser rejects CR and
         // LF in it, and the id and data are always encodable): drop the type
         // rather than the event.
         tracing::warn!(%stream, seq, "inner event type is not encodable; sent as a plain message");
-        let _ = encode_event(&frame, out);
+        let _ = encode_event(&event, out);
     }
 }
 
 /// Appends an event without an id: after a store failure under the fail-open
 /// policy, an id would promise a resume the store cannot keep.
 pub(crate) fn encode_unstored(event_type: Option<&[u8]>, data: &[u8], out: &mut BytesMut) {
-    let frame = EventFrame::new().with_data(data);
+    let event = OutgoingEvent::new().with_data(data);
     let typed = match event_type {
-        Some(event_type) => frame.with_event_type(event_type),
-        None => frame,
+        Some(event_type) => event.with_event_type(event_type),
+        None => event,
     };
     if encode_event(&typed, out).is_err() {
-        let _ = encode_event(&frame, out);
+        let _ = encode_event(&event, out);
     }
 }
 
@@ -75,12 +75,12 @@ pub(crate) fn with_retry(retry_millis: u64, chunk: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::{Frame, SseLimits, SseParser};
+    use crate::sse::{Block, SseLimits, SseParser};
 
-    fn parse(bytes: Bytes) -> Vec<Frame> {
+    fn parse(bytes: Bytes) -> Vec<Block> {
         let mut parser = SseParser::new(SseLimits::default());
         parser.feed(bytes);
-        std::iter::from_fn(|| parser.next_frame().unwrap()).collect()
+        std::iter::from_fn(|| parser.next_block().unwrap()).collect()
     }
 
     #[test]
@@ -88,7 +88,7 @@ mod tests {
         let stream = StreamId::random();
         let mut out = BytesMut::new();
         encode(stream, 7, Some(b"message"), b"line one\nline two", &mut out);
-        let Frame::Event(event) = &parse(out.freeze())[0] else {
+        let Block::Event(event) = &parse(out.freeze())[0] else {
             panic!()
         };
         assert_eq!(event.id.as_deref(), Some(format!("{stream}.7").as_bytes()));
@@ -100,7 +100,7 @@ mod tests {
     fn an_unencodable_event_type_is_dropped_not_the_event() {
         let mut out = BytesMut::new();
         encode(StreamId::random(), 1, Some(b"bad\0type"), b"{}", &mut out);
-        let Frame::Event(event) = &parse(out.freeze())[0] else {
+        let Block::Event(event) = &parse(out.freeze())[0] else {
             panic!()
         };
         assert_eq!(event.event_type, None);
@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn priming_and_retry_prefix_parse_as_intended() {
         let stream = StreamId::random();
-        let Frame::Event(priming) = &parse(priming(stream, 0, 1500))[0] else {
+        let Block::Event(priming) = &parse(priming(stream, 0, 1500))[0] else {
             panic!()
         };
         assert_eq!(
@@ -124,7 +124,7 @@ mod tests {
 
         let mut out = BytesMut::new();
         encode(stream, 1, None, b"x", &mut out);
-        let Frame::Event(first) = &parse(with_retry(250, &out))[0] else {
+        let Block::Event(first) = &parse(with_retry(250, &out))[0] else {
             panic!()
         };
         assert_eq!(

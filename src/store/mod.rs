@@ -90,13 +90,10 @@
 //! # }
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
-
 mod error;
 mod live;
 mod memory;
-pub(crate) mod read;
+mod read;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "sqlite")]
@@ -108,6 +105,7 @@ pub use self::redis::{RedisEventStore, RedisOptions};
 pub use error::StoreError;
 pub use live::Subscription;
 pub use memory::MemoryEventStore;
+pub(crate) use read::read_page_known_to_follow;
 pub use read::{EventBatches, ReadLimit, follow, replay};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteEventStore, SqliteOptions, SyncMode};
@@ -116,8 +114,10 @@ pub use types::{
     StreamEnd, StreamHead, StreamId, StreamInfo, StreamKind, StreamState, SweepReport,
 };
 
-/// A boxed, sendable future: what [`EventStore`] methods return.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed, sendable future: what [`EventStore`] methods return (the
+/// `futures` ecosystem's own alias, re-exported so implementors need not
+/// depend on `futures-core`).
+pub use futures_core::future::BoxFuture;
 
 /// A durable, ordered log of SSE events, grouped in streams.
 ///

@@ -224,12 +224,29 @@ impl Cursor {
     }
 }
 
+/// One page of `stream` after `after`, from a reader that knows an event
+/// follows `after` (the layer's client body, whose stream's hot tail already
+/// holds newer events): checked to continue exactly at `after`, so an empty
+/// or gapped read is an error, never a silently short page.
+pub(crate) async fn read_page_known_to_follow(
+    store: &dyn EventStore,
+    stream: StreamId,
+    after: u64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let batch = store
+        .read_batch(stream, after, ReadLimit::default())
+        .await?;
+    let last_seq = batch.head.last_seq.max(after + 1);
+    check_continues(stream, after, &batch.events, last_seq)?;
+    Ok(batch.events)
+}
+
 /// Checks that `events`, read after `after` from a store whose head was
 /// `last_seq` in the same read, continue exactly at `after`, with no gap,
 /// and that they are there at all if the head says so. Backends promise
 /// this; it is verified rather than trusted, because a silent partial
 /// replay is the one outcome we never allow.
-pub(crate) fn check_continues(
+fn check_continues(
     stream: StreamId,
     after: u64,
     events: &[StoredEvent],

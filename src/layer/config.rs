@@ -1,0 +1,87 @@
+//! The layer's settings, as its builder leaves them, and the policy for a
+//! failing store.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::registry::Caps;
+use crate::sse::SseLimits;
+
+/// What the layer does when the event store fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreFailurePolicy {
+    /// Serve the stream without resumability: at stream start the response
+    /// passes through untouched; mid-stream the rest is sent without ids. The
+    /// failure is logged and counted in
+    /// [`ResumabilityStats::store_failures`](super::ResumabilityStats::store_failures).
+    /// The default: an MCP call still succeeds while the store is down.
+    #[default]
+    FailOpen,
+    /// Answer `503 Service Unavailable` when a stream cannot be stored, and
+    /// end a stream whose events stop being stored. For deployments where an
+    /// unresumable stream is worse than a failed call.
+    FailClosed,
+}
+
+/// Maps a request to the identity its streams are bound to.
+pub(crate) type IdentityFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+/// The layer's settings, shared by its services.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) retry: Duration,
+    pub(crate) detach_timeout: Duration,
+    pub(crate) identity: Option<IdentityFn>,
+    pub(crate) limits: SseLimits,
+    pub(crate) max_events_per_stream: Option<u64>,
+    pub(crate) live_streams: Caps,
+    pub(crate) on_store_failure: StoreFailurePolicy,
+    pub(crate) poll_after: Option<Duration>,
+}
+
+impl Config {
+    /// The `retry` hint in milliseconds, as SSE writes it.
+    pub(crate) fn retry_millis(&self) -> u64 {
+        self.retry.as_millis().min(u128::from(u64::MAX)) as u64
+    }
+
+    /// When a response starting now ends in poll mode, if it is on.
+    pub(crate) fn poll_deadline(&self) -> Option<Instant> {
+        self.poll_after.map(|after| Instant::now() + after)
+    }
+
+    pub(crate) fn binds_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    pub(crate) fn identity_of(&self, parts: &http::request::Parts) -> Option<String> {
+        self.identity.as_ref().and_then(|identity| identity(parts))
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("retry", &self.retry)
+            .field("detach_timeout", &self.detach_timeout)
+            .field("identity", &self.identity.as_ref().map(|_| "bound"))
+            .field("limits", &self.limits)
+            .field("max_events_per_stream", &self.max_events_per_stream)
+            .field("live_streams", &self.live_streams)
+            .field("on_store_failure", &self.on_store_failure)
+            .field("poll_after", &self.poll_after)
+            .finish()
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one: the optional timers of
+/// a pump (detach) and of a client body (poll mode) in a `select!`.
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -11,17 +11,31 @@ use super::registry::Caps;
 use crate::sse::SseLimits;
 
 /// What the layer does when the event store fails.
+///
+/// Under either policy, a request that has reached the service gets the
+/// service's answer: when the stream it opens cannot be created in the
+/// store, the response passes through untouched, without resumability (and
+/// the failure is logged and counted in
+/// [`ResumabilityStats::store_failures`](super::ResumabilityStats::store_failures)),
+/// rather than being replaced by an error that a client would retry, running
+/// a tool with side effects twice. The policies differ in what happens
+/// before a request reaches the service and once a stream's events stop
+/// being stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StoreFailurePolicy {
-    /// Serve the stream without resumability: at stream start the response
-    /// passes through untouched; mid-stream the rest is sent without ids. The
-    /// failure is logged and counted in
-    /// [`ResumabilityStats::store_failures`](super::ResumabilityStats::store_failures).
-    /// The default: an MCP call still succeeds while the store is down.
+    /// Keep serving: every request goes to the service, and a stream whose
+    /// events stop being stored mid-way is sent on without ids (an id would
+    /// promise a resume the store cannot keep). The default: an MCP call
+    /// still succeeds while the store is down.
     #[default]
     FailOpen,
-    /// Answer `503 Service Unavailable` when a stream cannot be stored, and
-    /// end a stream whose events stop being stored. For deployments where an
+    /// Refuse what cannot be made resumable. While the store is known to be
+    /// failing (an operation failed and no write has succeeded since), `POST`
+    /// and `GET` requests are answered `503 Service Unavailable` with a
+    /// JSON-RPC error *before* they reach the service, except one a second,
+    /// which goes through to find out whether the store has recovered. A
+    /// stream whose events stop being stored mid-way is ended, so no event is
+    /// ever sent that a resume could not replay. For deployments where an
     /// unresumable stream is worse than a failed call.
     FailClosed,
 }

@@ -38,6 +38,8 @@ pin_project! {
             config: Arc<Config>,
             shared: Arc<Shared>,
         },
+        /// An answer the layer made without asking the service.
+        Answered { response: Option<Response<ResponseBody<B>>> },
         /// Store work after the response, or a resume the layer answers itself.
         Working { future: BoxFuture<'static, Result<Response<ResponseBody<B>>, E>> },
     }
@@ -62,6 +64,14 @@ impl<F, B, E> ResponseFuture<F, B, E> {
                 exchange: Some(exchange),
                 config,
                 shared,
+            },
+        }
+    }
+
+    pub(crate) fn answered(response: Response<ResponseBody<B>>) -> Self {
+        Self {
+            state: State::Answered {
+                response: Some(response),
             },
         }
     }
@@ -106,6 +116,9 @@ where
                             future: Box::pin(async move { Ok(future.await) }),
                         },
                     }
+                }
+                StateProj::Answered { response } => {
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
                 }
                 StateProj::Working { future } => return future.as_mut().poll(cx),
             };

@@ -221,6 +221,11 @@ impl HotTail {
         self.bump();
     }
 
+    /// Whether the producer has ended (recorded in the store or not).
+    pub(crate) fn has_ended(&self) -> bool {
+        self.lock().ended.is_some()
+    }
+
     pub(crate) fn last_seq(&self) -> u64 {
         self.lock().last_seq
     }

@@ -8,7 +8,7 @@ use http::{Method, Response, response::Parts};
 use http_body::Body;
 
 use super::body::ResponseBody;
-use super::config::{Config, StoreFailurePolicy};
+use super::config::Config;
 use super::feed::Feed;
 use super::hot_tail::HotTail;
 use super::protocol::{self, MCP_SESSION_ID, ResumableVersion};
@@ -36,10 +36,8 @@ pub(crate) enum Handled<B> {
 pub(crate) enum Opened<B> {
     /// The rewritten response's head, and the requesting client's feed.
     Stream(Parts, Box<Feed>),
-    /// Served as the inner service sent it (store failure under fail-open, or a cap).
+    /// Served as the inner service sent it (the store failed, or a cap).
     Passthrough(Response<B>),
-    /// The store failed and the policy is to fail closed.
-    Unavailable,
 }
 
 impl Exchange {
@@ -72,7 +70,6 @@ impl Exchange {
                     Response::from_parts(parts, ResponseBody::stream(feed))
                 }
                 Opened::Passthrough(response) => response.map(ResponseBody::inner),
-                Opened::Unavailable => protocol::unavailable().map(ResponseBody::full),
             }
         }))
     }
@@ -114,18 +111,21 @@ impl Exchange {
         };
         let event_cap = new.event_cap(&shared.store.retention());
         let stream = match shared.store.create_stream(new).await {
-            Ok(stream) => stream,
+            Ok(stream) => {
+                shared.store_wrote();
+                stream
+            }
             Err(error) => {
-                shared.counters.store_failures.increment();
-                tracing::error!(%error, "event store failed to create a stream");
-                return match config.on_store_failure {
-                    StoreFailurePolicy::FailOpen => {
-                        shared.counters.passthrough_streams.increment();
-                        tracing::warn!("serving this stream without resumability (fail open)");
-                        Opened::Passthrough(response)
-                    }
-                    StoreFailurePolicy::FailClosed => Opened::Unavailable,
-                };
+                shared.store_failed();
+                shared.counters.passthrough_streams.increment();
+                // The request has reached the service, which may have acted
+                // on it: its answer is delivered, whatever the policy, rather
+                // than replaced by an error the client would retry.
+                tracing::error!(
+                    %error,
+                    "event store failed to create a stream; serving this one without resumability"
+                );
+                return Opened::Passthrough(response);
             }
         };
         let tail = HotTail::new(stream, session);
@@ -175,7 +175,7 @@ async fn purge_session(session: &str, shared: &Shared) {
     match shared.store.purge_session(session).await {
         Ok(streams) => tracing::info!(session, streams, "session deleted; its streams were purged"),
         Err(error) => {
-            shared.counters.store_failures.increment();
+            shared.store_failed();
             tracing::error!(session, %error, "event store failed to purge a deleted session");
         }
     }

@@ -6,6 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
@@ -16,12 +17,18 @@ use super::hot_tail::{HotTail, MAX_READER_LAG, Published};
 use super::shared::Shared;
 use super::wire;
 use crate::sse::{Block, SseError, SseParser};
-use crate::store::{AppendReceipt, BoxFuture, NewEvent, StoreError, StreamEnd};
+use crate::store::{AppendReceipt, BoxFuture, NewEvent, StoreError, StreamEnd, StreamId};
 
 /// The inner body is read on while a commit is in flight (so the store's
 /// latency does not hold the service back) until the events waiting for the
 /// next commit hold about this much memory.
 const MAX_PENDING_BYTES: usize = 256 * 1024;
+
+/// A stream's end that the store failed to record is retried after this,
+/// then at twice the previous interval, up to [`END_RETRY_MAX_INTERVAL`].
+const END_RETRY_FIRST_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest wait between two tries to record a stream's end.
+const END_RETRY_MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 use tower::BoxError;
 
@@ -116,6 +123,7 @@ pub(crate) fn spawn<B>(
             stored: true,
             max_lag,
             readers,
+            end_recorded: false,
         }
         .run(body),
         span,
@@ -134,6 +142,9 @@ struct Pump {
     max_lag: u64,
     /// Changes when an attached reader moves on or detaches.
     readers: tokio::sync::watch::Receiver<u64>,
+    /// The store already holds the stream's end (marked abandoned when a
+    /// commit failed under the fail-open policy).
+    end_recorded: bool,
 }
 
 /// What the inner service sent, in order.
@@ -386,13 +397,16 @@ impl Pump {
         receipt: Result<AppendReceipt, StoreError>,
     ) -> Option<Stop> {
         let first_seq = match receipt {
-            Ok(receipt) => receipt.first_seq,
+            Ok(receipt) => {
+                self.shared.store_wrote();
+                receipt.first_seq
+            }
             Err(StoreError::StreamNotFound(_) | StoreError::StreamEnded { .. }) => {
                 tracing::info!("stream was removed from the store (session deleted); stopping it");
                 return Some(Stop::Gone);
             }
             Err(error) => {
-                self.shared.counters.store_failures.increment();
+                self.shared.store_failed();
                 tracing::error!(%error, "event store failed to commit");
                 if self.config.on_store_failure == StoreFailurePolicy::FailClosed {
                     return Some(Stop::GaveUp);
@@ -400,14 +414,17 @@ impl Pump {
                 tracing::warn!("serving the rest of this stream without resumability (fail open)");
                 self.stored = false;
                 self.shared.counters.passthrough_streams.increment();
-                if let Err(error) = self
+                // What the store holds ends here; if it cannot say so now,
+                // `finish` records it (and retries until it can).
+                self.end_recorded = self
                     .shared
                     .store
                     .end_stream(self.tail.stream, StreamEnd::Abandoned)
                     .await
-                {
-                    tracing::debug!(%error, "could not mark the stream abandoned either");
-                }
+                    .inspect_err(|error| {
+                        tracing::debug!(%error, "could not mark the stream abandoned either");
+                    })
+                    .is_ok();
                 self.tail.last_seq() + 1
             }
         };
@@ -439,26 +456,72 @@ impl Pump {
     }
 
     /// Records how the stream ended, in the store first: a reader that sees
-    /// the tail end must find the store final.
+    /// the tail end must find the store final. When the store cannot record
+    /// it, the stream stays findable here as ended (so resumes end instead
+    /// of waiting on a producer that is gone) while recording is retried.
     async fn finish(self, stop: Stop) {
         let stream = self.tail.stream;
         let end = match stop {
             Stop::Finished => StreamEnd::Complete,
             Stop::GaveUp | Stop::Gone => StreamEnd::Abandoned,
         };
-        if self.stored
-            && !matches!(stop, Stop::Gone)
-            && let Err(error) = self.shared.store.end_stream(stream, end).await
-        {
-            self.shared.counters.store_failures.increment();
-            tracing::error!(%error, "event store failed to record the end of the stream");
-        }
+        // Past a store failure the store holds a prefix of the stream: abandoned.
+        let recorded_end = if self.stored {
+            end
+        } else {
+            StreamEnd::Abandoned
+        };
+        let recorded = matches!(stop, Stop::Gone)
+            || self.end_recorded
+            || match self.shared.store.end_stream(stream, recorded_end).await {
+                Ok(()) => true,
+                Err(error) => {
+                    self.shared.store_failed();
+                    tracing::error!(
+                        %error,
+                        "event store failed to record the end of the stream; retrying until it does"
+                    );
+                    false
+                }
+            };
         self.tail.end(end.into());
-        self.shared.live_streams.remove(stream);
+        if recorded {
+            self.shared.live_streams.remove(stream);
+        } else {
+            self.shared.live_streams.keep_until_recorded(stream);
+            tokio::spawn(record_end_when_store_recovers(
+                self.shared.clone(),
+                stream,
+                recorded_end,
+            ));
+        }
         match end {
             StreamEnd::Complete => self.shared.counters.streams_completed.increment(),
             StreamEnd::Abandoned => self.shared.counters.streams_abandoned.increment(),
         }
         tracing::info!(events = self.tail.last_seq(), state = ?end, "stream ended");
     }
+}
+
+/// Retries recording a stream's end, backing off up to
+/// [`END_RETRY_MAX_INTERVAL`], until the store records it or the stream is
+/// gone from it; then forgets the stream here.
+async fn record_end_when_store_recovers(shared: Arc<Shared>, stream: StreamId, end: StreamEnd) {
+    let mut interval = END_RETRY_FIRST_INTERVAL;
+    loop {
+        tokio::time::sleep(interval).await;
+        match shared.store.end_stream(stream, end).await {
+            Ok(()) => {
+                shared.store_wrote();
+                tracing::info!(%stream, "the end of the stream is recorded now that the store recovered");
+                break;
+            }
+            Err(StoreError::StreamNotFound(_) | StoreError::StreamEnded { .. }) => break,
+            Err(error) => {
+                tracing::debug!(%stream, %error, "the store still cannot record the end of the stream");
+            }
+        }
+        interval = (interval * 2).min(END_RETRY_MAX_INTERVAL);
+    }
+    shared.live_streams.remove(stream);
 }

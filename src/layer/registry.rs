@@ -17,6 +17,11 @@ pub(crate) struct LiveStreams {
 struct LiveStreamsState {
     streams: HashMap<StreamId, Arc<HotTail>>,
     per_session: HashMap<String, usize>,
+    /// Streams whose producer has ended but whose end the store has not
+    /// recorded yet (it failed, and recording is being retried). Their
+    /// ended hot tails answer resumes here, so no reader waits on a producer
+    /// that no longer exists. They do not count against the caps.
+    ending: HashMap<StreamId, Arc<HotTail>>,
 }
 
 /// The caps on a layer's live streams.
@@ -38,6 +43,20 @@ pub(crate) enum CapReached {
 }
 
 impl LiveStreamsState {
+    /// Takes a stream out of the live ones and its session's count.
+    fn release(&mut self, stream: StreamId) -> Option<Arc<HotTail>> {
+        let tail = self.streams.remove(&stream)?;
+        if let Some(session) = &tail.session
+            && let Some(count) = self.per_session.get_mut(session)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_session.remove(session);
+            }
+        }
+        Some(tail)
+    }
+
     fn refusal(&self, session: Option<&str>, caps: Caps) -> Option<CapReached> {
         if self.streams.len() >= caps.all {
             return Some(CapReached::Layer(caps.all));
@@ -72,30 +91,41 @@ impl LiveStreams {
         Ok(())
     }
 
+    /// Forgets a stream whose producer ended and whose end is in the store.
     pub(crate) fn remove(&self, stream: StreamId) {
         let mut state = self.lock();
-        let Some(tail) = state.streams.remove(&stream) else {
-            return;
-        };
-        if let Some(session) = &tail.session
-            && let Some(count) = state.per_session.get_mut(session)
-        {
-            *count -= 1;
-            if *count == 0 {
-                state.per_session.remove(session);
-            }
+        state.ending.remove(&stream);
+        state.release(stream);
+    }
+
+    /// Keeps a stream whose producer ended, but whose end the store failed
+    /// to record, out of the caps and still findable, until
+    /// [`remove`](Self::remove).
+    pub(crate) fn keep_until_recorded(&self, stream: StreamId) {
+        let mut state = self.lock();
+        if let Some(tail) = state.release(stream) {
+            state.ending.insert(stream, tail);
         }
     }
 
+    /// The stream's hot tail, if it is produced (or was, and its end is not
+    /// recorded yet) in this process.
     pub(crate) fn get(&self, stream: StreamId) -> Option<Arc<HotTail>> {
-        self.lock().streams.get(&stream).cloned()
+        let state = self.lock();
+        state
+            .streams
+            .get(&stream)
+            .or_else(|| state.ending.get(&stream))
+            .cloned()
     }
 
-    /// The live streams of a session, to stop when the session is deleted.
+    /// The streams of a session here, to stop when the session is deleted.
     pub(crate) fn of_session(&self, session: &str) -> Vec<Arc<HotTail>> {
-        self.lock()
+        let state = self.lock();
+        state
             .streams
             .values()
+            .chain(state.ending.values())
             .filter(|tail| tail.session.as_deref() == Some(session))
             .cloned()
             .collect()
@@ -140,5 +170,26 @@ mod tests {
         registry.remove(without.stream);
         assert_eq!(registry.insert(&with, caps), Ok(()));
         assert_eq!(registry.of_session("s").len(), 1);
+    }
+
+    /// A stream whose end is not recorded stays findable, and leaves room
+    /// under the caps for new ones.
+    #[test]
+    fn an_ended_stream_kept_until_recorded_is_found_and_not_counted() {
+        let live_streams = LiveStreams::default();
+        let ended = HotTail::new(StreamId::random(), Some("s".into()));
+        let next = HotTail::new(StreamId::random(), Some("s".into()));
+        let caps = Caps {
+            all: 1,
+            per_session: 1,
+        };
+        assert_eq!(live_streams.insert(&ended, caps), Ok(()));
+        live_streams.keep_until_recorded(ended.stream);
+        assert!(live_streams.get(ended.stream).is_some());
+        assert_eq!(live_streams.of_session("s").len(), 1);
+        assert_eq!(live_streams.insert(&next, caps), Ok(()));
+        live_streams.remove(ended.stream);
+        assert!(live_streams.get(ended.stream).is_none());
+        assert!(live_streams.get(next.stream).is_some());
     }
 }

@@ -47,6 +47,9 @@ struct Authorized {
     info: StreamInfo,
     /// The stream's hot tail, when it is produced in this process.
     local: Option<Arc<HotTail>>,
+    /// Nothing more will be produced: the hot tail here says so, or, for a
+    /// stream not produced here, the store.
+    producer_done: bool,
     session: Option<String>,
     identity: Option<String>,
 }
@@ -82,13 +85,13 @@ where
         id,
         info,
         local,
+        producer_done,
         session,
         identity,
     } = resume;
     shared.counters.resumes.increment();
     tracing::info!(stream = %id.stream, after = id.seq, state = %info.state, "resuming stream");
 
-    let producer_gone = local.is_none() && info.state.is_ended();
     let mut feed = match local {
         Some(tail) => Feed::from_tail(tail.attach(id.seq), shared.clone()),
         None => Feed::from_store(id.stream, id.seq, shared.clone()),
@@ -96,7 +99,7 @@ where
     .resumed()
     .start_response(version, &config);
 
-    if info.kind == StreamKind::Standalone && producer_gone {
+    if info.kind == StreamKind::Standalone && producer_done {
         parts.headers.remove(&LAST_EVENT_ID);
         let exchange = Exchange {
             method: Method::GET,
@@ -137,7 +140,7 @@ async fn authorize(
         Ok(None) => return Err(Refused(Refusal::Unknown)),
         Err(error) if error.is_cannot_resume() => return Err(Refused(Refusal::Unknown)),
         Err(error) => {
-            shared.counters.store_failures.increment();
+            shared.store_failed();
             tracing::error!(%error, "event store failed while looking up a resume");
             return Err(NotServed::StoreFailed);
         }
@@ -154,11 +157,11 @@ async fn authorize(
         return Err(Refused(Refusal::Trimmed));
     }
     let local = shared.live_streams.get(id.stream);
-    if info.kind == StreamKind::PostResponse
-        && info.state.is_ended()
-        && local.is_none()
-        && id.seq == info.last_seq
-    {
+    // The hot tail knows first: the store may not have recorded the end yet.
+    let producer_done = local
+        .as_ref()
+        .map_or(info.state.is_ended(), |tail| tail.has_ended());
+    if info.kind == StreamKind::PostResponse && producer_done && id.seq == info.last_seq {
         // Nothing left to replay and nothing more will come (the producer
         // finished, or died with a restart): refuse, so the client fails the
         // request now instead of reconnecting to an empty stream forever.
@@ -168,6 +171,7 @@ async fn authorize(
         id,
         info,
         local,
+        producer_done,
         session,
         identity,
     })
@@ -194,7 +198,7 @@ where
     }
     match exchange.open(response, config, shared).await {
         Opened::Stream(_, fresh) => Ok(Some(*fresh)),
-        Opened::Passthrough(_) | Opened::Unavailable => {
+        Opened::Passthrough(_) => {
             tracing::warn!("could not continue the standalone stream after its replay");
             Ok(None)
         }

@@ -9,7 +9,7 @@ use http_body::Body;
 use tower::Service;
 
 use super::body::ResponseBody;
-use super::config::Config;
+use super::config::{Config, StoreFailurePolicy};
 use super::future::ResponseFuture;
 use super::open::Exchange;
 use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, ResumableVersion};
@@ -97,6 +97,17 @@ where
                 self.config.clone(),
                 self.shared.clone(),
             )));
+        }
+        if self.config.on_store_failure == StoreFailurePolicy::FailClosed
+            && (request.method() == Method::POST || request.method() == Method::GET)
+            && !self.shared.admits_under_fail_closed()
+        {
+            // Refused before the service sees it: a 503 is only ever
+            // answered for a request that has not been acted on.
+            tracing::warn!(
+                "event store is failing; refusing a request that may open a stream (fail closed)"
+            );
+            return ResponseFuture::answered(protocol::unavailable().map(ResponseBody::full));
         }
         let (parts, body) = request.into_parts();
         let exchange = Exchange {

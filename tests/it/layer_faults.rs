@@ -1,5 +1,5 @@
 //! Faults through real HTTP: connections cut by a TCP proxy (mid-event
-//! included), a failing store under both policies (contract rule 13), an
+//! included), a failing store under both policies (docs/contract.md, rule 13), an
 //! inner stream that breaks, and the layer's limits.
 
 use crate::common;
@@ -12,7 +12,8 @@ use crate::common::server::message;
 use crate::common::sse::{End, Ev, Req};
 use crate::common::store::{FailingStore, ops};
 use crate::common::{
-    V2025_06_18, V2025_11_25, guard, memory_store, post_call, serve_scripted, stream_of, wait_state,
+    V2025_06_18, V2025_11_25, guard, memory_store, post_call, serve_scripted, stream_of,
+    wait_state, wait_until,
 };
 use http::StatusCode;
 use mcp_resume::store::{EventStore, StreamState};
@@ -210,15 +211,36 @@ async fn fail_open_at_stream_start_passes_the_inner_bytes_through() {
     assert!(failing.injected() >= 2);
 }
 
-/// Fail-closed, store failing at stream start: 503 with a JSON-RPC error.
+/// Fail-closed, store failing: a request that reached the service gets the
+/// service's answer (without resumability), never a 503 for a call that may
+/// have run; while the store is known to be failing, the next requests get
+/// a 503 with a JSON-RPC error *before* the service sees them; one a second
+/// goes through as a probe, and once the store works again streams are
+/// resumable again (docs/contract.md, rule 13).
 #[tokio::test]
-async fn fail_closed_at_stream_start_is_a_503() {
+async fn fail_closed_refuses_before_the_service_never_after() {
     let failing = FailingStore::new();
     failing.fail(ops::ALL);
     let layer =
         ResumabilityLayer::new(failing.clone()).on_store_failure(StoreFailurePolicy::FailClosed);
     let (script, served) = serve_scripted(&layer).await;
 
+    // Not yet known to be failing: the call reaches the service, and its
+    // answer is delivered as the service sent it.
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .session("s1")
+        .send(served.addr)
+        .await;
+    let inner = script.next_stream().await;
+    assert!(inner.event("the tool ran").await);
+    inner.close();
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.text().await, "data: the tool ran\n\n");
+    assert_eq!(layer.stats().passthrough_streams, 1);
+
+    // Known to be failing now: refused before the service sees the request.
+    let seen_before = script.request_count();
     let mut resp = Req::post("/mcp", CALL)
         .version(V2025_06_18)
         .session("s1")
@@ -230,25 +252,109 @@ async fn fail_closed_at_stream_start_is_a_503() {
     assert_eq!(body["jsonrpc"], "2.0");
     assert!(body["error"]["code"].is_i64(), "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
-    assert!(layer.stats().store_failures >= 1);
+    assert_eq!(
+        script.request_count(),
+        seen_before,
+        "a refused request reached the service"
+    );
 
-    // Healed: the next stream is resumable again. (The refused request's
-    // inner stream, if the layer opened one, is told apart by its header.)
+    // Healed: within a probe interval a request goes through, its stream is
+    // resumable, and the store counts as healthy again.
     failing.heal();
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .header("x-attempt", "2")
-        .send(served.addr)
-        .await;
-    let mut inner = script.next_stream().await;
-    while inner.seen.header("x-attempt") != Some("2") {
-        inner = script.next_stream().await;
-    }
+    let (mut resp, inner) = post_once_the_probe_admits(&script, &served).await;
     assert!(inner.event("ok").await);
     inner.close();
     let events = resp.events_to_end().await;
     assert_eq!((events[0].seq(), events[0].data()), (1, "ok"));
+    let mut resp = Req::post("/mcp", CALL)
+        .version(V2025_06_18)
+        .session("s1")
+        .send(served.addr)
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "the store is healthy again");
+    let inner = script.next_stream().await;
+    inner.close();
+    assert!(resp.events_to_end().await.is_empty());
+}
+
+/// Posts a call until the fail-closed policy lets one through to the
+/// service (a probe of a store that was failing): 503s until then.
+async fn post_once_the_probe_admits(
+    script: &crate::common::server::Script,
+    served: &crate::common::Served,
+) -> (
+    crate::common::sse::Resp,
+    crate::common::server::StreamHandle,
+) {
+    for _ in 0..40 {
+        let resp = Req::post("/mcp", CALL)
+            .version(V2025_06_18)
+            .session("s1")
+            .send(served.addr)
+            .await;
+        if resp.status == StatusCode::OK {
+            return (resp, script.next_stream().await);
+        }
+        assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no request went through to the service in 4 s (the probe interval is 1 s)");
+}
+
+/// The store cannot record a stream's end (a full disk): a resume still
+/// ends, at once, instead of waiting for a producer that is gone; and the
+/// end is recorded once the store recovers.
+#[tokio::test]
+async fn a_stream_whose_end_the_store_failed_to_record_still_ends_for_resumes() {
+    for policy in [StoreFailurePolicy::FailOpen, StoreFailurePolicy::FailClosed] {
+        let failing = FailingStore::new();
+        let store: Arc<dyn EventStore> = failing.clone();
+        let layer = ResumabilityLayer::new(failing.clone()).on_store_failure(policy);
+        let (script, served) = serve_scripted(&layer).await;
+        let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
+        for n in 1..=3 {
+            assert!(inner.event(&message(n)).await);
+        }
+        let first = resp.expect_event().await;
+        for _ in 2..=3 {
+            resp.expect_event().await;
+        }
+        drop(resp);
+        failing.fail(ops::OTHER);
+        inner.close();
+        let stream = stream_of(first.id());
+        wait_until("the failed end to be counted", || async {
+            layer.stats().store_failures >= 1
+        })
+        .await;
+        let info = store.stream_info(stream).await.unwrap().unwrap();
+        assert_eq!(info.state, StreamState::Live, "the end is not in the store");
+        let resume = |seq: u64| {
+            Req::get("/mcp")
+                .version(V2025_06_18)
+                .session("s1")
+                .last_event_id(&format!("{stream}.{seq}"))
+        };
+
+        // From the last event: nothing more will come, so it is refused now.
+        let mut at_end = guard("a resume at the end", resume(3).send(served.addr)).await;
+        assert_eq!(at_end.status, StatusCode::BAD_REQUEST, "{policy:?}");
+        assert_eq!(at_end.text().await, common::CANNOT_RESUME_BODY);
+        // From before it: the rest, then the end, not a wait for ever.
+        let mut behind = resume(1).send(served.addr).await;
+        assert_eq!(behind.status, StatusCode::OK);
+        let rest = guard("the replay to end", behind.events_to_end()).await;
+        let data: Vec<&str> = rest.iter().map(|ev| ev.data()).collect();
+        assert_eq!(data, [message(2), message(3)], "{policy:?}");
+        assert_eq!(behind.end(), Some(&End::Clean));
+
+        // The store recovers: the end is recorded without anyone asking.
+        failing.heal();
+        wait_state(&store, stream, StreamState::Complete).await;
+        let mut after = resume(3).send(served.addr).await;
+        assert_eq!(after.status, StatusCode::BAD_REQUEST);
+        assert_eq!(after.text().await, common::CANNOT_RESUME_BODY);
+    }
 }
 
 /// Fail-open, store failing mid-stream: the client still gets every
@@ -304,12 +410,8 @@ async fn fail_closed_mid_stream_never_sends_an_unstored_event() {
     assert!(resp.end().is_some());
     failing.heal();
     drop(inner);
-    // Still serving.
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    // Still serving, once a probe finds the store healed.
+    let (mut resp, inner) = post_once_the_probe_admits(&script, &served).await;
     assert!(inner.event("after").await);
     inner.close();
     assert_eq!(resp.events_to_end().await[0].data(), "after");

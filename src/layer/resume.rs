@@ -81,31 +81,24 @@ where
             return Ok(protocol::unavailable().map(ResponseBody::full));
         }
     };
-    let Authorized {
-        id,
-        info,
-        local,
-        producer_done,
-        session,
-        identity,
-    } = resume;
+    let id = resume.id;
     shared.counters.resumes.increment();
-    tracing::info!(stream = %id.stream, after = id.seq, state = %info.state, "resuming stream");
+    tracing::info!(stream = %id.stream, after = id.seq, state = %resume.info.state, "resuming stream");
 
-    let mut feed = match local {
+    let mut feed = match resume.local {
         Some(tail) => Feed::from_tail(tail.attach(id.seq), shared.clone()),
         None => Feed::from_store(id.stream, id.seq, shared.clone()),
     }
     .resumed()
     .start_response(version, &config);
 
-    if info.kind == StreamKind::Standalone && producer_done {
+    if resume.info.kind == StreamKind::Standalone && resume.producer_done {
         parts.headers.remove(&LAST_EVENT_ID);
         let exchange = Exchange {
             method: Method::GET,
             version,
-            session,
-            identity,
+            session: resume.session,
+            identity: resume.identity,
         };
         let request = Request::from_parts(parts, body);
         if let Some(fresh) =

@@ -11,49 +11,29 @@
 //! cargo run --example axum_rmcp            # listens on 127.0.0.1:8000 (env MCP_RESUME_ADDR)
 //! ```
 //!
-//! Then, in another terminal:
+//! Then, in another terminal, the walkthrough (curl only) initializes a session, calls
+//! `slow_count`, cuts its stream after a few events, and resumes it with `Last-Event-ID`:
 //!
 //! ```text
-//! # 1. initialize, and keep the session id the server minted
-//! SESSION=$(curl -s -o /dev/null -D - http://127.0.0.1:8000/mcp \
-//!   -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
-//!   -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"curl","version":"1.0"}}}' \
-//!   | awk 'tolower($1) == "mcp-session-id:" { print $2 }' | tr -d '\r')
-//! echo "$SESSION"
+//! examples/walkthrough.sh http://127.0.0.1:8000/mcp slow_count '{"steps":8}'
+//! # session 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5
+//! # calling slow_count {"steps":8}; cutting the stream after 4 events
+//! id: 0f6e2d1c3b4a59687706f5e4d3c2b1a0.0      <- the layer's priming event: a resume point
+//! retry: 1000
+//! data:
 //!
-//! # 2. finish the handshake (answered 202 Accepted)
-//! curl -s http://127.0.0.1:8000/mcp \
-//!   -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
-//!   -H "Mcp-Session-Id: $SESSION" -H 'MCP-Protocol-Version: 2025-11-25' \
-//!   -d '{"jsonrpc":"2.0","method":"notifications/initialized"}'
+//! id: 0f6e2d1c3b4a59687706f5e4d3c2b1a0.1
+//! data: {"jsonrpc":"2.0","method":"notifications/progress","params":{"message":"step 1 of 8",...}}
+//! ...
+//! # cut after 0f6e2d1c3b4a59687706f5e4d3c2b1a0.3; the tool runs on. Resuming in 2 s with ...
+//! id: 0f6e2d1c3b4a59687706f5e4d3c2b1a0.3      <- primed at the resume point
+//! retry: 1000
+//! data:
 //!
-//! # 3. call the tool and watch the progress arrive, one event a second
-//! curl -N http://127.0.0.1:8000/mcp \
-//!   -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
-//!   -H "Mcp-Session-Id: $SESSION" -H 'MCP-Protocol-Version: 2025-11-25' \
-//!   -d '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow_count","arguments":{},"_meta":{"progressToken":"count-1"}}}'
-//! #   id: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.0      <- the layer's priming event: a resume point
-//! #   retry: 1000
-//! #   data:
-//! #
-//! #   id: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.1
-//! #   data: {"jsonrpc":"2.0","method":"notifications/progress","params":{"message":"step 1 of 30","progress":1.0,"progressToken":"count-1","total":30.0}}
-//! #   ...
-//! # Press Ctrl-C after a few events. The tool does not notice: it keeps counting, and the
-//! # layer keeps storing its events.
-//!
-//! # 4. resume from the last id you saw (wait a few seconds first if you like)
-//! curl -N http://127.0.0.1:8000/mcp -H 'Accept: text/event-stream' \
-//!   -H "Mcp-Session-Id: $SESSION" -H 'MCP-Protocol-Version: 2025-11-25' \
-//!   -H 'Last-Event-ID: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.4'
-//! #   id: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.4    <- primed at the resume point
-//! #   retry: 1000
-//! #   data:
-//! #
-//! #   id: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.5    <- the events you missed, at once, then live
-//! #   ...
-//! #   id: 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5.31
-//! #   data: {"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"counted to 30"}],"isError":false}}
+//! id: 0f6e2d1c3b4a59687706f5e4d3c2b1a0.4      <- the events missed, at once, then live
+//! ...
+//! id: 0f6e2d1c3b4a59687706f5e4d3c2b1a0.9
+//! data: {"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"counted to 8"}],"isError":false}}
 //! ```
 //!
 //! A `Last-Event-ID` that is unknown, expired or from another session gets `400` with a
@@ -67,6 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_resume::ResumabilityLayer;
+use mcp_resume::store::SqliteEventStore;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, ContentBlock, ProgressNotificationParam, ServerCapabilities, ServerConfig,
@@ -148,14 +129,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
     );
-    let resumable = ResumabilityLayer::sqlite("./mcp_events.db")?;
+    let resumable = ResumabilityLayer::sqlite(SqliteEventStore::DEFAULT_PATH)?;
     let app = axum::Router::new().route_service("/mcp", tower::Layer::layer(&resumable, mcp));
 
     let addr = std::env::var("MCP_RESUME_ADDR").unwrap_or_else(|_| "127.0.0.1:8000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(
-        "resumable MCP server on http://{}/mcp (events in ./mcp_events.db)",
-        listener.local_addr()?
+        "resumable MCP server on http://{}/mcp (events in {})",
+        listener.local_addr()?,
+        SqliteEventStore::DEFAULT_PATH
     );
     axum::serve(listener, app).await?;
     Ok(())

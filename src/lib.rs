@@ -55,8 +55,6 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "cli")]
-pub mod demo;
 pub mod layer;
 #[cfg(feature = "proxy")]
 pub mod proxy;

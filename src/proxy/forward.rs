@@ -30,11 +30,6 @@ use tower::BoxError;
 /// client (and its connection pool) serves every request body type.
 type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// How long connecting to the upstream may take before the request is
-/// answered `502`. Streams themselves have no time limit: a tool call may
-/// legitimately run for hours.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A streaming reverse proxy to one [`Upstream`] MCP server.
 ///
 /// Each request goes to the same path and query on the upstream, over
@@ -50,9 +45,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`); `Host` is set
 /// to the upstream's, since servers such as rmcp's check it.
 ///
-/// When the upstream cannot be reached or fails before answering, the client
-/// gets `502 Bad Gateway` with a JSON-RPC error naming the upstream. The
-/// service itself never fails.
+/// When the upstream cannot be reached (within
+/// [`CONNECT_TIMEOUT`](Self::CONNECT_TIMEOUT)) or fails before answering, the
+/// client gets `502 Bad Gateway` with a JSON-RPC error naming the upstream.
+/// The service itself never fails.
 ///
 /// ```
 /// use mcp_resume::ResumabilityLayer;
@@ -75,10 +71,15 @@ pub struct ReverseProxy {
 }
 
 impl ReverseProxy {
+    /// How long connecting to the upstream may take before the request is
+    /// answered `502`: 10 seconds. Streams themselves have no time limit: a
+    /// tool call may legitimately run for hours.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// A proxy to `upstream`, with its own connection pool.
     pub fn new(upstream: Upstream) -> Self {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_connect_timeout(Some(Self::CONNECT_TIMEOUT));
         // SSE events are small writes that must not wait for Nagle's algorithm.
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())

@@ -12,7 +12,7 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use mcp_resume::ResumabilityLayer;
-//! use mcp_resume::proxy::{ReverseProxy, ServeOptions, Upstream, serve};
+//! use mcp_resume::proxy::{DEFAULT_LISTEN_ADDR, ReverseProxy, ServeOptions, Upstream, serve};
 //! use mcp_resume::store::{EventStore, MemoryEventStore};
 //! use tokio::net::TcpListener;
 //! use tower::Layer;
@@ -25,11 +25,11 @@
 //! let service = ResumabilityLayer::new(store.clone()).layer(ReverseProxy::new(upstream));
 //!
 //! // Clients now use http://127.0.0.1:8080/mcp.
-//! let listener = TcpListener::bind("127.0.0.1:8080").await?;
+//! let listener = TcpListener::bind(DEFAULT_LISTEN_ADDR).await?;
 //! let ctrl_c = async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! };
-//! let options = ServeOptions::new().grace_period(Duration::from_secs(10));
+//! let options = ServeOptions::new().grace_period(Duration::from_secs(30));
 //! serve(listener, service, ctrl_c, options).await;
 //! store.flush().await?;
 //! store.close().await?;
@@ -49,5 +49,5 @@ mod upstream;
 
 pub use body::ProxyBody;
 pub use forward::{ResponseFuture, ReverseProxy};
-pub use serve::{ServeOptions, Shutdown, serve};
+pub use serve::{DEFAULT_LISTEN_ADDR, ServeOptions, Shutdown, serve};
 pub use upstream::{InvalidUpstream, Upstream};

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,12 @@ use tokio::task::JoinSet;
 use tower::Service;
 
 use tower::BoxError;
+
+/// The address the `mcp-resume` command serves on unless told otherwise
+/// (`--listen`): `127.0.0.1:8080`, loopback only, so nothing is reachable
+/// from other machines until asked for.
+pub const DEFAULT_LISTEN_ADDR: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 
 /// How long to wait before accepting again after an error that is not one
 /// connection's (out of file descriptors): retrying at once would spin.
@@ -47,7 +54,8 @@ impl Throttle {
     }
 }
 
-/// How [`serve`] serves: its limits and its shutdown.
+/// How [`serve`] serves: its limits and its shutdown. Each setting starts at
+/// its `DEFAULT_*` constant.
 ///
 /// ```
 /// use std::time::Duration;
@@ -57,7 +65,7 @@ impl Throttle {
 ///     .grace_period(Duration::from_secs(30))
 ///     .max_connections(2_000);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServeOptions {
     grace_period: Duration,
     max_connections: usize,
@@ -65,13 +73,21 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
+    /// The default of [`grace_period`](Self::grace_period): 10 seconds.
+    pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+    /// The default of [`max_connections`](Self::max_connections): 10,000.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+    /// The default of [`header_read_timeout`](Self::header_read_timeout): 30 seconds.
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
     /// Every setting at its default.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Once the shutdown signal came, how long open connections may take to
-    /// finish before they are closed. Default: 10 seconds.
+    /// finish before they are closed. Default:
+    /// [`DEFAULT_GRACE_PERIOD`](Self::DEFAULT_GRACE_PERIOD).
     pub fn grace_period(mut self, grace_period: Duration) -> Self {
         self.grace_period = grace_period;
         self
@@ -84,7 +100,8 @@ impl ServeOptions {
     /// operating system. Each connection holds a file descriptor (and a
     /// proxied one a second, to the upstream), so the process's descriptor
     /// limit (`ulimit -n`) should allow for twice this many. Default:
-    /// 10,000. Values below 1 are treated as 1.
+    /// [`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS). Values
+    /// below 1 are treated as 1.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
         self
@@ -93,7 +110,8 @@ impl ServeOptions {
     /// How long a client may take to send its first request's head once
     /// connected, and then (HTTP/1.1) each later request's headers. Bounds
     /// what a slow or idle client can hold; bodies and responses have no such
-    /// limit. Default: 30 seconds.
+    /// limit. Default:
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`](Self::DEFAULT_HEADER_READ_TIMEOUT).
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self
@@ -101,12 +119,12 @@ impl ServeOptions {
 }
 
 impl Default for ServeOptions {
-    /// A 10 s grace period, at most 10,000 connections, a 30 s header timeout.
+    /// Every setting at its `DEFAULT_*` constant.
     fn default() -> Self {
         Self {
-            grace_period: Duration::from_secs(10),
-            max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(30),
+            grace_period: Self::DEFAULT_GRACE_PERIOD,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -130,8 +148,8 @@ pub enum Shutdown {
 ///
 /// Clients may speak HTTP/1.1 or HTTP/2 over cleartext with prior knowledge
 /// (h2c); the protocol is detected per connection. A connection whose first
-/// request has not arrived within the header timeout (30 seconds by default)
-/// of being accepted (it sent nothing, part of a request, part of the HTTP/2
+/// request has not arrived within the header timeout
+/// ([`ServeOptions::header_read_timeout`]) of being accepted (it sent nothing, part of a request, part of the HTTP/2
 /// preface) is closed, and so is an HTTP/1.1 connection taking longer for a
 /// later request's headers. With [`ServeOptions::max_connections`] open, no
 /// more are accepted until one closes; a process out of file descriptors
@@ -162,7 +180,7 @@ pub enum Shutdown {
 /// let ctrl_c = async {
 ///     let _ = tokio::signal::ctrl_c().await;
 /// };
-/// let options = ServeOptions::new().grace_period(Duration::from_secs(10));
+/// let options = ServeOptions::new().grace_period(Duration::from_secs(30));
 /// serve(listener, service, ctrl_c, options).await;
 /// store.flush().await?;
 /// store.close().await?;

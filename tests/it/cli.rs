@@ -691,18 +691,21 @@ async fn demo_streams_a_tool_call_with_resumable_ids() {
         ],
     );
     let url = server.url();
-    // The copy-paste commands name the real address.
-    let stdout = guard("the curl commands", async {
+    // The walkthrough to paste is pointed at the real address.
+    let stdout = guard("the walkthrough", async {
         loop {
             let stdout = server.stdout.lock().unwrap().clone();
-            if stdout.contains("Last-Event-ID") {
+            if stdout.ends_with("\nWALKTHROUGH\n") {
                 return stdout;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    assert!(stdout.contains(&format!("curl -N {url}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("sh -s -- '{url}' <<'WALKTHROUGH'")),
+        "{stdout}"
+    );
 
     let session = open_session(server.addr, &url, V2025_11_25).await;
     let list = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" });

@@ -9,16 +9,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use mcp_resume::store::Retention;
 use serde_json::{Value, json};
 use tokio::time::{Instant, Sleep};
 
-/// The most steps one call may ask for: the layer keeps 10,000 events per
-/// stream by default, and a demo has no use for more.
-pub(super) const MAX_STEPS: u64 = 10_000;
+/// The most steps one call may ask for: as many events as the store keeps
+/// of one stream by default; a demo has no use for more.
+pub(super) const MAX_STEPS: u64 = Retention::DEFAULT_MAX_EVENTS_PER_STREAM;
 /// The longest interval one call may ask for, in milliseconds.
 pub(super) const MAX_INTERVAL_MS: u64 = 60_000;
-/// Defaults from the contract: 20 steps, half a second apart (10 s in all).
+/// The steps of a call that does not say: 20, half a second apart (10 s in
+/// all), long enough to cut and resume by hand.
 pub(super) const DEFAULT_STEPS: u64 = 20;
+/// The interval of a call that does not say, in milliseconds.
 pub(super) const DEFAULT_INTERVAL_MS: u64 = 500;
 
 /// One `countdown` call: its JSON-RPC id, progress token and pace.

@@ -19,34 +19,14 @@
 //! 1 MiB and the server keeps at most 1,024 sessions (the oldest is
 //! forgotten first), so memory stays bounded whatever clients send.
 //!
-//! Put [`ResumabilityLayer`](crate::ResumabilityLayer) in front and the
-//! countdown's stream becomes resumable:
-//!
-//! ```
-//! use std::sync::Arc;
-//! use http_body_util::{BodyExt, Full};
-//! use mcp_resume::{ResumabilityLayer, demo::DemoServer, store::MemoryEventStore};
-//! use tower::{Layer, ServiceExt};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let service = ResumabilityLayer::new(Arc::new(MemoryEventStore::new())).layer(DemoServer::new());
-//! let initialize = http::Request::post("/mcp")
-//!     .header("content-type", "application/json")
-//!     .body(Full::new(bytes::Bytes::from_static(
-//!         br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"doc","version":"1"}}}"#,
-//!     )))
-//!     .unwrap();
-//! let response = service.oneshot(initialize).await.unwrap();
-//! assert!(response.headers().contains_key("mcp-session-id"));
-//! let body = response.into_body().collect().await.unwrap().to_bytes();
-//! let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
-//! assert_eq!(answer["result"]["capabilities"], serde_json::json!({ "tools": {} }));
-//! # }
-//! ```
+//! `mcp-resume demo` serves it behind
+//! [`ResumabilityLayer`](mcp_resume::ResumabilityLayer), which makes the
+//! countdown's stream resumable, and prints [the walkthrough](fn@walkthrough)
+//! that shows it with curl.
 
 mod countdown;
 mod rpc;
+mod walkthrough;
 
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
@@ -64,6 +44,7 @@ use tower::Service;
 
 pub use countdown::DemoBody;
 use rpc::{INVALID_REQUEST, Message, Refusal};
+pub use walkthrough::walkthrough;
 
 use tower::BoxError;
 
@@ -372,6 +353,27 @@ mod tests {
             .unwrap();
         let response = DemoServer::new().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn behind_the_layer_initialize_is_answered_with_a_session() {
+        use mcp_resume::ResumabilityLayer;
+        use mcp_resume::store::MemoryEventStore;
+        use tower::Layer;
+
+        let service =
+            ResumabilityLayer::new(Arc::new(MemoryEventStore::new())).layer(DemoServer::new());
+        let initialize = Request::post("/mcp")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(INITIALIZE.as_bytes())))
+            .unwrap();
+        let response = service.oneshot(initialize).await.unwrap();
+        assert!(response.headers().contains_key("mcp-session-id"));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            json_of(&body)["result"]["capabilities"],
+            serde_json::json!({ "tools": {} })
+        );
     }
 
     #[test]

@@ -1,0 +1,395 @@
+//! The command line: the two commands and their options. Every default is
+//! the library's own constant, so `--help` shows what the library does.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::builder::RangedU64ValueParser;
+use clap::{Args, Parser, Subcommand};
+use mcp_resume::proxy::{DEFAULT_LISTEN_ADDR, ServeOptions, Upstream};
+use mcp_resume::store::{EventStore, Retention, SqliteOptions};
+use mcp_resume::{ResumabilityLayer, StoreFailurePolicy};
+
+use crate::store::{StoreSpec, parse_store};
+use crate::values::{CliDuration, MaxDbBytes, OnStoreFailure, PollAfter, SyncArg};
+
+/// Makes any MCP Streamable HTTP server resumable.
+///
+/// Every SSE event gets a durable id and is stored before the client sees it,
+/// streams keep running when clients drop, and a GET with Last-Event-ID
+/// replays what was missed, even across a restart.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-resume", version, propagate_version = true)]
+#[command(
+    after_help = "Durations: 250ms, 2s, 5m, 1h (a bare number is seconds). \
+    Every option can also be set from its MCP_RESUME_* environment variable. Logs: RUST_LOG."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub options: Options,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The layer in front of a streaming reverse proxy to an upstream MCP server.
+    ///
+    /// A request to <path>?<query> is forwarded to the upstream's host and
+    /// port with the same path and query: with --upstream
+    /// http://127.0.0.1:8000/mcp, clients use http://<listen>/mcp.
+    Proxy {
+        /// Upstream MCP endpoint, http:// only, e.g. http://127.0.0.1:8000/mcp
+        #[arg(long, env = "MCP_RESUME_UPSTREAM", value_name = "URL")]
+        upstream: Upstream,
+    },
+    /// A built-in MCP server with a slow streaming tool, `countdown`, behind the layer.
+    ///
+    /// Prints a walkthrough to paste into another terminal: it calls the
+    /// tool with curl, cuts the stream, and resumes it.
+    Demo,
+}
+
+/// A whole number from 1, as a `usize`.
+fn at_least_one() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..)
+}
+
+/// The options of both commands. `global` so that they are accepted, and
+/// listed by `--help`, before or after the command name.
+#[derive(Debug, Args)]
+pub struct Options {
+    /// Address to serve on; port 0 picks a free port
+    #[arg(
+        long,
+        env = "MCP_RESUME_LISTEN",
+        value_name = "ADDR",
+        default_value_t = DEFAULT_LISTEN_ADDR,
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Event store: `sqlite:PATH`, `memory`, or `redis://HOST:PORT/[DB]` (builds with the `redis` feature)
+    #[arg(
+        long,
+        env = "MCP_RESUME_STORE",
+        value_name = "SPEC",
+        default_value_t = StoreSpec::default_sqlite(),
+        value_parser = parse_store,
+        global = true
+    )]
+    pub store: StoreSpec,
+
+    /// SQLite sync: `normal` survives a process crash, `full` also power loss
+    #[arg(
+        long,
+        env = "MCP_RESUME_SYNC",
+        value_name = "MODE",
+        value_enum,
+        default_value_t = SyncArg::from(SqliteOptions::DEFAULT_SYNC),
+        global = true
+    )]
+    sync: SyncArg,
+
+    /// SQLite file size cap in bytes, or `off`; appends past it fail (see --on-store-failure)
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_DB_BYTES",
+        value_name = "N",
+        default_value_t = MaxDbBytes(None),
+        global = true
+    )]
+    max_db_bytes: MaxDbBytes,
+
+    /// SQLite write-ahead log bound in bytes: past it the writer waits for a full checkpoint
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_WAL_BYTES",
+        value_name = "N",
+        default_value_t = SqliteOptions::DEFAULT_MAX_WAL_BYTES,
+        value_parser = clap::value_parser!(u64).range(SqliteOptions::MIN_MAX_WAL_BYTES..),
+        global = true
+    )]
+    max_wal_bytes: u64,
+
+    /// Retry hint sent to clients: how long they wait before reconnecting
+    #[arg(
+        long,
+        env = "MCP_RESUME_RETRY",
+        value_name = "DUR",
+        default_value_t = CliDuration(ResumabilityLayer::DEFAULT_RETRY),
+        global = true
+    )]
+    retry: CliDuration,
+
+    /// How long a stream runs on after its client left
+    #[arg(
+        long,
+        env = "MCP_RESUME_DETACH_TIMEOUT",
+        value_name = "DUR",
+        default_value_t = CliDuration(ResumabilityLayer::DEFAULT_DETACH_TIMEOUT),
+        global = true
+    )]
+    detach_timeout: CliDuration,
+
+    /// Ended streams idle this long are deleted
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_AGE",
+        value_name = "DUR",
+        default_value_t = CliDuration(Retention::DEFAULT_MAX_AGE),
+        global = true
+    )]
+    max_age: CliDuration,
+
+    /// Per-stream event cap; resuming from before the kept events is refused
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_EVENTS_PER_STREAM",
+        value_name = "N",
+        default_value_t = Retention::DEFAULT_MAX_EVENTS_PER_STREAM,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    max_events_per_stream: u64,
+
+    /// Largest SSE event accepted from upstream, in bytes; a larger one ends its stream
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_EVENT_BYTES",
+        value_name = "N",
+        default_value_t = ResumabilityLayer::DEFAULT_MAX_EVENT_BYTES,
+        value_parser = at_least_one(),
+        global = true
+    )]
+    max_event_bytes: usize,
+
+    /// Live streams kept at once, of all sessions; beyond it, streams are served without resumability
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_LIVE_STREAMS",
+        value_name = "N",
+        default_value_t = ResumabilityLayer::DEFAULT_MAX_LIVE_STREAMS,
+        value_parser = at_least_one(),
+        global = true
+    )]
+    max_live_streams: usize,
+
+    /// Live streams one session may have; beyond it, streams are served without resumability
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_LIVE_STREAMS_PER_SESSION",
+        value_name = "N",
+        default_value_t = ResumabilityLayer::DEFAULT_MAX_LIVE_STREAMS_PER_SESSION,
+        value_parser = at_least_one(),
+        global = true
+    )]
+    max_live_streams_per_session: usize,
+
+    /// When the store fails: `open` serves without resumability, `closed` answers 503
+    #[arg(
+        long,
+        env = "MCP_RESUME_ON_STORE_FAILURE",
+        value_name = "POLICY",
+        value_enum,
+        default_value_t = OnStoreFailure::from(StoreFailurePolicy::default()),
+        global = true
+    )]
+    on_store_failure: OnStoreFailure,
+
+    /// SSE polling for 2025-11-25 clients: end each response after DUR while
+    /// the stream goes on (`off` or a duration)
+    #[arg(
+        long,
+        env = "MCP_RESUME_POLL_AFTER",
+        value_name = "DUR",
+        default_value_t = PollAfter(None),
+        global = true
+    )]
+    poll_after: PollAfter,
+
+    /// On SIGINT/SIGTERM: how long streams may finish before exit
+    #[arg(
+        long,
+        env = "MCP_RESUME_GRACE_PERIOD",
+        value_name = "DUR",
+        default_value_t = CliDuration(ServeOptions::DEFAULT_GRACE_PERIOD),
+        global = true
+    )]
+    grace_period: CliDuration,
+
+    /// Client connections open at once; at the cap, new ones wait until one closes
+    #[arg(
+        long,
+        env = "MCP_RESUME_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = ServeOptions::DEFAULT_MAX_CONNECTIONS,
+        value_parser = at_least_one(),
+        global = true
+    )]
+    max_connections: usize,
+}
+
+impl Options {
+    /// How long streams are kept, in any store.
+    pub fn retention(&self) -> Retention {
+        Retention::new()
+            .max_age(self.max_age.0)
+            .max_events_per_stream(self.max_events_per_stream)
+    }
+
+    /// How an SQLite store at `path` is opened.
+    pub fn sqlite_options(&self, path: &Path) -> SqliteOptions {
+        let sqlite = SqliteOptions::new(path)
+            .sync(self.sync.into())
+            .max_wal_bytes(self.max_wal_bytes)
+            .retention(self.retention());
+        match self.max_db_bytes {
+            MaxDbBytes(Some(bytes)) => sqlite.max_size_bytes(bytes),
+            MaxDbBytes(None) => sqlite,
+        }
+    }
+
+    /// The layer, storing streams in `store`.
+    pub fn layer(&self, store: Arc<dyn EventStore>) -> ResumabilityLayer {
+        let layer = ResumabilityLayer::new(store)
+            .retry(self.retry.0)
+            .detach_timeout(self.detach_timeout.0)
+            // The event cap needs no setting here: the layer takes the store's
+            // retention, which `retention` set from the same option.
+            .max_event_bytes(self.max_event_bytes)
+            .max_live_streams(self.max_live_streams)
+            .max_live_streams_per_session(self.max_live_streams_per_session)
+            .on_store_failure(self.on_store_failure.into());
+        match self.poll_after {
+            PollAfter(Some(after)) => layer.poll_after(after),
+            PollAfter(None) => layer,
+        }
+    }
+
+    /// On SIGINT/SIGTERM, how long streams may finish.
+    pub fn grace_period(&self) -> Duration {
+        self.grace_period.0
+    }
+
+    /// How connections are served and shut down.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions::new()
+            .grace_period(self.grace_period())
+            .max_connections(self.max_connections)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+    use mcp_resume::store::{MemoryEventStore, SqliteEventStore};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// `args` parsed as they are, whatever `MCP_RESUME_*` variables the
+    /// environment of the test holds.
+    fn try_parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let command = Cli::command()
+            .mut_args(|arg| arg.env(None))
+            .mut_subcommand("proxy", |proxy| proxy.mut_args(|arg| arg.env(None)));
+        Cli::from_arg_matches(&command.try_get_matches_from(args)?)
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        try_parse(args).unwrap()
+    }
+
+    #[test]
+    fn options_go_before_or_after_the_command() {
+        let before = parse(&["mcp-resume", "--listen", "127.0.0.1:0", "demo"]);
+        let after = parse(&["mcp-resume", "demo", "--listen", "127.0.0.1:0"]);
+        assert_eq!(before.options.listen, after.options.listen);
+        assert_eq!(after.options.listen.port(), 0);
+        assert!(try_parse(&["mcp-resume", "proxy"]).is_err());
+    }
+
+    #[test]
+    fn with_no_options_everything_is_at_the_library_defaults() {
+        let options = parse(&["mcp-resume", "demo"]).options;
+        assert_eq!(options.listen, DEFAULT_LISTEN_ADDR);
+        assert_eq!(options.store, StoreSpec::default_sqlite());
+        assert_eq!(options.retention(), Retention::default());
+        let path = Path::new(SqliteEventStore::DEFAULT_PATH);
+        assert_eq!(
+            format!("{:?}", options.sqlite_options(path)),
+            format!("{:?}", SqliteOptions::default())
+        );
+        let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+        assert_eq!(
+            format!("{:?}", options.layer(store.clone())),
+            format!("{:?}", ResumabilityLayer::new(store))
+        );
+        assert_eq!(options.serve_options(), ServeOptions::default());
+    }
+
+    #[test]
+    fn options_reach_the_library() {
+        let options = parse(&[
+            "mcp-resume",
+            "demo",
+            "--max-age",
+            "2m",
+            "--max-events-per-stream",
+            "7",
+            "--sync",
+            "full",
+            "--max-db-bytes",
+            "1048576",
+            "--retry",
+            "250ms",
+            "--poll-after",
+            "30s",
+            "--on-store-failure",
+            "closed",
+            "--grace-period",
+            "3s",
+            "--max-connections",
+            "5",
+        ])
+        .options;
+        let retention = Retention::new()
+            .max_age(Duration::from_secs(120))
+            .max_events_per_stream(7);
+        assert_eq!(options.retention(), retention);
+        let path = Path::new("x.db");
+        assert_eq!(
+            format!("{:?}", options.sqlite_options(path)),
+            format!(
+                "{:?}",
+                SqliteOptions::new(path)
+                    .sync(mcp_resume::store::SyncMode::Full)
+                    .max_size_bytes(1 << 20)
+                    .retention(retention)
+            )
+        );
+        let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+        assert_eq!(
+            format!("{:?}", options.layer(store.clone())),
+            format!(
+                "{:?}",
+                ResumabilityLayer::new(store)
+                    .retry(Duration::from_millis(250))
+                    .poll_after(Duration::from_secs(30))
+                    .on_store_failure(StoreFailurePolicy::FailClosed)
+            )
+        );
+        assert_eq!(
+            options.serve_options(),
+            ServeOptions::new()
+                .grace_period(Duration::from_secs(3))
+                .max_connections(5)
+        );
+    }
+}

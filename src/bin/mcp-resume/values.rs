@@ -1,0 +1,243 @@
+//! The values of options that are more than a number: durations, `off`, the
+//! SQLite sync mode and the store failure policy. Each shows the way it is
+//! read, so `--help` shows a library default as the command line would take it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use mcp_resume::StoreFailurePolicy;
+use mcp_resume::store::SyncMode;
+
+/// A duration as the command line writes it: `250ms`, `2s`, `5m`, `1h`, or a
+/// bare number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CliDuration(pub Duration);
+
+impl FromStr for CliDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_duration(text).map(Self)
+    }
+}
+
+impl fmt::Display for CliDuration {
+    /// In the largest unit that keeps it whole (`5m`, not `300s`), down to
+    /// milliseconds: what the command line reads back as the same duration.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        for (unit, millis_per_unit) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+            if millis != 0 && millis % millis_per_unit == 0 {
+                return write!(f, "{}{unit}", millis / millis_per_unit);
+            }
+        }
+        write!(f, "{millis}ms")
+    }
+}
+
+/// `250ms`, `2s`, `5m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let expected = "expected a whole number with an optional unit: 250ms, 2s, 5m, 1h (a bare number is seconds)";
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| expected.to_owned())?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(expected.to_owned()),
+    };
+    number
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| "too long a duration".to_owned())
+}
+
+/// `--max-db-bytes`: `off`, or a size in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaxDbBytes(pub Option<u64>);
+
+impl FromStr for MaxDbBytes {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "off" {
+            return Ok(Self(None));
+        }
+        text.parse().map(|bytes| Self(Some(bytes))).map_err(|_| {
+            format!("`off` or a number of bytes, e.g. 1073741824 for 1 GiB; got `{text}`")
+        })
+    }
+}
+
+impl fmt::Display for MaxDbBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(bytes) => write!(f, "{bytes}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// `--poll-after`: `off`, or a duration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollAfter(pub Option<Duration>);
+
+impl FromStr for PollAfter {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "off" {
+            return Ok(Self(None));
+        }
+        parse_duration(text)
+            .map(|after| Self(Some(after)))
+            .map_err(|error| format!("`off` or a duration; {error}"))
+    }
+}
+
+impl fmt::Display for PollAfter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(after) => CliDuration(after).fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// `--sync`: [`SyncMode`] by its command-line name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SyncArg {
+    Normal,
+    Full,
+}
+
+impl From<SyncMode> for SyncArg {
+    fn from(mode: SyncMode) -> Self {
+        match mode {
+            SyncMode::Normal => Self::Normal,
+            SyncMode::Full => Self::Full,
+        }
+    }
+}
+
+impl From<SyncArg> for SyncMode {
+    fn from(arg: SyncArg) -> Self {
+        match arg {
+            SyncArg::Normal => Self::Normal,
+            SyncArg::Full => Self::Full,
+        }
+    }
+}
+
+/// `--on-store-failure`: [`StoreFailurePolicy`] by its command-line name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnStoreFailure {
+    Open,
+    Closed,
+}
+
+impl From<StoreFailurePolicy> for OnStoreFailure {
+    fn from(policy: StoreFailurePolicy) -> Self {
+        match policy {
+            StoreFailurePolicy::FailOpen => Self::Open,
+            StoreFailurePolicy::FailClosed => Self::Closed,
+        }
+    }
+}
+
+impl From<OnStoreFailure> for StoreFailurePolicy {
+    fn from(arg: OnStoreFailure) -> Self {
+        match arg {
+            OnStoreFailure::Open => Self::FailOpen,
+            OnStoreFailure::Closed => Self::FailClosed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_or_mean_seconds() {
+        for (text, millis) in [
+            ("250ms", 250),
+            ("2s", 2_000),
+            ("2", 2_000),
+            ("0", 0),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "ms",
+            "1.5s",
+            "-1s",
+            "1 s",
+            "1d",
+            "1S",
+            "s1",
+            "99999999999999999999",
+        ] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(error.contains("250ms"), "{bad}: {error}");
+        }
+        assert!(parse_duration("18446744073709551615h").is_err());
+    }
+
+    #[test]
+    fn durations_are_shown_in_the_largest_whole_unit_and_read_back() {
+        for (millis, shown) in [
+            (0, "0ms"),
+            (250, "250ms"),
+            (1_500, "1500ms"),
+            (2_000, "2s"),
+            (90_000, "90s"),
+            (300_000, "5m"),
+            (3_600_000, "1h"),
+            (5_400_000, "90m"),
+        ] {
+            let duration = CliDuration(Duration::from_millis(millis));
+            assert_eq!(duration.to_string(), shown);
+            assert_eq!(shown.parse(), Ok(duration));
+        }
+    }
+
+    #[test]
+    fn off_or_a_value() {
+        assert_eq!("off".parse(), Ok(PollAfter(None)));
+        assert_eq!("30s".parse(), Ok(PollAfter(Some(Duration::from_secs(30)))));
+        assert!("never".parse::<PollAfter>().is_err());
+        assert_eq!(PollAfter(Some(Duration::from_secs(30))).to_string(), "30s");
+        assert_eq!(PollAfter(None).to_string(), "off");
+
+        assert_eq!("off".parse(), Ok(MaxDbBytes(None)));
+        assert_eq!("1073741824".parse(), Ok(MaxDbBytes(Some(1 << 30))));
+        assert!("1GiB".parse::<MaxDbBytes>().is_err());
+        assert_eq!(MaxDbBytes(Some(1 << 30)).to_string(), "1073741824");
+        assert_eq!(MaxDbBytes(None).to_string(), "off");
+    }
+
+    #[test]
+    fn named_values_map_both_ways() {
+        for mode in [SyncMode::Normal, SyncMode::Full] {
+            assert_eq!(SyncMode::from(SyncArg::from(mode)), mode);
+        }
+        for policy in [StoreFailurePolicy::FailOpen, StoreFailurePolicy::FailClosed] {
+            assert_eq!(
+                StoreFailurePolicy::from(OnStoreFailure::from(policy)),
+                policy
+            );
+        }
+    }
+}

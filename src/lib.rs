@@ -3,60 +3,101 @@
 //! Makes any MCP (Model Context Protocol) server that speaks Streamable HTTP
 //! *resumable*: every Server-Sent-Events event gets an unguessable id and is
 //! committed to a durable [`EventStore`](store::EventStore) before the client
-//! sees it, so a client that lost its connection can reconnect with
-//! `Last-Event-ID` and receive exactly what it missed.
+//! sees it, the server's stream keeps running when the client's connection
+//! drops, and a client that reconnects with `Last-Event-ID` receives exactly
+//! what it missed, then the rest live.
 //!
-//! The crate is organised the way the data flows:
+//! There are two ways in:
 //!
-//! - [`sse`]: an exact, incremental Server-Sent-Events codec. It splits the
-//!   inner service's byte stream into events and keep-alives, and re-encodes
-//!   events with the layer's own ids.
-//! - [`store`]: the [`EventStore`](store::EventStore) trait and its backends:
-//!   [`SqliteEventStore`](store::SqliteEventStore) (embedded, the default) and
-//!   [`MemoryEventStore`](store::MemoryEventStore) (tests, ephemeral servers).
+//! - [`ResumabilityLayer`], a tower middleware: put it in front of any HTTP
+//!   MCP service (an rmcp `StreamableHttpService`, an axum router, a hyper
+//!   service). The [`layer`] module says what it rewrites and what a resume
+//!   gets; every setting is a builder call with its default.
+//! - The [`proxy`] (feature `proxy`): the layer in front of a streaming
+//!   reverse proxy, so an MCP server written in any language becomes
+//!   resumable with no change. The `mcp-resume` binary (feature `cli`) runs
+//!   it: `mcp-resume proxy --upstream http://127.0.0.1:8000/mcp`.
 //!
-//! ## Quick look
+//! ## Example
 //!
-//! Events go into a store with gap-free sequence numbers; a client holding
-//! the id of one event gets exactly the ones after it.
+//! A tool call through the layer, then the resume of a client that lost its
+//! connection after the first event:
 //!
 //! ```
+//! use std::convert::Infallible;
 //! use std::sync::Arc;
-//! use bytes::BytesMut;
-//! use mcp_resume::sse::{encode_event, EventFrame};
-//! use mcp_resume::store::{self, EventId, EventStore, MemoryEventStore, NewEvent, NewStream, StreamKind};
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use mcp_resume::{ResumabilityLayer, store::MemoryEventStore};
+//! use tower::{Layer, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
-//! let stream = store
-//!     .create_stream(NewStream::new(StreamKind::PostResponse).session("session-1"))
-//!     .await?;
-//! let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#;
-//! store.append(stream, vec![NewEvent::message(progress), NewEvent::message(progress)]).await?;
+//! // Any MCP endpoint; this one answers a tool call with three SSE events.
+//! let mcp = service_fn(|_call: Request<Full<Bytes>>| async {
+//!     let events = "data: step 1\n\ndata: step 2\n\ndata: result\n\n";
+//!     Ok::<_, Infallible>(
+//!         Response::builder()
+//!             .header("content-type", "text/event-stream")
+//!             .body(Full::new(Bytes::from_static(events.as_bytes())))
+//!             .unwrap(),
+//!     )
+//! });
+//! let service = ResumabilityLayer::new(Arc::new(MemoryEventStore::new())).layer(mcp);
 //!
-//! // The client saw event 1 and reconnected with its id as `Last-Event-ID`.
-//! let last_event_id = EventId::new(stream, 1).to_string();
-//! let resume_from = EventId::parse(last_event_id.as_bytes())?;
-//! let mut missed = store::replay(store.clone(), resume_from.stream, resume_from.seq);
-//! let mut wire = BytesMut::new();
-//! while let Some(batch) = missed.next_batch().await {
-//!     for event in batch? {
-//!         let id = EventId::new(stream, event.seq).to_string();
-//!         let frame = EventFrame::new().with_id(id.as_bytes()).with_data(&event.data);
-//!         encode_event(&frame, &mut wire)?;
-//!     }
-//! }
-//! assert_eq!(wire, format!("id: {stream}.2\ndata: {progress}\n\n").as_bytes());
+//! // The call: every event now carries the layer's id, `<stream>.<seq>`.
+//! let call = Request::post("/mcp")
+//!     .header("mcp-session-id", "session-1")
+//!     .header("mcp-protocol-version", "2025-06-18")
+//!     .body(Full::default())?;
+//! let answer = service.clone().oneshot(call).await?.into_body().collect().await?;
+//! let answer = String::from_utf8(answer.to_bytes().to_vec())?;
+//! let first_id = answer.lines().find_map(|line| line.strip_prefix("id: ")).unwrap();
+//!
+//! // The client saw the first event only, and resumes from its id.
+//! let resume = Request::get("/mcp")
+//!     .header("mcp-session-id", "session-1")
+//!     .header("mcp-protocol-version", "2025-06-18")
+//!     .header("last-event-id", first_id)
+//!     .body(Full::default())?;
+//! let missed = service.oneshot(resume).await?.into_body().collect().await?;
+//! let missed = String::from_utf8(missed.to_bytes().to_vec())?;
+//! assert!(!missed.contains("step 1"));
+//! assert!(missed.contains("data: step 2\n\n") && missed.contains("data: result\n\n"));
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Modules
+//!
+//! - [`layer`]: [`ResumabilityLayer`], its service and response types, its
+//!   [`ResumabilityStats`] and [`StoreFailurePolicy`].
+//! - [`proxy`] (feature `proxy`): the streaming reverse proxy and the server
+//!   loop the binary runs.
+//! - [`store`]: the [`EventStore`](store::EventStore) trait and its backends:
+//!   [`SqliteEventStore`](store::SqliteEventStore) (feature `sqlite`, on by
+//!   default: embedded, one file),
+//!   [`MemoryEventStore`](store::MemoryEventStore) (tests, ephemeral
+//!   servers) and [`RedisEventStore`](store::RedisEventStore) (feature
+//!   `redis`: a fleet behind a load balancer), with the replay and follow
+//!   that every backend shares.
+//! - [`sse`]: the exact, incremental Server-Sent-Events codec the layer
+//!   parses the service's streams and writes its own with.
+//!
+//! ## Feature flags
+//!
+//! - `sqlite` (default): the embedded SQLite store, bundled.
+//! - `cli` (default): the `mcp-resume` binary; implies `proxy` and `sqlite`.
+//! - `proxy`: the [`proxy`] module.
+//! - `redis`: the Redis Streams store.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod layer;
 #[cfg(feature = "proxy")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
 pub mod proxy;
 pub mod sse;
 pub mod store;

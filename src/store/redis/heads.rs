@@ -1,7 +1,8 @@
-//! The live tail of [`RedisEventStore`](super::RedisEventStore): a task on a
-//! dedicated pub/sub connection that turns the heads the append and end
-//! scripts publish into updates of the [`Subscription`](crate::store::Subscription)
-//! watch channels of this process.
+//! The head relay of [`RedisEventStore`](super::RedisEventStore): a task on
+//! a dedicated pub/sub connection that relays the heads the append and end
+//! scripts publish, from any instance, to the
+//! [`Subscription`](crate::store::Subscription) watch channels of this
+//! process, so a stream produced elsewhere can be followed live here.
 //!
 //! - Only streams somebody here follows are subscribed to (one channel per
 //!   stream), so an instance receives the traffic of what it serves, not of
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 use super::Keys;
 use crate::store::{StreamHead, StreamId, StreamState};
 
-/// How often the tail drops the watchers nobody follows any more, subscribes
+/// How often the relay drops the watchers nobody follows any more, subscribes
 /// any it could not subscribe at once, and pings its connection.
 const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// The first and the longest wait between reconnection attempts.
@@ -37,10 +38,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Heads are refreshed this many streams per round trip.
 const REFRESH_CHUNK: usize = 256;
 
-type TailError = tower::BoxError;
+type RelayError = tower::BoxError;
 
-/// The watch channels of the streams followed in this process.
-pub(super) struct Tail {
+/// The watch channels of the streams followed in this process, and the
+/// pub/sub subscriptions that feed them.
+pub(super) struct HeadRelay {
     keys: Keys,
     timeout: Duration,
     watchers: Mutex<HashMap<StreamId, watch::Sender<StreamHead>>>,
@@ -57,7 +59,7 @@ struct SubState {
     subscribed: HashSet<StreamId>,
 }
 
-impl Tail {
+impl HeadRelay {
     pub(super) fn new(keys: Keys, timeout: Duration) -> Self {
         Self {
             keys,
@@ -187,7 +189,7 @@ impl Tail {
         &self,
         sink: PubSubSink,
         conn: &ConnectionManager,
-    ) -> Result<(), TailError> {
+    ) -> Result<(), RelayError> {
         let streams: Vec<StreamId> = {
             let mut sub = self.sub.lock().await;
             let streams: Vec<StreamId> = self.lock().keys().copied().collect();
@@ -213,7 +215,7 @@ impl Tail {
         &self,
         messages: &mut PubSubStream,
         conn: &ConnectionManager,
-    ) -> Option<TailError> {
+    ) -> Option<RelayError> {
         let mut check = tokio::time::interval(CHECK_INTERVAL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         check.tick().await;
@@ -245,7 +247,7 @@ impl Tail {
     /// Drops the watchers nobody follows and unsubscribes them, subscribes
     /// (and refreshes) watchers that are not subscribed yet, and pings the
     /// connection so a dead one is noticed.
-    async fn check(&self, conn: &ConnectionManager) -> Result<(), TailError> {
+    async fn check(&self, conn: &ConnectionManager) -> Result<(), RelayError> {
         let (mut sink, added) = {
             let mut sub = self.sub.lock().await;
             let Some(mut sink) = sub.sink.clone() else {
@@ -291,7 +293,7 @@ impl Tail {
         &self,
         conn: &ConnectionManager,
         streams: &[StreamId],
-    ) -> Result<(), TailError> {
+    ) -> Result<(), RelayError> {
         for chunk in streams.chunks(REFRESH_CHUNK) {
             let mut pipe = ::redis::pipe();
             for &stream in chunk {

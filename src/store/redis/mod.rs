@@ -1,8 +1,8 @@
 //! [`RedisEventStore`]: the shared backend, for a fleet of servers behind a
 //! load balancer.
 
+mod heads;
 mod scripts;
-mod tail;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +13,8 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, Value};
 use tokio::task::AbortHandle;
 
+use self::heads::HeadRelay;
 use self::scripts::SCRIPTS;
-use self::tail::Tail;
 use super::memory::check_position;
 use super::{
     AppendReceipt, Batch, BoxFuture, EventStore, NewEvent, NewStream, ReadLimit, Retention,
@@ -268,7 +268,7 @@ struct Shared {
     instance: String,
     lease: Duration,
     closed: AtomicBool,
-    tail: Arc<Tail>,
+    heads: Arc<HeadRelay>,
     /// Since when every heartbeat has succeeded; `None` after a failure.
     /// Dead instances are only abandoned after a full lease of good health,
     /// so an outage of Redis itself (which stops every heartbeat) does not
@@ -330,7 +330,8 @@ impl RedisEventStore {
     }
 
     /// Connects with `options`, registers this instance, and starts the
-    /// live-tail and maintenance tasks (on the current Tokio runtime).
+    /// head relay (which feeds followers on this instance) and maintenance
+    /// tasks (on the current Tokio runtime).
     ///
     /// Fails with [`StoreError::Backend`] if the URL is invalid or Redis
     /// cannot be reached now; once open, the store rides out Redis restarts.
@@ -353,7 +354,7 @@ impl RedisEventStore {
         let keys = Keys {
             prefix: options.prefix,
         };
-        let tail = Arc::new(Tail::new(keys.clone(), options.response_timeout));
+        let heads = Arc::new(HeadRelay::new(keys.clone(), options.response_timeout));
         let shared = Arc::new(Shared {
             conn: conn.clone(),
             keys,
@@ -361,12 +362,12 @@ impl RedisEventStore {
             instance: StreamId::random().to_string(),
             lease: options.instance_lease,
             closed: AtomicBool::new(false),
-            tail: tail.clone(),
+            heads: heads.clone(),
             healthy_since: Mutex::new(None),
         });
         shared.heartbeat().await?;
         let tasks = vec![
-            tokio::spawn(tail.run(client, conn)).abort_handle(),
+            tokio::spawn(heads.run(client, conn)).abort_handle(),
             tokio::spawn(maintain(shared.clone())).abort_handle(),
         ];
         Ok(Self {
@@ -511,7 +512,7 @@ impl Shared {
             let last_seq: u64 =
                 ::redis::from_redis_value(last).map_err(|e| StoreError::backend(context, e))?;
             let stream: StreamId = id.parse().map_err(|_| unexpected(context, "stream id"))?;
-            self.tail.merge(
+            self.heads.merge(
                 stream,
                 StreamHead {
                     last_seq,
@@ -681,7 +682,7 @@ impl EventStore for RedisEventStore {
                 [0, first_seq, last_seq] => {
                     let (first_seq, last_seq) = (first_seq as u64, last_seq as u64);
                     if last_seq >= first_seq {
-                        shared.tail.merge(
+                        shared.heads.merge(
                             stream,
                             StreamHead {
                                 last_seq,
@@ -725,7 +726,7 @@ impl EventStore for RedisEventStore {
                 .map_err(backend("ending a stream in Redis"))?;
             match *reply.as_slice() {
                 [0, last_seq] => {
-                    shared.tail.merge(
+                    shared.heads.merge(
                         stream,
                         StreamHead {
                             last_seq: last_seq as u64,
@@ -786,15 +787,15 @@ impl EventStore for RedisEventStore {
             shared.check_open()?;
             // Watch, subscribe the channel, then read the head: a commit is
             // either in that read or announced after the subscription.
-            let rx = shared.tail.watch(stream);
-            shared.tail.ensure_subscribed(stream).await;
+            let rx = shared.heads.watch(stream);
+            shared.heads.ensure_subscribed(stream).await;
             match shared.head(stream).await? {
                 Some(head) => {
-                    shared.tail.merge(stream, head);
+                    shared.heads.merge(stream, head);
                     Ok(Subscription::from_receiver(rx))
                 }
                 None => {
-                    shared.tail.forget(stream);
+                    shared.heads.forget(stream);
                     Err(StoreError::StreamNotFound(stream))
                 }
             }
@@ -917,7 +918,7 @@ impl EventStore for RedisEventStore {
             self.stop_tasks();
             // Followers of streams produced elsewhere stop too: their last
             // read reports the store closed.
-            shared.tail.clear();
+            shared.heads.clear();
             retired.map(drop)
         })
     }

@@ -1,8 +1,12 @@
 //! [`SqliteEventStore`]: the default, embedded, durable backend.
 
 mod checkpointer;
+mod commit;
+mod ledger;
 mod schema;
+mod settle;
 mod threads;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -13,8 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use self::schema::classify;
-use self::writer::{Command, HEAD_COLUMNS, Writer, head_from};
+use self::schema::{HEAD_COLUMNS, classify, head_from};
+use self::writer::{Command, Writer};
 use super::live::LiveStreams;
 use super::memory::check_position;
 use super::{
@@ -172,13 +176,10 @@ impl SqliteOptions {
     /// that preempts them commits smaller groups and interrupts the work
     /// that feeds it. On an idle CPU both run at once, whatever their
     /// priority. The price is latency when the CPUs are briefly all busy: a
-    /// commit may wait for its turn. Measured on 2 cores (benchmark rows 2
-    /// and 3, A/B runs of one build): with rmcp producing as fast as it can,
-    /// 1.02-1.11 times the CPU per event of rmcp alone instead of 1.14-1.21
-    /// at 0, and 0.96-1.15 of its rate instead of 0.84-0.85 (3 runs each);
-    /// at 10,000 events/s, p99 added latency 1.21-1.46 ms instead of
-    /// 0.86-1.28 ms (`NORMAL`, 4 runs each). Set 0 where latency at
-    /// moderate load matters more than throughput at full load.
+    /// commit may wait for its turn. Set 0 where latency at moderate load
+    /// matters more than throughput at full load. (The measurements behind
+    /// the default are in the repository's
+    /// `docs/performance-notes-2026-12.md`, "Store thread priority".)
     pub fn thread_nice(mut self, levels: u8) -> Self {
         self.thread_nice = levels;
         self
@@ -299,14 +300,13 @@ impl SqliteEventStore {
         let lock = lock_file(&options.path)?;
         let conn = schema::open_writer(&options)?;
         let live = Arc::new(LiveStreams::default());
-        let mut writer = Writer::new(
+        let writer = Writer::new(
             conn,
             &options,
             live.clone(),
             lock,
             checkpointer::Checkpointer::start(&options)?,
         )?;
-        writer.load_recent()?;
         let orphans = writer.abandon_orphans()?;
         if orphans > 0 {
             tracing::info!(

@@ -1,5 +1,6 @@
 //! Opening a database file: checks, pragmas, schema and migrations, and
-//! turning SQLite's error codes into [`StoreError`]s a user can act on.
+//! turning SQLite's error codes into [`StoreError`]s a user can act on; and
+//! how a stream's head is read from the tables the schema lays out.
 
 use std::path::Path;
 
@@ -171,6 +172,33 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<()>
 pub(crate) fn page_size(conn: &Connection) -> u64 {
     conn.pragma_query_value(None, "page_size", |row| row.get::<_, i64>(0))
         .map_or(4096, |size| size.max(512) as u64)
+}
+
+/// The head columns of a stream row aliased `s`: the first and the last
+/// retained sequence, both NULL when the stream has no events. Each
+/// subquery is one index probe. Readers cannot tell which `recent` table is
+/// being settled, so both are probed, and the aggregate over the two probes
+/// skips the one that found nothing.
+pub(super) const HEAD_COLUMNS: &str = "coalesce(
+        (SELECT MIN(seq) FROM events WHERE stream_no = s.stream_no),
+        (SELECT MIN(m) FROM (
+            SELECT (SELECT MIN(seq) FROM recent WHERE stream_no = s.stream_no) AS m
+            UNION ALL
+            SELECT (SELECT MIN(seq) FROM recent_alt WHERE stream_no = s.stream_no)))),
+     coalesce(
+        (SELECT MAX(m) FROM (
+            SELECT (SELECT MAX(seq) FROM recent WHERE stream_no = s.stream_no) AS m
+            UNION ALL
+            SELECT (SELECT MAX(seq) FROM recent_alt WHERE stream_no = s.stream_no))),
+        (SELECT MAX(seq) FROM events WHERE stream_no = s.stream_no))";
+
+/// First and last retained sequence from [`HEAD_COLUMNS`]. A stream without
+/// events has never had any: trimming always keeps the newest.
+pub(super) fn head_from(first: Option<i64>, last: Option<i64>) -> (u64, u64) {
+    match (first, last) {
+        (Some(first), Some(last)) => (first as u64, last as u64),
+        _ => (1, 0),
+    }
 }
 
 /// Returns the file's schema version if it is an mcp-resume store (or an

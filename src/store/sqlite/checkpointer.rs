@@ -2,8 +2,8 @@
 //!
 //! SQLite's automatic checkpoint runs inside the commit that crosses its
 //! threshold: that commit copies the WAL into the database file and syncs
-//! it, and every append waiting on it waits too (50 ms and more were seen
-//! at 10,000 events/s). Here the writer's automatic checkpoint is off and a
+//! it, and every append waiting on it waits as long as the copy and the
+//! sync take. Here the writer's automatic checkpoint is off and a
 //! thread of its own, with its own connection, runs passive checkpoints: a
 //! passive checkpoint never takes the write lock, so commits go on
 //! appending to the WAL while it copies, and the writer restarts the WAL
@@ -118,18 +118,13 @@ fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path) {
 /// the next one: the longest after a failure, which a quick retry would
 /// only repeat.
 ///
-/// Measured on a 2-core VM (benchmark row 2, latency phase, 10,000 events/s
-/// offered, A/B runs of one build): with checkpoints every 10 ms, the
-/// added p99 latency was 0.77-1.68 ms for `NORMAL` (median 1.10 ms over 4
-/// runs) and 1.87-20 ms for `FULL` (median 3.3 ms); with this rule 0.66-1.43
-/// ms (median 0.91 ms) and 1.69-2.26 ms (median 1.79 ms). A fixed 2 ms
-/// did about as well at that load (`NORMAL` median 1.01 ms over 9 runs) but
-/// cost rmcp behind the layer (row 3) its margin: rate ratio median 0.87
-/// against 0.96, CPU per notification 1.12 against 1.05 times rmcp's alone
-/// (5 runs each). Under that load this rule stays near 10 ms: rate ratios
-/// 0.81-0.93 against 0.84-0.94 for 10 ms (5 runs each), the checkpointing
-/// thread 0.7-0.8 us per notification either way. Longer than 10 ms made
-/// the p99 worse: a checkpoint of more pages ends with a longer sync.
+/// Why this rule: checkpoints every 10 ms whatever the load add latency
+/// at moderate load, and every 2 ms whatever the load cost CPU and
+/// throughput under full load; this rule checkpoints often while
+/// checkpoints are quick and backs off towards 10 ms when they are not.
+/// Longer than 10 ms makes tail latency worse: a checkpoint of more pages
+/// ends with a longer sync. The measurements are in
+/// `docs/performance-notes-2026-12.md`, "Checkpoint interval".
 fn next_interval(took: Duration, failed: bool) -> Duration {
     if failed {
         return MAX_INTERVAL;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mcp_resume::sse::{EventFrame, encode_event};
+use mcp_resume::sse::{OutgoingEvent, encode_event};
 use mcp_resume::store::{
     self, EventId, EventStore, NewEvent, NewStream, SqliteEventStore, StreamEnd, StreamKind,
 };
@@ -24,7 +24,7 @@ fn wire(stream: store::StreamId, event: &store::StoredEvent) -> String {
     let id = EventId::new(stream, event.seq).to_string();
     let mut out = BytesMut::new();
     encode_event(
-        &EventFrame::new()
+        &OutgoingEvent::new()
             .with_id(id.as_bytes())
             .with_data(&event.data),
         &mut out,

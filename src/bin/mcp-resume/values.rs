@@ -29,7 +29,7 @@ impl fmt::Display for CliDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.0.as_millis();
         for (unit, millis_per_unit) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-            if millis != 0 && millis % millis_per_unit == 0 {
+            if millis != 0 && millis.is_multiple_of(millis_per_unit) {
                 return write!(f, "{}{unit}", millis / millis_per_unit);
             }
         }

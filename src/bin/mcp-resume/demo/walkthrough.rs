@@ -130,8 +130,8 @@ mod tests {
         assert_eq!(seqs(resume.lines()), [2, 3, 4, 5, 6, 7], "{stdout}");
         let result = resume
             .lines()
-            .filter(|line| line.starts_with("data: "))
-            .last()
+            .rev()
+            .find(|line| line.starts_with("data: "))
             .unwrap();
         assert!(
             result.contains(r#""id":2"#) && result.contains("counted down 6 steps"),

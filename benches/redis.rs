@@ -34,14 +34,12 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use tokio::sync::watch;
 
 mod common;
-#[path = "../tests/it/common_redis/mod.rs"]
-mod common_redis;
 use common::{mean_seconds, runtime, timed_appends};
-use common_redis::RedisServer;
 use mcp_resume::store::{
     self, EventStore, NewEvent, NewStream, RedisEventStore, RedisOptions, Retention, StreamEnd,
     StreamId, StreamKind,
 };
+use mcp_resume_testkit::redis_server::RedisServer;
 
 const EVENT_SIZE: usize = 256;
 const STREAMS: usize = 100;

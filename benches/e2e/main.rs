@@ -53,12 +53,11 @@ mod common;
 mod mcp;
 mod memory;
 mod net;
-#[path = "../../tests/it/progress_server/mod.rs"]
-mod progress_server;
 mod raw;
 mod report;
 mod resume;
 
+use mcp_resume_testkit::progress_server;
 use report::{Panel, Report};
 
 /// How much of everything to run.

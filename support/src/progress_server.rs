@@ -3,9 +3,7 @@
 //! rmcp's `StreamableHttpService` serves it with stateful sessions and rmcp's own
 //! `LocalSessionManager` (its in-memory resumption), with SSE keep-alives off.
 //!
-//! A module of the test binary (`tests/it`); the benches include it with a `#[path]`.
-
-#![allow(dead_code)]
+//! The integration tests (`tests/it/rmcp_resume.rs`) and the end-to-end benches use it.
 
 use std::sync::Arc;
 use std::time::Duration;

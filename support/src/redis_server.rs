@@ -1,24 +1,21 @@
-//! A throwaway `redis-server` for the Redis store tests (`tests/it/common_redis`).
+//! A throwaway `redis-server`, for the Redis store's tests and benches.
 //!
 //! Every server runs on a free loopback port without persistence (or with
-//! an append-only file in a directory of the test's, for the restart tests),
+//! an append-only file in a directory of the caller's, for the restart tests),
 //! so the tests never touch a Redis somebody else runs. A server is stopped
 //! when its [`RedisServer`] is dropped; a small watchdog process also kills
-//! it when the test process exits, so the per-binary [`shared`] server (a
+//! it when the test process exits, so the per-process [`shared`] server (a
 //! static, never dropped) and the servers of a test that panicked do not
 //! outlive the run.
 //!
-//! Without `redis-server` on `PATH` the tests fail, saying how to install it.
-#![allow(dead_code)]
+//! Without `redis-server` on `PATH` starting one panics, saying how to install it.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-use mcp_resume::store::{EventStore, RedisEventStore, RedisOptions, Retention, StreamId};
 
 const INSTALL_HINT: &str = "the Redis store tests need `redis-server` on PATH; install it \
      (Debian/Ubuntu: `apt-get install redis-server`, macOS: `brew install redis`), \
@@ -209,35 +206,9 @@ fn wait_ready(port: u16, server: &mut Child) -> Result<(), String> {
     }
 }
 
-/// One server for a whole test binary, for tests that only need a Redis
+/// One server for the whole process, for tests that only need a Redis
 /// (each uses its own key prefix). Killed when the process exits.
 pub fn shared() -> &'static RedisServer {
     static SERVER: OnceLock<RedisServer> = OnceLock::new();
     SERVER.get_or_init(RedisServer::start)
-}
-
-/// A key prefix no other test uses.
-pub fn unique_prefix() -> String {
-    format!("test-{}:", StreamId::random())
-}
-
-/// Opens a store on `server` under `prefix`.
-pub async fn open(server: &RedisServer, prefix: &str, retention: Retention) -> RedisEventStore {
-    RedisOptions::new(server.url())
-        .key_prefix(prefix)
-        .retention(retention)
-        .open()
-        .await
-        .expect("open the Redis store")
-}
-
-/// For `backend_suite!`: a fresh store (a fresh prefix on the shared server),
-/// opened from synchronous code running on a multi-threaded Tokio runtime.
-pub fn open_store(retention: Retention) -> Arc<dyn EventStore> {
-    let server = shared();
-    let prefix = unique_prefix();
-    let store = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(open(server, &prefix, retention))
-    });
-    Arc::new(store)
 }

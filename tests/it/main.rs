@@ -6,7 +6,6 @@
 mod common;
 #[cfg(feature = "redis")]
 mod common_redis;
-mod progress_server;
 #[macro_use]
 mod suite;
 

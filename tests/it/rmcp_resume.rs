@@ -1,4 +1,5 @@
-//! The issue's proof, end to end with rmcp on both sides.
+//! Disconnect is not cancel, and resume brings every event once (docs/contract.md, rules 10
+//! and 11), end to end with rmcp on both sides.
 //!
 //! - `rmcp_client_survives_repeated_cuts`: rmcp's `StreamableHttpService` (stateful sessions,
 //!   rmcp's own `LocalSessionManager`) in an axum 0.8 app behind [`ResumabilityLayer`] on
@@ -12,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,10 +32,11 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::{StreamableHttpClientTransport, Transport};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-use crate::progress_server::mcp_service;
+use crate::common::layer_id;
+use mcp_resume_testkit::progress_server::mcp_service;
+use mcp_resume_testkit::proxy::{Connection, Faults, Proxy, Relay};
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -44,7 +46,7 @@ fn init_tracing() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A TCP proxy that cuts connections after a scheduled number of server->client bytes.
+// Cuts after a scheduled number of server->client bytes, made by the test kit's proxy.
 // ---------------------------------------------------------------------------------------------
 
 /// One scheduled cut.
@@ -72,7 +74,7 @@ struct Cut {
 }
 
 #[derive(Default)]
-struct ProxyState {
+struct PlanState {
     /// Cuts happen only while armed (so the handshake is never cut).
     armed: AtomicBool,
     /// The cuts still to make, in order; empty = relay untouched.
@@ -80,80 +82,68 @@ struct ProxyState {
     /// New connections wait until then before reaching the server.
     offline_until: Mutex<Option<tokio::time::Instant>>,
     cuts: Mutex<Vec<Cut>>,
-    connections: AtomicUsize,
 }
 
-struct CutProxy {
-    addr: SocketAddr,
-    state: Arc<ProxyState>,
-}
+/// The test kit's proxy's [`Faults`] for this test: the cuts of a plan, in order, on whichever
+/// connection carries the bytes, each followed by its outage.
+#[derive(Clone, Default)]
+struct PlannedCuts(Arc<PlanState>);
 
-impl CutProxy {
-    async fn start(upstream: SocketAddr, plan: &[CutPlan]) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let state = Arc::new(ProxyState::default());
-        state.plan.lock().unwrap().extend(plan.iter().copied());
-        let accept_state = state.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let state = accept_state.clone();
-                let connection = state.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let offline_until = *state.offline_until.lock().unwrap();
-                    if let Some(until) = offline_until {
-                        tokio::time::sleep_until(until).await;
-                    }
-                    if let Ok(server) = TcpStream::connect(upstream).await {
-                        relay(connection, client, server, state).await;
-                    }
-                });
-            }
-        });
-        Ok(Self { addr, state })
+impl PlannedCuts {
+    fn new(plan: &[CutPlan]) -> Self {
+        let cuts = Self::default();
+        cuts.0.plan.lock().unwrap().extend(plan.iter().copied());
+        cuts
     }
 
     fn arm(&self) {
-        self.state.armed.store(true, Ordering::SeqCst);
+        self.0.armed.store(true, Ordering::SeqCst);
     }
 
     fn cuts(&self) -> Vec<Cut> {
-        self.state.cuts.lock().unwrap().clone()
-    }
-
-    fn connections(&self) -> usize {
-        self.state.connections.load(Ordering::SeqCst)
+        self.0.cuts.lock().unwrap().clone()
     }
 }
 
-async fn relay(connection: usize, client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    // Client -> server: untouched. Aborted when the connection is cut.
-    let upstream = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-        let _ = server_write.shutdown().await;
-    });
+impl Faults for PlannedCuts {
+    type Connection = PlannedConnection;
 
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut armed_bytes = 0usize;
-    let mut head = Vec::new(); // first bytes of the connection, to spot an SSE response
-    let mut tail: Vec<u8> = Vec::new(); // last bytes relayed
-    loop {
-        let n = match server_read.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let mut chunk = &buf[..n];
+    async fn connection(&self, index: usize) -> PlannedConnection {
+        let offline_until = *self.0.offline_until.lock().unwrap();
+        if let Some(until) = offline_until {
+            tokio::time::sleep_until(until).await;
+        }
+        PlannedConnection {
+            index,
+            state: self.0.clone(),
+            armed_bytes: 0,
+            head: Vec::new(),
+            tail: Vec::new(),
+        }
+    }
+}
+
+struct PlannedConnection {
+    index: usize,
+    state: Arc<PlanState>,
+    armed_bytes: usize,
+    /// The first bytes of the connection, to spot an SSE response.
+    head: Vec<u8>,
+    /// The last bytes relayed.
+    tail: Vec<u8>,
+}
+
+impl Connection for PlannedConnection {
+    fn response(&mut self, bytes: &[u8]) -> Relay {
+        let state = &self.state;
+        let mut chunk = bytes;
         let mut cut_now = false;
         if state.armed.load(Ordering::SeqCst) {
             let mut plan = state.plan.lock().unwrap();
             if let Some(&next) = plan.front()
-                && armed_bytes + chunk.len() >= next.after_bytes
+                && self.armed_bytes + chunk.len() >= next.after_bytes
             {
-                chunk = &chunk[..next.after_bytes.saturating_sub(armed_bytes)];
+                chunk = &chunk[..next.after_bytes.saturating_sub(self.armed_bytes)];
                 plan.pop_front();
                 cut_now = true;
                 if !next.outage.is_zero() {
@@ -161,39 +151,32 @@ async fn relay(connection: usize, client: TcpStream, server: TcpStream, state: A
                         Some(tokio::time::Instant::now() + next.outage);
                 }
             }
-            armed_bytes += chunk.len();
+            self.armed_bytes += chunk.len();
         }
-        if head.len() < 4096 {
-            head.extend_from_slice(&chunk[..chunk.len().min(4096 - head.len())]);
+        if self.head.len() < 4096 {
+            self.head
+                .extend_from_slice(&chunk[..chunk.len().min(4096 - self.head.len())]);
         }
-        tail.extend_from_slice(chunk);
-        if tail.len() > 96 {
-            tail.drain(..tail.len() - 96);
+        self.tail.extend_from_slice(chunk);
+        if self.tail.len() > 96 {
+            self.tail.drain(..self.tail.len() - 96);
         }
-        if client_write.write_all(chunk).await.is_err() {
-            break;
+        if !cut_now {
+            return Relay::All;
         }
-        if cut_now {
-            let _ = client_write.flush().await;
-            let ends_event = tail.ends_with(b"\n\n") || tail.ends_with(b"\n\n\r\n");
-            let event_stream = String::from_utf8_lossy(&head)
-                .to_ascii_lowercase()
-                .contains("content-type: text/event-stream");
-            state.cuts.lock().unwrap().push(Cut {
-                connection,
-                armed_bytes,
-                event_stream,
-                mid_event: event_stream && !ends_event,
-                tail: String::from_utf8_lossy(&tail).into_owned(),
-            });
-            // Drop both sides: the client sees its response end mid-body, the server sees its
-            // client go away.
-            upstream.abort();
-            return;
-        }
+        let ends_event = self.tail.ends_with(b"\n\n") || self.tail.ends_with(b"\n\n\r\n");
+        let event_stream = String::from_utf8_lossy(&self.head)
+            .to_ascii_lowercase()
+            .contains("content-type: text/event-stream");
+        state.cuts.lock().unwrap().push(Cut {
+            connection: self.index,
+            armed_bytes: self.armed_bytes,
+            event_stream,
+            mid_event: event_stream && !ends_event,
+            tail: String::from_utf8_lossy(&self.tail).into_owned(),
+        });
+        Relay::CutAfter(chunk.len())
     }
-    let _ = client_write.shutdown().await;
-    let _ = upstream.await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,7 +276,8 @@ async fn rmcp_client_survives_repeated_cuts() -> Result<(), Box<dyn std::error::
     let server_addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let proxy = CutProxy::start(server_addr, &CUTS).await?;
+    let planned = PlannedCuts::new(&CUTS);
+    let proxy = Proxy::start("127.0.0.1:0".parse()?, server_addr, planned.clone()).await?;
 
     // rmcp's reqwest client, reconnecting: a cut mid-body is a stream error, which rmcp answers
     // at once with GET + Last-Event-ID; failed reconnects are retried every 50 ms (at least the
@@ -302,7 +286,7 @@ async fn rmcp_client_survives_repeated_cuts() -> Result<(), Box<dyn std::error::
     retry.max_times = Some(40);
     retry.duration = Duration::from_millis(50);
     let mut config =
-        StreamableHttpClientTransportConfig::with_uri(format!("http://{}/mcp", proxy.addr));
+        StreamableHttpClientTransportConfig::with_uri(format!("http://{}/mcp", proxy.addr()));
     config.retry_config = Arc::new(retry);
     let wire_progress = Arc::new(Mutex::new(Vec::new()));
     let transport = WireOrder {
@@ -317,7 +301,7 @@ async fn rmcp_client_survives_repeated_cuts() -> Result<(), Box<dyn std::error::
         "the session must run a protocol version the layer makes resumable"
     );
 
-    proxy.arm();
+    planned.arm();
     let mut arguments = serde_json::Map::new();
     arguments.insert("count".into(), json!(COUNT));
     arguments.insert("interval_ms".into(), json!(2));
@@ -367,7 +351,7 @@ async fn rmcp_client_survives_repeated_cuts() -> Result<(), Box<dyn std::error::
              index {:?}; cuts: {:#?}",
             values.len(),
             values.windows(2).position(|w| w[1] <= w[0]),
-            proxy.cuts()
+            planned.cuts()
         );
     }
 
@@ -391,7 +375,7 @@ async fn rmcp_client_survives_repeated_cuts() -> Result<(), Box<dyn std::error::
     assert_eq!(handled, expected, "on_progress saw a different set");
 
     // 3. The proxy cut the stream at least 3 times, mid-event.
-    let cuts = proxy.cuts();
+    let cuts = planned.cuts();
     let mid_event = cuts.iter().filter(|cut| cut.mid_event).count();
     let stats = layer.stats();
     eprintln!(
@@ -485,25 +469,6 @@ fn parse_sse(body: &[u8]) -> Vec<SseBlock> {
         "the body ends inside an event: {text:?}"
     );
     blocks
-}
-
-/// Splits a layer id `<32 lowercase hex>.<seq>`; panics on anything else.
-fn layer_id(id: &str) -> (String, u64) {
-    let (stream, seq) = id
-        .split_once('.')
-        .unwrap_or_else(|| panic!("id {id:?} is not <stream>.<seq>"));
-    assert!(
-        stream.len() == 32
-            && stream
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-        "stream part of {id:?} is not 32 lowercase hex digits"
-    );
-    assert!(
-        !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()),
-        "sequence part of {id:?} is not a decimal number"
-    );
-    (stream.to_owned(), seq.parse().unwrap())
 }
 
 type RawClient = hyper_util::client::legacy::Client<

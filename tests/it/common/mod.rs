@@ -1,7 +1,8 @@
 //! Shared infrastructure for the HTTP-level tests (`tests/it/common`).
 //!
-//! - [`proxy`]: a fault-injecting TCP proxy that cuts connections on demand
-//!   or after a number of bytes (mid-event cuts included).
+//! - [`proxy`]: the fault-injecting TCP proxy of the test kit (`support/`),
+//!   which cuts connections on demand or after a number of bytes (mid-event
+//!   cuts included).
 //! - [`sse`]: a raw HTTP/1.1 client that reports status, headers, raw body
 //!   bytes and SSE events incrementally, plus an independent SSE parser.
 //! - [`server`]: a scripted MCP-ish inner service, served on loopback,
@@ -13,7 +14,7 @@
 //! infrastructure on its own.
 #![allow(dead_code)]
 
-pub mod proxy;
+pub use mcp_resume_testkit::proxy;
 pub mod server;
 pub mod sse;
 pub mod store;
@@ -36,7 +37,7 @@ pub type ReqBody = axum::body::Body;
 /// Boxed error, what hyper wants from services and bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body `Cannot resume` answers carry, byte for byte (contract rule 11).
+/// The body `Cannot resume` answers carry, byte for byte (docs/contract.md, rule 11).
 pub const CANNOT_RESUME_BODY: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: this stream cannot be resumed (unknown, expired or foreign Last-Event-ID)"}}"#;
 
 /// The protocol versions the tests speak.

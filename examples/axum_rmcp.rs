@@ -16,7 +16,7 @@
 //!
 //! ```text
 //! examples/walkthrough.sh http://127.0.0.1:8000/mcp slow_count '{"steps":8}'
-//! # session 5b0c8e1f2a3d4c5b6a7980f1e2d3c4b5
+//! # session 60cf5a9d-8a39-41a3-977a-43552d5b3d6e
 //! # calling slow_count {"steps":8}; cutting the stream after 4 events
 //! id: 0f6e2d1c3b4a59687706f5e4d3c2b1a0.0      <- the layer's priming event: a resume point
 //! retry: 1000

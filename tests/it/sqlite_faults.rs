@@ -129,8 +129,11 @@ fn crash_child() {
 #[tokio::test]
 async fn a_crashed_process_loses_nothing_committed() {
     let (_dir, path) = temp_db();
+    // The harness names a test by its module path without the crate's name.
+    let (_crate, module) = module_path!().split_once("::").unwrap();
+    let child = format!("{module}::crash_child");
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--ignored", "--nocapture"])
+        .args(["--exact", &child, "--ignored", "--nocapture"])
         .env("MCP_RESUME_CRASH_DB", &path)
         .output()
         .unwrap();
@@ -282,8 +285,10 @@ async fn an_unwritable_directory_is_reported() {
     } else if std::fs::write("/sys/mcp-resume-probe", b"").is_err() && Path::new("/sys").is_dir() {
         PathBuf::from("/sys/mcp_events.db")
     } else {
-        eprintln!("skipped: this machine has no directory this user cannot write");
-        return;
+        panic!(
+            "this user writes into a mode 0555 directory (root) and no sysfs is mounted at /sys: \
+             run the test as a user other than root, or where /sys is mounted"
+        );
     };
     let error = SqliteEventStore::open(&target).unwrap_err();
     assert!(
@@ -309,20 +314,35 @@ async fn a_read_only_file_is_reported() {
         .unwrap();
     // Mode 0444 stops other users; root is stopped only by the immutable flag.
     set_mode(&path, 0o444);
-    let immutable = Command::new("chattr")
-        .arg("+i")
-        .arg(&path)
-        .status()
-        .is_ok_and(|s| s.success());
+    let root = std::fs::OpenOptions::new().write(true).open(&path).is_ok();
+    if root {
+        chattr("+i", &path);
+    }
     let result = SqliteEventStore::open(&path);
-    if immutable {
-        let _ = Command::new("chattr").arg("-i").arg(&path).status();
-    } else if std::fs::OpenOptions::new().write(true).open(&path).is_ok() {
-        eprintln!("skipped: this user can write a read-only file and chattr is unavailable");
-        return;
+    if root {
+        chattr("-i", &path);
     }
     let error = result.unwrap_err();
     assert!(matches!(error, StoreError::ReadOnly { .. }), "{error}");
+}
+
+/// Sets or clears (`+i`, `-i`) the immutable flag of `path`, which stops root too.
+fn chattr(flag: &str, path: &Path) {
+    let output = match Command::new("chattr").arg(flag).arg(path).output() {
+        Ok(output) => output,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
+            "as root, this test needs `chattr` to make a file read-only: install e2fsprogs \
+             (Debian/Ubuntu: `apt-get install e2fsprogs`)"
+        ),
+        Err(error) => panic!("could not run chattr: {error}"),
+    };
+    assert!(
+        output.status.success(),
+        "chattr {flag} {path:?} failed ({}): the temporary directory's file system must support \
+         the immutable flag (ext4, xfs, btrfs; not tmpfs or overlayfs): point TMPDIR at one. {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
 }
 
 /// Fills the store until the disk is full, checks the error, that everything
@@ -417,17 +437,23 @@ async fn a_size_limit_below_the_empty_store_fails_at_open() {
 #[tokio::test]
 async fn a_real_full_disk_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
+    let mount = match Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
         .arg(dir.path())
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !mounted {
-        eprintln!(
-            "skipped: cannot mount a small tmpfs here (needs root); the size-limit test covers SQLITE_FULL"
-        );
-        return;
-    }
+    {
+        Ok(output) => output,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            panic!("this test needs `mount` (Debian/Ubuntu: `apt-get install mount`)")
+        }
+        Err(error) => panic!("could not run mount: {error}"),
+    };
+    assert!(
+        mount.status.success(),
+        "could not mount a 2 MiB tmpfs, which needs root (CI runs as root): {}\nAs another \
+         user, skip this test: `cargo test -- --skip sqlite_faults::a_real_full_disk_is_reported`",
+        String::from_utf8_lossy(&mount.stderr).trim()
+    );
     let path = dir.path().join("mcp_events.db");
     let ballast = dir.path().join("ballast");
     // Enough that, once freed, the checkpoint at close has room too.

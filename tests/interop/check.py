@@ -6,7 +6,10 @@ Last-Event-ID the SDK sent) and, for runs through the fault proxy, the proxy's -
 (one JSON line per response: the request, the stream, the ids of the complete events the
 client was sent, how the response ended).
 
-faults: every call succeeded; for every call all of 1..--expect arrived (none lost); and
+faults: the proxy cut at least one response and saw at least one resume; every resume the
+  proxy saw was answered 200 (an SDK client retries a refused resume, so a 4xx/5xx before a
+  later success is visible only here); every call succeeded; for every call all of 1..--expect
+  arrived (none lost); and
   every duplicate is explained by a resume from an older id: for each stream, in order, a
   response that resumed from Last-Event-ID seq k and delivered messages k+1..d re-sent
   max(0, min(d, M) - k) events, where M is the newest message delivered before it. The
@@ -14,6 +17,8 @@ faults: every call succeeded; for every call all of 1..--expect arrived (none lo
   The proxy log also proves the server side: each resumed response starts at k+1, and
   every response's messages are contiguous. --duplicates zero additionally requires no
   duplicate at all (a client that resumes from its newest id).
+proxy (the reference client's run, which checks its own calls): the proxy's view of a faults
+  run, its cuts, resumes and their statuses, and the server's replay invariants.
 poll: the call succeeded, none lost, none duplicated, at least --min-resumes resumes.
 restart: the call failed (the stream was abandoned by the killed process) within
   --max-fail-seconds of the restart; the client received every progress value the store
@@ -104,8 +109,35 @@ def explain(log_path: str) -> tuple[dict[str, dict[str, Any]], list[str], dict[s
     return per_tag, problems, totals
 
 
+def resume_answers(log_path: str) -> Counter:
+    """How the server answered every resume (a GET with Last-Event-ID) the proxy saw, by status."""
+    statuses: Counter = Counter()
+    with open(log_path) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("kind") == "response" and r["method"] == "GET" and r.get("last_event_id"):
+                statuses[r["status"]] += 1
+    return statuses
+
+
+def fault_run_problems(totals: Counter, statuses: Counter) -> list[str]:
+    """What makes a fault run prove nothing or hide a failure: no cut, no resume, a refused resume."""
+    problems = []
+    if totals["cuts"] == 0:
+        problems.append("the fault proxy cut no response: the run proves nothing")
+    if totals["resumes"] == 0:
+        problems.append("no resume reached the server: the run proves nothing")
+    refused = {status: n for status, n in sorted(statuses.items()) if status != 200}
+    if refused:
+        answers = ", ".join(f"{n} x {status}" for status, n in refused.items())
+        problems.append(f"resumes answered other than 200: {answers}")
+    return problems
+
+
 def check_faults(args: argparse.Namespace, results: dict[str, Any]) -> tuple[bool, str]:
     per_tag, problems, totals = explain(args.proxy_log)
+    statuses = resume_answers(args.proxy_log)
+    problems += fault_run_problems(totals, statuses)
     calls = results["calls"]
     failed = [c for c in calls if not c["ok"]]
     for c in failed:
@@ -145,18 +177,26 @@ def check_faults(args: argparse.Namespace, results: dict[str, Any]) -> tuple[boo
             f"expected={args.expect * len(calls)} lost={lost} duplicates={duplicates} "
             f"resent_by_resume_from_older_id={resent} stale_resumes={totals['stale_resumes']} "
             f"cuts={totals['cuts']} cuts_mid_event={totals['cuts_mid_event']} resumes={totals['resumes']} "
-            f"sdk_resume_requests={sdk_resumes}")
+            f"resumes_not_200={refused_count(statuses)} sdk_resume_requests={sdk_resumes}")
     return ok, line + ("" if ok else "\n  " + "\n  ".join(problems[:20]))
+
+
+def refused_count(statuses: Counter) -> int:
+    return sum(n for status, n in statuses.items() if status != 200)
 
 
 def check_proxy(args: argparse.Namespace, results: dict[str, Any]) -> tuple[bool, str]:
     """Only the fault proxy's view: the server's replay invariants, cuts and resumes."""
     per_tag, problems, totals = explain(args.proxy_log)
+    invariant_violations = len(problems)
+    statuses = resume_answers(args.proxy_log)
+    problems += fault_run_problems(totals, statuses)
     resent = sum(t["resent"] for t in per_tag.values())
     ok = not problems
     line = (f"streams={len(per_tag)} cuts={totals['cuts']} cuts_mid_event={totals['cuts_mid_event']} "
-            f"resumes={totals['resumes']} stale_resumes={totals['stale_resumes']} resent={resent} "
-            f"replay_invariant_violations={len(problems)}")
+            f"resumes={totals['resumes']} resumes_not_200={refused_count(statuses)} "
+            f"stale_resumes={totals['stale_resumes']} resent={resent} "
+            f"replay_invariant_violations={invariant_violations}")
     return ok, line + ("" if ok else "\n  " + "\n  ".join(problems[:20]))
 
 

@@ -36,7 +36,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mcp_resume::sse::{Frame, SseEvent, SseLimits, SseParser};
+use mcp_resume::sse::{Block, SseEvent, SseLimits, SseParser};
 use mcp_resume::store::EventId;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -211,10 +211,10 @@ impl Session {
                     continue;
                 };
                 parser.feed(data);
-                while let Ok(Some(frame)) = parser.next_frame() {
-                    if let Frame::Event(SseEvent {
+                while let Ok(Some(block)) = parser.next_block() {
+                    if let Block::Event(SseEvent {
                         data: Some(data), ..
-                    }) = frame
+                    }) = block
                         && let Ok(message) = serde_json::from_slice::<Value>(&data)
                         && message.get("id") == Some(&json!(0))
                     {
@@ -394,8 +394,8 @@ async fn read_events(
         };
         parser.feed(data);
         loop {
-            match parser.next_frame() {
-                Ok(Some(Frame::Event(event))) => {
+            match parser.next_block() {
+                Ok(Some(Block::Event(event))) => {
                     if call.handle(event) {
                         return Outcome::Done;
                     }
@@ -406,7 +406,7 @@ async fn read_events(
                         return Outcome::Detached;
                     }
                 }
-                Ok(Some(Frame::Comment(_))) => {}
+                Ok(Some(Block::Comment(_))) => {}
                 Ok(None) => break,
                 Err(e) => {
                     call.failure = Some(format!("unparsable event stream: {e}"));
@@ -651,12 +651,12 @@ async fn committed_seqs(session: &Session, stream: &str) -> Result<(Vec<u64>, bo
             continue;
         };
         parser.feed(data);
-        while let Ok(Some(frame)) = parser.next_frame() {
-            if let Frame::Event(SseEvent {
+        while let Ok(Some(block)) = parser.next_block() {
+            if let Block::Event(SseEvent {
                 id: Some(id),
                 data: Some(data),
                 ..
-            }) = frame
+            }) = block
                 && !data.is_empty()
                 && let Ok(id) = EventId::parse(&id)
             {

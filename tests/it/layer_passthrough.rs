@@ -1,4 +1,4 @@
-//! What the layer leaves alone (contract rules 1 and 2): later protocol
+//! What the layer leaves alone (docs/contract.md, rules 1 and 2): later protocol
 //! versions byte for byte (ids, `Last-Event-ID` and cancellation included),
 //! JSON, 202, errors, compressed streams, other methods.
 

@@ -1,4 +1,4 @@
-//! Resuming through real HTTP (contract rules 10, 11, 12, 14): replay, live
+//! Resuming through real HTTP (docs/contract.md, rules 10, 11, 12, 14): replay, live
 //! tail without gap or duplicate, detach and its timeout, DELETE, concurrent
 //! resumes, the standalone GET stream, poll mode; memory and SQLite stores.
 

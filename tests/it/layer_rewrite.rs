@@ -1,4 +1,4 @@
-//! Rewriting of SSE responses through real HTTP (contract rules 3-8):
+//! Rewriting of SSE responses through real HTTP (docs/contract.md, rules 3-8):
 //! ids, data byte for byte, event types, `Content-Length`, priming events,
 //! `retry`, keep-alive comments, commit before send.
 

@@ -1,5 +1,5 @@
 //! Session and identity binding, and the one `400` for every resume that
-//! cannot be served (contract rules 9 and 11): foreign sessions, foreign
+//! cannot be served (docs/contract.md, rules 9 and 11): foreign sessions, foreign
 //! identities, malformed, unknown, ahead and trimmed ids.
 
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! `tracing` events (contract rule 15): the layer reports stream start,
+//! `tracing` events (docs/contract.md, rule 15): the layer reports stream start,
 //! detach, resume (with the replayed count), completion, rejection and
 //! store errors. Messages are not part of the contract; the test checks that
 //! each step produces events from the crate, that the resume reports a

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use mcp_resume::ResumabilityLayer;
-use mcp_resume::sse::{Frame, SseEvent, SseParser};
+use mcp_resume::sse::{Block, SseEvent, SseParser};
 use mcp_resume::store::{
     self, EventId, EventStore, NewEvent, NewStream, ReadLimit, RedisOptions, Retention, StoreError,
     StoredEvent, StreamEnd, StreamId, StreamKind, StreamState,
@@ -547,9 +547,9 @@ impl Events {
 
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(frame) = self.parser.next_frame().unwrap() {
-                match frame {
-                    Frame::Event(event) if event.data.is_some() => return Some(event),
+            if let Some(block) = self.parser.next_block().unwrap() {
+                match block {
+                    Block::Event(event) if event.data.is_some() => return Some(event),
                     _ => continue,
                 }
             }

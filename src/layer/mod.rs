@@ -8,7 +8,7 @@
 //!   replaces any id the service wrote. The stream part has 122 random bits,
 //!   so ids cannot be guessed.
 //! - **Commit before send.** Each event is committed to the
-//!   [`EventStore`] before its first byte reaches the client, so every id a
+//!   [`EventStore`](crate::store::EventStore) before its first byte reaches the client, so every id a
 //!   client holds can be resumed.
 //! - **Disconnect is not cancel.** When the client goes away the layer keeps
 //!   reading the service's stream and storing its events until it ends, or

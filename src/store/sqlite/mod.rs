@@ -165,9 +165,10 @@ impl SqliteOptions {
     /// How many nice levels below the thread that opens the store its own
     /// two threads run: the writer, which commits appends, and the
     /// checkpointer, which copies the write-ahead log into the database
-    /// file. Default: [`Self::DEFAULT_THREAD_NICE`] (5). 0 schedules them like the opening thread; the
-    /// lowest priority, nice 19, is as far as it goes. Linux only (where
-    /// nice is a per-thread setting); ignored elsewhere.
+    /// file. Default: [`Self::DEFAULT_THREAD_NICE`] (5). 0 schedules them
+    /// like the opening thread; the lowest priority, nice 19, is as far as
+    /// it goes. Linux only (where nice is a per-thread setting); ignored
+    /// elsewhere.
     ///
     /// Their work can wait a little for a CPU that the threads serving
     /// requests want. The writer commits every append queued since its

@@ -20,6 +20,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mcp_resume::store::{EventId, EventStore, SqliteEventStore, StreamState};
+
+use crate::common::post_message;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
@@ -228,27 +230,6 @@ async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Response<Incom
         .expect("response")
 }
 
-/// A POST of a JSON-RPC message, as MCP clients send it.
-fn post(
-    url: &str,
-    session: Option<&str>,
-    version: Option<&str>,
-    body: &Value,
-) -> Request<Full<Bytes>> {
-    let mut request = Request::post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    if let Some(version) = version {
-        request = request.header("mcp-protocol-version", version);
-    }
-    request
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
 /// A resume: GET with `Last-Event-ID`.
 fn resume(url: &str, session: &str, version: &str, last_event_id: &str) -> Request<Full<Bytes>> {
     Request::get(url)
@@ -394,7 +375,7 @@ async fn open_session(addr: SocketAddr, url: &str, version: &str) -> String {
             "clientInfo": { "name": "cli-test", "version": "1.0" },
         },
     });
-    let response = send(addr, post(url, None, None, &initialize)).await;
+    let response = send(addr, post_message(url, None, None, &initialize)).await;
     assert_eq!(response.status(), StatusCode::OK);
     let session = response.headers()["mcp-session-id"]
         .to_str()
@@ -405,7 +386,11 @@ async fn open_session(addr: SocketAddr, url: &str, version: &str) -> String {
     assert_eq!(answer["result"]["protocolVersion"], version);
 
     let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-    let response = send(addr, post(url, Some(&session), Some(version), &initialized)).await;
+    let response = send(
+        addr,
+        post_message(url, Some(&session), Some(version), &initialized),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     session
 }
@@ -712,7 +697,7 @@ async fn demo_streams_a_tool_call_with_resumable_ids() {
     let tools = json_body(
         send(
             server.addr,
-            post(&url, Some(&session), Some(V2025_11_25), &list),
+            post_message(&url, Some(&session), Some(V2025_11_25), &list),
         )
         .await,
     )
@@ -721,7 +706,7 @@ async fn demo_streams_a_tool_call_with_resumable_ids() {
 
     let response = send(
         server.addr,
-        post(
+        post_message(
             &url,
             Some(&session),
             Some(V2025_11_25),
@@ -851,7 +836,7 @@ async fn proxy_forwards_end_to_end_headers_drops_hop_by_hop_and_streams_as_it_go
 
     let call =
         json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "x" } });
-    let mut request = post(
+    let mut request = post_message(
         &format!("{}?tenant=a%20b", server.url()),
         Some("upstream-session"),
         Some(V2025_06_18),
@@ -951,7 +936,7 @@ async fn a_proxy_client_that_dropped_its_connection_resumes_where_it_was() {
         json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "x" } });
     let response = send(
         server.addr,
-        post(&url, Some("upstream-session"), Some(V2025_11_25), &call),
+        post_message(&url, Some("upstream-session"), Some(V2025_11_25), &call),
     )
     .await;
     let mut events = Events::new(response.into_body());
@@ -997,7 +982,7 @@ async fn proxy_answers_502_naming_the_upstream_when_it_is_unreachable() {
 
     for id in 1..=2 {
         let ping = json!({ "jsonrpc": "2.0", "id": id, "method": "ping" });
-        let response = send(server.addr, post(&server.url(), None, None, &ping)).await;
+        let response = send(server.addr, post_message(&server.url(), None, None, &ping)).await;
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(response.headers()["content-type"], "application/json");
         let answer = json_body(response).await;
@@ -1028,7 +1013,7 @@ async fn an_h2c_client_can_initialize_and_stream_a_tool_call() {
     });
     let response = guard(
         "initialize over h2",
-        sender.send_request(post(&url, None, None, &initialize)),
+        sender.send_request(post_message(&url, None, None, &initialize)),
     )
     .await
     .unwrap();
@@ -1045,7 +1030,7 @@ async fn an_h2c_client_can_initialize_and_stream_a_tool_call() {
     // Two tool calls multiplexed on the one connection.
     let mut streams = Vec::new();
     for id in [2, 3] {
-        let request = post(
+        let request = post_message(
             &url,
             Some(&session),
             Some(V2025_06_18),
@@ -1107,7 +1092,7 @@ async fn sigterm_lets_open_streams_finish_then_exits_0() {
     let session = open_session(server.addr, &url, V2025_06_18).await;
     let response = send(
         server.addr,
-        post(
+        post_message(
             &url,
             Some(&session),
             Some(V2025_06_18),
@@ -1162,7 +1147,7 @@ async fn sigterm_closes_what_outlasts_the_grace_period_then_exits_0() {
     // 1,000 steps of 50 ms: far longer than the grace period.
     let response = send(
         server.addr,
-        post(
+        post_message(
             &url,
             Some(&session),
             Some(V2025_06_18),
@@ -1209,7 +1194,7 @@ async fn after_sigkill_a_restart_replays_every_committed_event_then_ends() {
     let session = open_session(server.addr, &url, V2025_06_18).await;
     let response = send(
         server.addr,
-        post(
+        post_message(
             &url,
             Some(&session),
             Some(V2025_06_18),

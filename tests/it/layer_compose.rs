@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::common::server::{Script, message};
 use crate::common::sse::{End, Ev, Req};
 use crate::common::{
-    CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, serve, serve_plain_hyper,
+    CALL, CANNOT_RESUME_BODY, V2025_06_18, V2025_11_25, memory_store, serve, serve_plain_hyper,
     stream_of, wait_state,
 };
 use axum::Router;
@@ -28,8 +28,6 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
-
-const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#;
 
 /// A finished stream of axum SSE events (a futures `Stream` without
 /// futures-util).

@@ -12,14 +12,12 @@ use crate::common::server::message;
 use crate::common::sse::{End, Ev, Req};
 use crate::common::store::{FailingStore, ops};
 use crate::common::{
-    V2025_06_18, V2025_11_25, guard, memory_store, post_call, serve_scripted, stream_of,
+    CALL, V2025_06_18, V2025_11_25, guard, memory_store, post_call, serve_scripted, stream_of,
     wait_state, wait_until,
 };
 use http::StatusCode;
 use mcp_resume::store::{EventStore, StreamState};
 use mcp_resume::{ResumabilityLayer, StoreFailurePolicy};
-
-const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#;
 
 /// Event `n`'s data: lengths vary, so cuts land anywhere in events.
 fn payload(n: u64) -> String {
@@ -227,12 +225,7 @@ async fn fail_closed_refuses_before_the_service_never_after() {
 
     // Not yet known to be failing: the call reaches the service, and its
     // answer is delivered as the service sent it.
-    let mut resp = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     assert!(inner.event("the tool ran").await);
     inner.close();
     assert_eq!(resp.status, StatusCode::OK);

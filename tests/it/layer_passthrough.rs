@@ -7,14 +7,12 @@ use std::time::Duration;
 use crate::common::server::{Reply, Script};
 use crate::common::sse::{End, Req};
 use crate::common::{
-    V2025_06_18, V2025_11_25, V2026_07_28, guard, memory_store, serve, serve_scripted,
+    CALL, V2025_06_18, V2025_11_25, V2026_07_28, guard, memory_store, serve, serve_scripted,
 };
 use http::{Method, StatusCode};
 use mcp_resume::ResumabilityLayer;
 use mcp_resume::store::StreamId;
 use tower::Layer;
-
-const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#;
 
 const JSON: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"ok":true}}"#;
 

@@ -134,12 +134,7 @@ async fn live_tail(store: Arc<dyn EventStore>) {
     let layer = ResumabilityLayer::new(store);
     let (script, served) = serve_scripted(&layer).await;
 
-    let mut first = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (mut first, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     let (go_on, wait) = tokio::sync::oneshot::channel::<()>();
     let producer = tokio::spawn(async move {
         write_range(&inner, 1, 2_500).await;
@@ -419,12 +414,7 @@ async fn newer_resume_wins_and_older_response_ends_cleanly() {
     let layer = ResumabilityLayer::new(memory_store());
     let (script, served) = serve_scripted(&layer).await;
 
-    let mut original = Req::post("/mcp", CALL)
-        .version(V2025_06_18)
-        .session("s1")
-        .send(served.addr)
-        .await;
-    let inner = script.next_stream().await;
+    let (mut original, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
     write_range(&inner, 1, 1).await;
     let first = original.expect_event().await;
 

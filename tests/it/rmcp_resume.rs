@@ -12,7 +12,6 @@
 //!   2025-11-25: the ids on the wire are the layer's (`<32 hex>.<n>`), never rmcp's.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +33,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::common::layer_id;
+use crate::common::{layer_id, post_message};
 use mcp_resume_testkit::progress_server::mcp_service;
 use mcp_resume_testkit::proxy::{Connection, Faults, Proxy, Relay};
 
@@ -493,26 +492,6 @@ async fn exchange(
     (parts, body)
 }
 
-fn post(
-    addr: SocketAddr,
-    session: Option<&str>,
-    version: Option<&str>,
-    body: Value,
-) -> http::Request<Full<Bytes>> {
-    let mut builder = http::Request::post(format!("http://{addr}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    if let Some(session) = session {
-        builder = builder.header("mcp-session-id", session);
-    }
-    if let Some(version) = version {
-        builder = builder.header("mcp-protocol-version", version);
-    }
-    builder
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
 fn content_type(parts: &http::response::Parts) -> String {
     parts
         .headers
@@ -547,6 +526,7 @@ async fn layer_wraps_rmcp_service_on_plain_hyper() -> Result<(), Box<dyn std::er
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let url = format!("http://{addr}/mcp");
     let server = tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
             let service = service.clone();
@@ -570,11 +550,11 @@ async fn layer_wraps_rmcp_service_on_plain_hyper() -> Result<(), Box<dyn std::er
     // initialize: no MCP-Protocol-Version header (the version is negotiated in the body).
     let (parts, body) = exchange(
         &client,
-        post(
-            addr,
+        post_message(
+            &url,
             None,
             None,
-            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
                 "protocolVersion": "2025-11-25", "capabilities": {},
                 "clientInfo": {"name": "raw-hyper", "version": "0"}}}),
         ),
@@ -607,11 +587,11 @@ async fn layer_wraps_rmcp_service_on_plain_hyper() -> Result<(), Box<dyn std::er
     // notifications/initialized: 202, untouched.
     let (parts, _) = exchange(
         &client,
-        post(
-            addr,
+        post_message(
+            &url,
             Some(&session),
             Some("2025-11-25"),
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         ),
     )
     .await;
@@ -620,11 +600,11 @@ async fn layer_wraps_rmcp_service_on_plain_hyper() -> Result<(), Box<dyn std::er
     // tools/call at 2025-11-25: priming event, then 5 progress notifications, then the result.
     let (parts, body) = exchange(
         &client,
-        post(
-            addr,
+        post_message(
+            &url,
             Some(&session),
             Some("2025-11-25"),
-            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
                 "name": "stream_progress", "arguments": {"count": 5},
                 "_meta": {"progressToken": "raw-1"}}}),
         ),

@@ -40,6 +40,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body `Cannot resume` answers carry, byte for byte (docs/contract.md, rule 11).
 pub const CANNOT_RESUME_BODY: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Bad Request: this stream cannot be resumed (unknown, expired or foreign Last-Event-ID)"}}"#;
 
+/// A `tools/call` request body, the message most tests POST.
+pub const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#;
+
 /// The protocol versions the tests speak.
 pub const V2025_03_26: &str = "2025-03-26";
 /// Resumable, no priming.
@@ -291,6 +294,27 @@ pub fn layer_id(id: &str) -> (String, u64) {
     assert_eq!(parsed.seq, seq);
     assert_eq!(parsed.stream.to_string(), stream);
     (stream.to_string(), seq)
+}
+
+/// A POST of a JSON-RPC message to `url`, as MCP clients send it.
+pub fn post_message(
+    url: &str,
+    session: Option<&str>,
+    version: Option<&str>,
+    body: &serde_json::Value,
+) -> Request<http_body_util::Full<Bytes>> {
+    let mut request = Request::post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    if let Some(version) = version {
+        request = request.header("mcp-protocol-version", version);
+    }
+    request
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .unwrap()
 }
 
 /// The [`StreamId`](mcp_resume::store::StreamId) of a layer id.

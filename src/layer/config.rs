@@ -54,6 +54,7 @@ pub(crate) struct Config {
     pub(crate) live_streams: Caps,
     pub(crate) on_store_failure: StoreFailurePolicy,
     pub(crate) poll_after: Option<Duration>,
+    pub(crate) authorize_resumes_with_service: bool,
 }
 
 impl Config {
@@ -87,6 +88,10 @@ impl fmt::Debug for Config {
             .field("live_streams", &self.live_streams)
             .field("on_store_failure", &self.on_store_failure)
             .field("poll_after", &self.poll_after)
+            .field(
+                "authorize_resumes_with_service",
+                &self.authorize_resumes_with_service,
+            )
             .finish()
     }
 }

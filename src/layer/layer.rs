@@ -57,6 +57,7 @@ impl ResumabilityLayer {
                 },
                 on_store_failure: StoreFailurePolicy::default(),
                 poll_after: None,
+                authorize_resumes_with_service: false,
             },
             shared: Arc::new(Shared::new(store)),
         }
@@ -116,6 +117,48 @@ impl ResumabilityLayer {
         F: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
     {
         self.config.identity = Some(Arc::new(identity));
+        self
+    }
+
+    /// Binds streams to the request header `name`, the way a bearer token in
+    /// `Authorization` identifies a caller: the identity is the SHA-256 of
+    /// the header's value (so the store never holds the secret), and a
+    /// request without the header has none. A resume under another identity
+    /// (or none) gets the same `400` as an unknown id. See
+    /// [`identity`](Self::identity) for identities of your own.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use mcp_resume::{ResumabilityLayer, store::MemoryEventStore};
+    /// let layer = ResumabilityLayer::new(Arc::new(MemoryEventStore::new()))
+    ///     .identity_header(http::header::AUTHORIZATION);
+    /// ```
+    pub fn identity_header(self, name: http::HeaderName) -> Self {
+        self.identity(move |request| {
+            request
+                .headers
+                .get(&name)
+                .map(|value| super::identity::hashed(name.as_str(), value.as_bytes()))
+        })
+    }
+
+    /// Asks the service, before each resume is served, whether the caller
+    /// may still use the session: the resume's request, without its
+    /// `Last-Event-ID` (so with its own `Authorization`, session and
+    /// protocol headers), goes to the service, and an answer of `401`, `403`
+    /// or `404` is passed to the client instead of the replay. Any other
+    /// answer (a fresh standalone stream, `405` from a service without one,
+    /// `409` while one is open) lets the resume go on; its body is dropped,
+    /// unless it continues a standalone stream whose producer is gone.
+    ///
+    /// For a service whose authentication sits behind the layer (an
+    /// upstream behind the proxy): without it, a token the service has
+    /// revoked still replays, since the layer answers resumes itself. It
+    /// costs one request to the service per resume. With authentication in
+    /// front of the layer, resumes pass it like any request and this is not
+    /// needed. Default: off.
+    pub fn authorize_resumes_with_service(mut self, enabled: bool) -> Self {
+        self.config.authorize_resumes_with_service = enabled;
         self
     }
 

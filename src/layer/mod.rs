@@ -91,6 +91,7 @@ mod config;
 mod feed;
 mod future;
 mod hot_tail;
+mod identity;
 // The tower-http layout: the layer in `layer.rs` beside its service.
 #[allow(clippy::module_inception)]
 mod layer;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower::Service;
 
@@ -54,11 +54,12 @@ struct Authorized {
     identity: Option<String>,
 }
 
-/// Serves a resume: authorizes it, replays from the store or the stream's
-/// hot tail, and, for a standalone stream whose producer is gone, continues
-/// with a fresh one from the inner service.
+/// Serves a resume: authorizes it (with the service too, when configured),
+/// replays from the store or the stream's hot tail, and, for a standalone
+/// stream whose producer is gone, continues with a fresh one from the
+/// service.
 pub(crate) async fn resume<S, ReqB, B>(
-    inner: S,
+    mut inner: S,
     request: Request<ReqB>,
     version: ResumableVersion,
     config: Arc<Config>,
@@ -81,10 +82,25 @@ where
             return Ok(protocol::unavailable().map(ResponseBody::full));
         }
     };
+    // A standalone stream carries the session's server-initiated messages:
+    // once the replay of one whose producer is gone is done, the response
+    // continues on a fresh one from the service.
+    let continues_standalone = resume.info.kind == StreamKind::Standalone && resume.producer_done;
+    let service_answer = if config.authorize_resumes_with_service || continues_standalone {
+        parts.headers.remove(&LAST_EVENT_ID);
+        let answer = inner.call(Request::from_parts(parts, body)).await?;
+        if config.authorize_resumes_with_service && refuses_the_caller(answer.status()) {
+            tracing::info!(status = %answer.status(), "the service refused the caller of a resume; passing its answer on");
+            return Ok(answer.map(ResponseBody::inner));
+        }
+        Some(answer)
+    } else {
+        None
+    };
+
     let id = resume.id;
     shared.counters.resumes.increment();
     tracing::info!(stream = %id.stream, after = id.seq, state = %resume.info.state, "resuming stream");
-
     let mut feed = match resume.local {
         Some(tail) => Feed::from_tail(tail.attach(id.seq), shared.clone()),
         None => Feed::from_store(id.stream, id.seq, shared.clone()),
@@ -92,18 +108,14 @@ where
     .resumed()
     .start_response(version, &config);
 
-    if resume.info.kind == StreamKind::Standalone && resume.producer_done {
-        parts.headers.remove(&LAST_EVENT_ID);
+    if let Some(answer) = service_answer.filter(|_| continues_standalone) {
         let exchange = Exchange {
             method: Method::GET,
             version,
             session: resume.session,
             identity: resume.identity,
         };
-        let request = Request::from_parts(parts, body);
-        if let Some(fresh) =
-            standalone_after_replay(inner, request, exchange, &config, &shared).await?
-        {
+        if let Some(fresh) = fresh_standalone(answer, exchange, &config, &shared).await {
             feed = feed.then(fresh);
         }
     }
@@ -170,30 +182,38 @@ async fn authorize(
     })
 }
 
-/// The standalone stream carries server-initiated messages for the whole
-/// session: once the replay of one whose producer is gone is done, the
-/// response continues on a fresh one opened from the inner service.
-async fn standalone_after_replay<S, ReqB, B>(
-    mut inner: S,
-    request: Request<ReqB>,
+/// Whether the service's answer to a resume's request says the caller may
+/// not use the session now: unauthenticated, forbidden, or a session the
+/// service no longer knows.
+fn refuses_the_caller(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+    )
+}
+
+/// Opens the service's `answer` to a standalone GET as a fresh stream, to
+/// continue a resumed response on.
+async fn fresh_standalone<B>(
+    answer: Response<B>,
     exchange: Exchange,
     config: &Arc<Config>,
     shared: &Arc<Shared>,
-) -> Result<Option<Feed>, S::Error>
+) -> Option<Feed>
 where
-    S: Service<Request<ReqB>, Response = Response<B>>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<tower::BoxError>,
 {
-    let response = inner.call(request).await?;
-    if !protocol::is_rewritable(&Method::GET, response.status(), response.headers()) {
-        return Ok(None);
-    }
-    match exchange.open(response, config, shared).await {
-        Opened::Stream(_, fresh) => Ok(Some(*fresh)),
-        Opened::Passthrough(_) => {
+    let opened = if protocol::is_rewritable(&Method::GET, answer.status(), answer.headers()) {
+        Some(exchange.open(answer, config, shared).await)
+    } else {
+        None
+    };
+    match opened {
+        Some(Opened::Stream(_, fresh)) => Some(*fresh),
+        Some(Opened::Passthrough(_)) | None => {
             tracing::warn!("could not continue the standalone stream after its replay");
-            Ok(None)
+            None
         }
     }
 }

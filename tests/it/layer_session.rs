@@ -231,6 +231,131 @@ async fn foreign_identity_resume_is_refused() {
     .await;
 }
 
+/// Two bearer tokens on one session id: with `identity_header`, the stream
+/// is bound to the hash of the caller's `Authorization` (never the token),
+/// and a resume under the other token, or none, is refused like an unknown
+/// id.
+#[tokio::test]
+async fn two_bearer_tokens_on_one_session_are_two_identities() {
+    let layer = ResumabilityLayer::new(memory_store()).identity_header(http::header::AUTHORIZATION);
+    let store = layer.store().clone();
+    let (script, served) = serve_scripted(&layer).await;
+    let events = complete_stream(
+        &script,
+        served.addr,
+        &store,
+        Req::post("/mcp", CALL)
+            .version(V2025_06_18)
+            .session("shared")
+            .header("authorization", "Bearer token-alice"),
+        3,
+    )
+    .await;
+    let id = events[0].id();
+    let info = store.stream_info(stream_of(id)).await.unwrap().unwrap();
+    let identity = info.identity.expect("bound to the token's hash");
+    assert!(identity.starts_with("authorization:sha256:"), "{identity}");
+    assert!(!identity.contains("token-alice"), "the secret is stored");
+
+    assert_cannot_resume(
+        resume(id, Some("shared"))
+            .header("authorization", "Bearer token-bob")
+            .send(served.addr)
+            .await,
+        "another token on the same session",
+    )
+    .await;
+    assert_cannot_resume(
+        resume(id, Some("shared")).send(served.addr).await,
+        "no token",
+    )
+    .await;
+    let mut ok = resume(id, Some("shared"))
+        .header("authorization", "Bearer token-alice")
+        .send(served.addr)
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.events_to_end().await.len(), 2);
+}
+
+/// A token the service starts refusing between the call and the resume:
+/// with `authorize_resumes_with_service`, the resume's request goes to the
+/// service first and its 401 reaches the client instead of the replay;
+/// without it, the layer (which answers resumes itself) would replay.
+#[tokio::test]
+async fn a_token_the_service_revoked_does_not_replay() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let revoked = Arc::new(AtomicBool::new(false));
+    let script = {
+        let revoked = revoked.clone();
+        Script::new(move |seen| {
+            use crate::common::server::Reply;
+            if revoked.load(Ordering::SeqCst) && seen.header("authorization").is_some() {
+                return Reply::full(StatusCode::UNAUTHORIZED, "token revoked")
+                    .with_header("www-authenticate", "Bearer error=\"invalid_token\"");
+            }
+            match seen.method {
+                http::Method::GET => Reply::status(StatusCode::METHOD_NOT_ALLOWED),
+                _ => Reply::stream(),
+            }
+        })
+    };
+    for check in [true, false] {
+        revoked.store(false, Ordering::SeqCst);
+        let layer = ResumabilityLayer::new(memory_store())
+            .identity_header(http::header::AUTHORIZATION)
+            .authorize_resumes_with_service(check);
+        let store = layer.store().clone();
+        let served = serve(layer.layer(script.clone())).await;
+        let call = || {
+            Req::post("/mcp", CALL)
+                .version(V2025_06_18)
+                .session("s1")
+                .header("authorization", "Bearer token-alice")
+        };
+        let events = complete_stream(&script, served.addr, &store, call(), 3).await;
+        let id = events[0].id();
+        // Still accepted: the service's 405 to the resume's GET lets it go on.
+        let mut ok = resume(id, Some("s1"))
+            .header("authorization", "Bearer token-alice")
+            .send(served.addr)
+            .await;
+        assert_eq!(ok.status, StatusCode::OK, "check={check}");
+        assert_eq!(ok.events_to_end().await.len(), 2);
+
+        revoked.store(true, Ordering::SeqCst);
+        let mut refused = resume(id, Some("s1"))
+            .header("authorization", "Bearer token-alice")
+            .send(served.addr)
+            .await;
+        if check {
+            assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                refused.header("www-authenticate"),
+                Some("Bearer error=\"invalid_token\"")
+            );
+            assert_eq!(refused.text().await, "token revoked");
+            let gets = script
+                .requests()
+                .iter()
+                .filter(|r| r.method == http::Method::GET)
+                .count();
+            assert!(gets >= 2, "each resume asked the service");
+            assert!(
+                script
+                    .requests()
+                    .iter()
+                    .all(|r| r.header("last-event-id").is_none()),
+                "the service saw a Last-Event-ID"
+            );
+        } else {
+            assert_eq!(refused.status, StatusCode::OK, "the layer alone replays");
+            assert_eq!(refused.events_to_end().await.len(), 2);
+        }
+    }
+}
+
 /// Malformed `Last-Event-ID` values all get the same 400, and never reach
 /// the inner service (rule 11).
 #[tokio::test]

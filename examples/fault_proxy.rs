@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
 
+use mcp_resume_testkit::cli;
 use mcp_resume_testkit::proxy::Proxy;
 use mcp_resume_testkit::proxy::http::{CutOptions, HttpFaults};
 
@@ -36,22 +37,15 @@ fn parse_args() -> Result<Config, String> {
     let mut cuts = CutOptions::default();
     let mut log = None;
     let mut target = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+    for (flag, value) in cli::flag_values(USAGE)? {
         match flag.as_str() {
-            "--target" => target = Some(value.parse().map_err(|e| bad(&e))?),
-            "--listen" => listen = value.parse().map_err(|e| bad(&e))?,
-            "--seed" => cuts.seed = value.parse().map_err(|e| bad(&e))?,
-            "--min-bytes" => cuts.min_bytes = value.parse().map_err(|e| bad(&e))?,
-            "--max-bytes" => cuts.max_bytes = value.parse().map_err(|e| bad(&e))?,
-            "--cut-probability" => cuts.cut_probability = value.parse().map_err(|e| bad(&e))?,
-            "--max-cuts" => cuts.max_cuts = value.parse().map_err(|e| bad(&e))?,
+            "--target" => target = Some(cli::parse(&flag, &value)?),
+            "--listen" => listen = cli::parse(&flag, &value)?,
+            "--seed" => cuts.seed = cli::parse(&flag, &value)?,
+            "--min-bytes" => cuts.min_bytes = cli::parse(&flag, &value)?,
+            "--max-bytes" => cuts.max_bytes = cli::parse(&flag, &value)?,
+            "--cut-probability" => cuts.cut_probability = cli::parse(&flag, &value)?,
+            "--max-cuts" => cuts.max_cuts = cli::parse(&flag, &value)?,
             "--log" => log = Some(value),
             _ => return Err(format!("unknown option {flag}")),
         }

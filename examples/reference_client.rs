@@ -38,6 +38,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mcp_resume::sse::{Block, SseEvent, SseLimits, SseParser};
 use mcp_resume::store::EventId;
+use mcp_resume_testkit::cli;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -83,34 +84,28 @@ fn parse_args() -> Result<Config, String> {
         detach: Duration::from_millis(2000),
         report: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+    for (flag, value) in cli::flag_values(USAGE)? {
         match flag.as_str() {
             "--url" => config.url = value,
             "--mode" => config.mode = value,
-            "--calls" => config.calls = value.parse().map_err(|e| bad(&e))?,
-            "--concurrency" => config.concurrency = value.parse().map_err(|e| bad(&e))?,
+            "--calls" => config.calls = cli::parse(&flag, &value)?,
+            "--concurrency" => config.concurrency = cli::parse(&flag, &value)?,
             "--tool" => config.tool = value,
-            "--args" => config.args = serde_json::from_str(&value).map_err(|e| bad(&e))?,
-            "--expect" => config.expect = value.parse().map_err(|e| bad(&e))?,
-            "--max-resumes" => config.max_resumes = value.parse().map_err(|e| bad(&e))?,
+            "--args" => {
+                config.args =
+                    serde_json::from_str(&value).map_err(|e| cli::invalid(&flag, &value, e))?
+            }
+            "--expect" => config.expect = cli::parse(&flag, &value)?,
+            "--max-resumes" => config.max_resumes = cli::parse(&flag, &value)?,
             "--idle-timeout-secs" => {
-                config.idle_timeout = Duration::from_secs(value.parse().map_err(|e| bad(&e))?)
+                config.idle_timeout = Duration::from_secs(cli::parse(&flag, &value)?)
             }
             "--reconnect-window-secs" => {
-                config.reconnect_window = Duration::from_secs(value.parse().map_err(|e| bad(&e))?)
+                config.reconnect_window = Duration::from_secs(cli::parse(&flag, &value)?)
             }
             "--signal-file" => config.signal_file = Some(value.into()),
-            "--signal-after" => config.signal_after = value.parse().map_err(|e| bad(&e))?,
-            "--detach-ms" => {
-                config.detach = Duration::from_millis(value.parse().map_err(|e| bad(&e))?)
-            }
+            "--signal-after" => config.signal_after = cli::parse(&flag, &value)?,
+            "--detach-ms" => config.detach = Duration::from_millis(cli::parse(&flag, &value)?),
             "--report" => config.report = Some(value.into()),
             _ => return Err(format!("unknown option {flag}")),
         }

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Conformance comparison: the official MCP conformance suite (@modelcontextprotocol/conformance),
+# its whole active server suite, run against one Python SDK server directly and through
+# `mcp-resume proxy`, at the suite's default spec version and at 2026-07-28 (four runs, in
+# parallel). Prints a table of passed/failed checks per scenario and exits non-zero when a
+# check fails through the proxy that does not fail directly: the proxy must not make a server
+# less conformant, nor less safe (the `dns-rebinding-protection` scenario, issue 24).
+#
+#   bash tests/conformance/run.sh
+#
+# Installs what it needs itself, pinned, under target/ (reused when present):
+#   - @modelcontextprotocol/conformance $SUITE_VERSION and glob $GLOB_VERSION (npm) under
+#     target/conformance/node; on Node 20 the suite runs with node20.mjs, which gives it the
+#     fs.globSync it expects from Node 22
+#   - the interop suite's Python virtual environment with mcp==2.3.0 (target/interop/venv)
+# Builds the binary in release mode with --all-features, as tests/interop/run.sh does.
+# Every process listens on 127.0.0.1 (free ports); all are stopped on exit, whatever happens.
+# Env: CONFORMANCE_KEEP=1 keeps the logs and the suite's results (always kept on failure);
+# CONFORMANCE_PROXY_ARGS: more `mcp-resume proxy` options for both proxies (split on spaces),
+# e.g. "--poll-after 1s", or "--allowed-hosts * --allowed-origins *" to see the comparison
+# catch a proxy that lets a rebinding request through.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+HERE="$ROOT/tests/conformance"
+WORK="$ROOT/target/conformance"
+NODE_DIR="$WORK/node"
+# The interop suite's environment: the same pinned SDK, installed once for both.
+VENV="$ROOT/target/interop/venv"
+# shellcheck source=../interop/python-sdk.sh
+source "$ROOT/tests/interop/python-sdk.sh"
+# 0.2.0-alpha.12 is the first release with the 2026-07-28 scenarios (0.1.16, "latest", has none).
+SUITE_VERSION="0.2.0-alpha.12"
+GLOB_VERSION="15.0.0"
+SPEC_VERSION="2026-07-28"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+mkdir -p "$WORK"
+RUN="$(mktemp -d "$WORK/run.XXXXXX")"
+: >"$RUN/pids"
+T0=$SECONDS
+
+# start_time PID: the process's start time (field 22 of /proc/PID/stat), empty once it is gone.
+start_time() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $20 }' || true; }
+# remember PID: records a process this script started, for cleanup.
+remember() { echo "$1 $(start_time "$1")" >>"$RUN/pids"; }
+
+section() { printf '\n== %s ==\n' "$*"; }
+log() { printf '[conformance %3ds] %s\n' "$((SECONDS - T0))" "$*"; }
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    # Stop every process this script started, newest first; a pid is signalled only while it
+    # still names the process we started (no reused pids).
+    if [[ -s "$RUN/pids" ]]; then
+        local signal pid started
+        for signal in TERM KILL; do
+            tac "$RUN/pids" | while read -r pid started; do
+                [[ "$(start_time "$pid")" == "$started" ]] && kill "-$signal" "$pid" 2>/dev/null || true
+            done
+            [[ $signal == TERM ]] && sleep 0.5
+        done
+    fi
+    wait 2>/dev/null || true
+    if [[ $status -ne 0 || -n "${CONFORMANCE_KEEP:-}" ]]; then
+        echo "conformance: logs and results kept in $RUN"
+    else
+        rm -rf "$RUN"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD...: runs CMD in the background, stdout to $RUN/NAME.out, stderr to $RUN/NAME.err.
+# Sets STARTED_PID.
+start() {
+    local name=$1
+    shift
+    "$@" >"$RUN/$name.out" 2>"$RUN/$name.err" &
+    STARTED_PID=$!
+    remember "$STARTED_PID"
+}
+
+# wait_line FILE REGEX SECONDS PID: prints the first line of FILE matching REGEX, waiting for it
+# (and giving up early if process PID has exited).
+wait_line() {
+    local file=$1 pattern=$2 limit=$3 pid=$4 i
+    for ((i = 0; i < limit * 10; i++)); do
+        grep -m1 -E "$pattern" "$file" 2>/dev/null && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            grep -m1 -E "$pattern" "$file" 2>/dev/null && return 0
+            echo "conformance: process $pid exited before printing '$pattern' ($file)" >&2
+            tail -n 20 "${file%.out}.err" >&2 2>/dev/null || true
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "conformance: no line matching '$pattern' in $file after ${limit}s" >&2
+    tail -n 20 "${file%.out}.err" >&2 2>/dev/null || true
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+section "conformance: tools (pinned, under target/)"
+
+ensure_python_sdk "$VENV"
+PY="$VENV/bin/python"
+log "python sdk: mcp $("$PY" -c 'import importlib.metadata as m; print(m.version("mcp"))') ($("$PY" --version))"
+
+SUITE_PKG="$NODE_DIR/node_modules/@modelcontextprotocol/conformance/package.json"
+GLOB_PKG="$NODE_DIR/node_modules/glob/package.json"
+pkg_version() { node -p "require('$1').version" 2>/dev/null || true; }
+if [[ "$(pkg_version "$SUITE_PKG")" != "$SUITE_VERSION" || "$(pkg_version "$GLOB_PKG")" != "$GLOB_VERSION" ]]; then
+    mkdir -p "$NODE_DIR"
+    [[ -f "$NODE_DIR/package.json" ]] || echo '{"name": "mcp-resume-conformance", "private": true}' >"$NODE_DIR/package.json"
+    (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error --save-exact \
+        "@modelcontextprotocol/conformance@$SUITE_VERSION" "glob@$GLOB_VERSION" >/dev/null)
+fi
+SUITE=("node")
+if ! node -e 'process.exit(typeof require("node:fs").globSync === "function" ? 0 : 1)'; then
+    # The shim imports `glob`, which resolves from beside it: copy it next to the installed glob.
+    cp "$HERE/node20.mjs" "$HERE/node20-hooks.mjs" "$HERE/fs-shim.mjs" "$NODE_DIR/"
+    SUITE+=("--import" "$NODE_DIR/node20.mjs")
+fi
+SUITE+=("$NODE_DIR/node_modules/@modelcontextprotocol/conformance/dist/index.js")
+log "suite: @modelcontextprotocol/conformance $(pkg_version "$SUITE_PKG") (node $(node --version))"
+
+# ---------------------------------------------------------------------------------------------
+section "conformance: build"
+cargo build --release --all-features --bin mcp-resume
+MCP_RESUME="$TARGET_DIR/release/mcp-resume"
+
+# ---------------------------------------------------------------------------------------------
+section "conformance: upstream and proxies"
+start upstream "$PY" "$HERE/server.py" --port 0
+line=$(wait_line "$RUN/upstream.out" '^server.py listening on http://' 60 "$STARTED_PID")
+UPSTREAM=${line#server.py listening on }
+log "upstream (Python SDK server, DNS-rebinding protection on): $UPSTREAM"
+
+# One proxy per proxied run, each with its own store, so their logs stay apart.
+read -r -a PROXY_ARGS <<<"${CONFORMANCE_PROXY_ARGS:-}"
+declare -A PROXIED
+for label in default "$SPEC_VERSION"; do
+    start "proxy-$label" env RUST_LOG="${RUST_LOG:-info}" "$MCP_RESUME" proxy --upstream "$UPSTREAM" \
+        --listen 127.0.0.1:0 --store "sqlite:$RUN/proxy-$label.db" "${PROXY_ARGS[@]}"
+    line=$(wait_line "$RUN/proxy-$label.out" '^mcp-resume listening on http://' 30 "$STARTED_PID")
+    PROXIED[$label]="http://${line#mcp-resume listening on http://}"
+    log "mcp-resume proxy for the $label run: ${PROXIED[$label]} -> $UPSTREAM"
+done
+
+# ---------------------------------------------------------------------------------------------
+section "conformance: the active server suite, directly and through the proxy (four runs at once)"
+# suite NAME URL [SPEC_VERSION]: one run of the whole active server suite; results in $RUN/NAME/.
+# Its exit status is not the verdict (it fails whenever any check fails, directly too):
+# compare.py is.
+suite() {
+    local name=$1 url=$2 spec=${3:-} args=()
+    [[ -n $spec ]] && args=(--spec-version "$spec")
+    start "suite-$name" timeout 600 "${SUITE[@]}" server --url "$url" "${args[@]}" -o "$RUN/$name"
+    local pid=$STARTED_PID rc=0
+    wait "$pid" || rc=$?
+    log "suite $name: exit $rc, $(grep -E '^Total:' "$RUN/suite-$name.out" || echo 'no total')"
+}
+RUN_PIDS=()
+suite direct-default "$UPSTREAM" &
+RUN_PIDS+=($!)
+suite proxied-default "${PROXIED[default]}/mcp" &
+RUN_PIDS+=($!)
+suite "direct-$SPEC_VERSION" "$UPSTREAM" "$SPEC_VERSION" &
+RUN_PIDS+=($!)
+suite "proxied-$SPEC_VERSION" "${PROXIED[$SPEC_VERSION]}/mcp" "$SPEC_VERSION" &
+RUN_PIDS+=($!)
+for pid in "${RUN_PIDS[@]}"; do remember "$pid"; done
+wait "${RUN_PIDS[@]}" || true
+
+# ---------------------------------------------------------------------------------------------
+section "conformance: direct vs. through mcp-resume proxy ($((SECONDS - T0))s)"
+"$PY" "$HERE/compare.py" \
+    default "$RUN/direct-default" "$RUN/proxied-default" \
+    "$SPEC_VERSION" "$RUN/direct-$SPEC_VERSION" "$RUN/proxied-$SPEC_VERSION"

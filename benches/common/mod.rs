@@ -108,49 +108,132 @@ pub fn percentile<T: Copy>(sorted: &[T], fraction: f64) -> T {
     sorted[((sorted.len() - 1) as f64 * fraction).round() as usize]
 }
 
+/// The table the store appends to, as `src/store/sqlite/schema.rs` creates
+/// it (`recent`): rows in commit order under an integer key, with a unique
+/// index by stream and sequence that reads use.
+const RAW_TABLE: &str = "
+    CREATE TABLE recent (
+        position   INTEGER PRIMARY KEY,
+        stream_no  INTEGER NOT NULL,
+        seq        INTEGER NOT NULL,
+        event_type BLOB,
+        data       BLOB    NOT NULL
+    );
+    CREATE UNIQUE INDEX recent_by_stream ON recent (stream_no, seq);
+";
+
 /// The insert of one row into [`open_raw_events`]'s table: stream, sequence, data.
 pub const RAW_INSERT: &str =
-    "INSERT INTO events (stream_no, seq, event_type, data) VALUES (?1, ?2, NULL, ?3)";
+    "INSERT INTO recent (stream_no, seq, event_type, data) VALUES (?1, ?2, NULL, ?3)";
 
-/// Opens `path` for a raw rusqlite baseline, in WAL mode syncing as the
-/// store does at `sync`, with an empty `events` table laid out as the
-/// store's (keyed by stream and sequence): what the store is measured against.
-pub fn open_raw_events(path: &Path, sync: SyncMode) -> rusqlite::Connection {
+/// Creates a new file at `path` (removing any earlier one and its WAL) for
+/// a raw rusqlite baseline: WAL mode syncing as the store does at `sync`,
+/// with SQLite's automatic checkpoints (inside the commit that crosses
+/// 1,000 WAL pages) if `checkpoints`, else none (the WAL only grows), and
+/// the store's append table, empty.
+pub fn open_raw_events(path: &Path, sync: SyncMode, checkpoints: bool) -> rusqlite::Connection {
+    remove_raw_events(path);
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", sync.pragma_value())
         .unwrap();
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS events (stream_no INTEGER NOT NULL, seq INTEGER NOT NULL,
-         event_type BLOB, data BLOB NOT NULL, PRIMARY KEY (stream_no, seq)) WITHOUT ROWID;
-         DELETE FROM events;",
-    )
-    .unwrap();
+    if !checkpoints {
+        conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    }
+    conn.execute_batch(RAW_TABLE).unwrap();
     conn
 }
 
-/// The limit: rusqlite inserting the same rows into the same table, in
-/// transactions of 1,000 rows, interleaved across `streams` streams.
-pub fn raw_inserts(path: &Path, streams: usize, size: usize, rows: u64) -> Duration {
-    let mut conn = open_raw_events(path, SyncMode::Normal);
+/// Removes a raw baseline's file at `path` with its WAL and shared-memory files.
+pub fn remove_raw_events(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// How a raw rusqlite baseline appends: the sync mode and the rows each
+/// transaction commits. It never checkpoints (the WAL only grows): a
+/// checkpoint only adds work, and the store runs its own on another thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawWrites {
+    pub sync: SyncMode,
+    pub rows_per_commit: u64,
+}
+
+impl RawWrites {
+    /// The shapes a baseline tries at `sync`, its limit being the fastest:
+    /// transactions of 1,000 rows (the store groups up to 1,024 appends in
+    /// one), 10,000 and 100,000.
+    pub fn candidates(sync: SyncMode) -> Vec<RawWrites> {
+        [1_000, 10_000, 100_000]
+            .into_iter()
+            .map(|rows_per_commit| RawWrites {
+                sync,
+                rows_per_commit,
+            })
+            .collect()
+    }
+
+    /// "WAL NORMAL, 10,000 rows per transaction".
+    pub fn describe(self) -> String {
+        format!(
+            "WAL {}, {} rows per transaction",
+            self.sync.pragma_value(),
+            thousands(self.rows_per_commit)
+        )
+    }
+}
+
+/// 100000 -> "100,000".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The limit for a durable store: rusqlite alone appending rows of `size`
+/// bytes of data, interleaved across `streams` streams, in commit order to
+/// the store's append table in a new file at `path`, through one prepared
+/// statement, as `writes` says. Stops after `rows` rows or once `window` has
+/// passed (checked between transactions), whichever comes first; returns
+/// the rows written and the time they took. The file is removed after.
+pub fn raw_inserts(
+    path: &Path,
+    writes: RawWrites,
+    streams: usize,
+    size: usize,
+    rows: u64,
+    window: Duration,
+) -> (u64, Duration) {
+    let mut conn = open_raw_events(path, writes.sync, false);
     let data = vec![b'x'; size];
-    let mut seqs = vec![0i64; streams];
     let start = Instant::now();
     let mut written = 0;
-    while written < rows {
+    while written < rows && start.elapsed() < window {
         let tx = conn.transaction().unwrap();
         {
             let mut insert = tx.prepare_cached(RAW_INSERT).unwrap();
-            for _ in 0..1_000.min(rows - written) {
-                let stream = (written % streams as u64) as usize;
-                seqs[stream] += 1;
+            for row in written..rows.min(written + writes.rows_per_commit) {
+                let stream = row % streams as u64;
+                let seq = row / streams as u64 + 1;
                 insert
-                    .execute(rusqlite::params![stream as i64, seqs[stream], &data])
+                    .execute(rusqlite::params![stream as i64, seq as i64, &data])
                     .unwrap();
-                written += 1;
             }
         }
         tx.commit().unwrap();
+        written = rows.min(written + writes.rows_per_commit);
     }
-    start.elapsed()
+    let elapsed = start.elapsed();
+    drop(conn);
+    remove_raw_events(path);
+    (written, elapsed)
 }

@@ -6,14 +6,18 @@
 //! throughput rounds of the setups compared are interleaved, in an order
 //! that alternates from round to round (A B, B A, ...), so drift on a
 //! shared machine, and work one setup leaves behind, hit both sides alike.
-//! Rows (the numbering):
+//! Sections, numbered as in `BENCHMARKS.md`:
 //!
 //! 1. JSON request/response through the layer (on SQLite) against the same
 //!    service without it: 32 clients on keep-alive connections.
 //! 2. Raw SSE: an inner service emitting 256 B events as fast as it is
 //!    polled, 100 concurrent streams over loopback HTTP/1.1: no layer, the
 //!    layer on the memory store, on SQLite `NORMAL` and on SQLite `FULL`;
-//!    beside them rusqlite inserting the same rows in 1,000-row transactions.
+//!    beside them, in the same rounds, rusqlite alone appending the same
+//!    rows in commit order to the store's append table at each sync mode,
+//!    one prepared statement, no checkpoints, 1,000, 10,000 or 100,000 rows
+//!    per transaction: the fastest at a sync mode is the limit the layer at
+//!    that mode is set against.
 //!    Latency: 100 streams each producing an event every 10 ms (10,000
 //!    events/s offered), each event stamped when produced and timed when
 //!    the client has parsed it; "added" is the percentile minus the same
@@ -35,9 +39,13 @@
 //!    events and in one of 1,000,000.
 //! 6. Resident memory of the server process with 10,000 streams attached
 //!    (producers idle) and after their clients left, minus the same without
-//!    the layer.
+//!    the layer (negative, as measured, if the run with the layer took less).
 //! 7. Events/s at 1, 10, 100 and 1,000 streams; resume times as the file
 //!    grows to 10,000,000 events. Drawn in the chart.
+//!
+//! `BENCHMARKS.md` opens with a summary (its `## Summary` section, between
+//! HTML comments that mark it): machine, date, commit, the targets met and
+//! the headline rows, for the README to link to or quote.
 //!
 //! Environment: `MCP_RESUME_BENCH_ONLY=json,sse,rmcp,python,resume,memory,scaling`
 //! runs some sections; `MCP_RESUME_BENCH_QUICK=1` runs a small version of
@@ -126,6 +134,28 @@ fn machine() -> String {
     format!("{cores} cores ({cpu})")
 }
 
+/// What `program` with `args` prints, trimmed; `None` if it cannot run or fails.
+fn output_of(program: &str, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())?;
+    Some(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// The commit the run measured, short, and whether tracked files differed from it.
+fn commit() -> String {
+    let Some(head) = output_of("git", &["rev-parse", "--short=7", "HEAD"]) else {
+        return "unknown (not a git checkout)".into();
+    };
+    match output_of("git", &["status", "--porcelain", "--untracked-files=no"]) {
+        Some(changes) if changes.is_empty() => head,
+        _ => format!("{head} with uncommitted changes"),
+    }
+}
+
 fn main() {
     if let Ok(setup) = std::env::var(memory::CHILD_ENV) {
         memory::child(&setup);
@@ -154,6 +184,8 @@ fn main() {
     let rt = common::runtime();
     let mut report = Report {
         machine: machine(),
+        date: output_of("date", &["-u", "+%Y-%m-%d"]).unwrap_or_else(|| "an unknown date".into()),
+        commit: commit(),
         ..Report::default()
     };
     rt.block_on(async {

@@ -254,7 +254,8 @@ pub async fn rmcp(report: &mut Report, plan: &Plan, dir: &Path) -> f64 {
             rate(medians[1].rate),
         )
         .against(format!("rmcp alone (its in-memory resumption) {}", rate(medians[0].rate)), medians[1].rate / medians[0].rate)
-        .ratio_target(Target::AtLeast(0.8)),
+        .ratio_target(Target::AtLeast(0.8))
+        .headline("rmcp behind the layer on SQLite, progress notifications/s"),
     );
     // Where the difference goes: with both cores busy, the ratio follows
     // the CPU each notification costs, client and server together.
@@ -400,7 +401,8 @@ pub async fn python(
             rate(rates[1]),
         )
         .against(format!("Python SDK with its example in-memory event store {}", rate(rates[0])), rates[1] / rates[0])
-        .ratio_target(Target::AtLeast(0.9)),
+        .ratio_target(Target::AtLeast(0.9))
+        .headline("Python SDK behind `mcp-resume proxy` on SQLite, notifications/s"),
     );
     if let Some(rmcp_layer) = rmcp_layer {
         report.push(

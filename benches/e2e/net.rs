@@ -17,12 +17,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mcp_resume::ResumabilityLayer;
-use mcp_resume::sse::{Frame, SseLimits, SseParser};
+use mcp_resume::sse::{Block, SseLimits, SseParser};
 use mcp_resume::store::{EventStore, MemoryEventStore, SqliteOptions, SyncMode};
 use tower::{Layer, Service, service_fn};
 
 /// Bytes of one raw SSE event on the wire: `data: ` + payload + `\n\n`.
 pub const EVENT_BYTES: usize = 256;
+/// Bytes of one raw SSE event's data as a store holds it: [`EVENT_BYTES`]
+/// less the `data: ` prefix and the blank line that ends it.
+pub const STORED_DATA_BYTES: usize = EVENT_BYTES - "data: \n\n".len();
 /// The request header that tells the inner service what to answer (see [`Answer`]).
 pub const ANSWER: &str = "x-bench-answer";
 
@@ -370,8 +373,8 @@ pub async fn read_events(
         let frame = frame.expect("the SSE body reads to its end");
         if let Ok(data) = frame.into_data() {
             parser.feed(data);
-            while let Some(frame) = parser.next_frame().expect("well-formed SSE") {
-                if let Frame::Event(event) = frame
+            while let Some(block) = parser.next_block().expect("well-formed SSE") {
+                if let Block::Event(event) = block
                     && let Some(data) = event.data.filter(|d| !d.is_empty())
                 {
                     on_event(&data);

@@ -1,10 +1,10 @@
-//! The results of one run: rows with figure, baseline, ratio, target and
-//! command, written as `BENCHMARKS.md`, and the scaling runs drawn as an SVG chart.
+//! The results of one run: rows with figure, baseline, ratio and target,
+//! written as `BENCHMARKS.md`, and the scaling runs drawn as an SVG chart.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// The command that reproduces every row.
+/// The command that reproduces every row (the Rust part alone: `cargo bench --bench e2e`).
 pub const COMMAND: &str = "bash benches/run.sh";
 
 /// What a row's checked value must be.
@@ -25,7 +25,7 @@ impl Target {
 
 /// One measured row.
 pub struct Row {
-    /// The issue's item, e.g. "2. Raw SSE".
+    /// The numbered section of `BENCHMARKS.md` it goes in, e.g. "2. Raw SSE".
     pub section: &'static str,
     pub what: String,
     pub figure: String,
@@ -33,7 +33,8 @@ pub struct Row {
     pub ratio: Option<f64>,
     /// The target as written in the table, and the check on `checked`.
     pub target: Option<(String, Target, f64)>,
-    pub command: String,
+    /// A short name for the row in the summary, if the summary lists it.
+    pub headline: Option<String>,
 }
 
 impl Row {
@@ -45,8 +46,14 @@ impl Row {
             baseline: "-".into(),
             ratio: None,
             target: None,
-            command: COMMAND.into(),
+            headline: None,
         }
+    }
+
+    /// Lists the row in the summary, under the short name `name`.
+    pub fn headline(mut self, name: impl Into<String>) -> Self {
+        self.headline = Some(name.into());
+        self
     }
 
     /// The baseline it is compared with, and the ratio figure / baseline.
@@ -73,15 +80,19 @@ impl Row {
         self
     }
 
-    pub fn command(mut self, command: impl Into<String>) -> Self {
-        self.command = command.into();
-        self
-    }
-
     pub fn met(&self) -> Option<bool> {
         self.target
             .as_ref()
             .map(|(_, target, value)| target.met(*value))
+    }
+
+    /// The target and whether it was met, as the tables write it.
+    fn verdict(&self) -> Option<String> {
+        let (text, _, _) = self.target.as_ref()?;
+        Some(match self.met() {
+            Some(true) => format!("{text}: met"),
+            _ => format!("{text}: **MISSED**"),
+        })
     }
 }
 
@@ -100,12 +111,25 @@ pub struct Panel {
     pub log_y: bool,
 }
 
+/// The heading of the summary [`Report::markdown`] writes: the README links
+/// to it (`BENCHMARKS.md#summary`) and may quote what lies between
+/// [`SUMMARY_START`] and [`SUMMARY_END`].
+pub const SUMMARY_HEADING: &str = "## Summary";
+/// The comment that opens the summary's text.
+pub const SUMMARY_START: &str = "<!-- summary: start (written by `bash benches/run.sh`) -->";
+/// The comment that closes the summary's text.
+pub const SUMMARY_END: &str = "<!-- summary: end -->";
+
 #[derive(Default)]
 pub struct Report {
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
     pub panels: Vec<Panel>,
     pub machine: String,
+    /// The UTC date of the run, `YYYY-MM-DD`.
+    pub date: String,
+    /// The commit measured, as `git` names it.
+    pub commit: String,
     pub seconds: f64,
 }
 
@@ -145,14 +169,7 @@ impl Report {
              in `benches/e2e/main.rs`.\n",
             self.machine, self.seconds
         );
-        let missed = self.rows.iter().filter(|r| r.met() == Some(false)).count();
-        let checked = self.rows.iter().filter(|r| r.met().is_some()).count();
-        let _ = writeln!(
-            out,
-            "Targets: {} of {checked} met{}.\n",
-            checked - missed,
-            if missed > 0 { " (see MISSED)" } else { "" }
-        );
+        self.summary(&mut out);
         // Sections are numbered; some rows are measured with another
         // section's (the resume runs give row 7 its replay points).
         let mut rows: Vec<&Row> = self.rows.iter().collect();
@@ -163,23 +180,18 @@ impl Report {
                 section = row.section;
                 let _ = writeln!(
                     out,
-                    "\n## {section}\n\n| what | figure | baseline (same run) | ratio | target | command |\n|---|---|---|---|---|---|"
+                    "\n## {section}\n\n| what | figure | baseline (same run) | ratio | target |\n|---|---|---|---|---|"
                 );
             }
-            let target = match (&row.target, row.met()) {
-                (Some((text, _, _)), Some(true)) => format!("{text}: met"),
-                (Some((text, _, _)), _) => format!("{text}: **MISSED**"),
-                (None, _) => "-".into(),
-            };
+            let target = row.verdict().unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | `{}` |",
+                "| {} | {} | {} | {} | {} |",
                 row.what,
                 row.figure,
                 row.baseline,
                 row.ratio.map_or("-".into(), |r| format!("{r:.2}")),
-                target,
-                row.command
+                target
             );
         }
         if !self.panels.is_empty() {
@@ -192,6 +204,35 @@ impl Report {
             }
         }
         out
+    }
+
+    /// The summary: where and when the run was made, the targets met, and
+    /// the headline rows, one line each.
+    fn summary(&self, out: &mut String) {
+        let missed = self.rows.iter().filter(|r| r.met() == Some(false)).count();
+        let checked = self.rows.iter().filter(|r| r.met().is_some()).count();
+        let _ = writeln!(
+            out,
+            "{SUMMARY_HEADING}\n\n{SUMMARY_START}\nMeasured on {} at commit {} on {}. Targets: {} of \
+             {checked} met{}.\n",
+            self.date,
+            self.commit,
+            self.machine,
+            checked - missed,
+            if missed > 0 { " (see MISSED)" } else { "" }
+        );
+        for row in &self.rows {
+            let Some(name) = &row.headline else { continue };
+            let _ = write!(out, "- {name}: {}", row.figure);
+            if let Some(ratio) = row.ratio {
+                let _ = write!(out, "; {ratio:.2} x {}", row.baseline);
+            }
+            if let Some(verdict) = row.verdict() {
+                let _ = write!(out, " (target {verdict})");
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out, "\n{SUMMARY_END}\n");
     }
 
     pub fn write(&self, markdown: &Path, chart: &Path) {

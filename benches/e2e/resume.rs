@@ -17,7 +17,7 @@ use mcp_resume::store::{
 };
 
 use crate::Plan;
-use crate::net::{self, EVENT_BYTES, HttpClient, median};
+use crate::net::{self, HttpClient, STORED_DATA_BYTES, median};
 use crate::report::{Report, Row, Series, Target};
 
 /// Events in the stream that is resumed.
@@ -35,7 +35,7 @@ struct Timing {
 
 /// Appends finished streams of [`FILLER_STREAM_EVENTS`] events until the store holds `total`.
 async fn fill(store: &Arc<dyn EventStore>, held: &mut u64, total: u64) {
-    let data = Bytes::from(vec![b'x'; EVENT_BYTES - 8]);
+    let data = Bytes::from(vec![b'x'; STORED_DATA_BYTES]);
     // Four appenders at once: the writer thread commits their batches together.
     while *held < total {
         let streams = ((total - *held) / FILLER_STREAM_EVENTS).clamp(1, 4);
@@ -143,7 +143,7 @@ pub async fn resume(report: &mut Report, plan: &Plan, dir: &Path) -> Vec<Series>
         .create_stream(NewStream::new(StreamKind::PostResponse))
         .await
         .unwrap();
-    let data = Bytes::from(vec![b'p'; EVENT_BYTES - 8]);
+    let data = Bytes::from(vec![b'p'; STORED_DATA_BYTES]);
     for _ in 0..STREAM_EVENTS / BATCH as u64 {
         store
             .append(stream, vec![NewEvent::message(data.clone()); BATCH])
@@ -179,19 +179,33 @@ pub async fn resume(report: &mut Report, plan: &Plan, dir: &Path) -> Vec<Series>
         for (replayed, pick) in [(1_000u64, 1usize), (10_000, 2)] {
             let get = |entry: (u64, Timing, Timing)| if pick == 1 { entry.1 } else { entry.2 };
             let (small, large) = (get(small_store), get(large_store));
-            for (what, a, b) in [
-                ("to the first replayed event", small.first, large.first),
-                ("to the end of the replay", small.end, large.end),
+            for (what, a, b, headline) in [
+                (
+                    "to the first replayed event",
+                    small.first,
+                    large.first,
+                    false,
+                ),
+                ("to the end of the replay", small.end, large.end, true),
             ] {
-                report.push(
-                    Row::new(
-                        "5. Resume",
-                        format!("resume replaying {replayed} events, time {what}, store of 1,000,000 events"),
-                        ms(b),
-                    )
-                    .against(format!("store of 10,000 events {}", ms(a)), b.as_secs_f64() / a.as_secs_f64())
-                    .ratio_target(Target::AtMost(1.5)),
-                );
+                let mut row = Row::new(
+                    "5. Resume",
+                    format!(
+                        "resume replaying {replayed} events, time {what}, store of 1,000,000 events"
+                    ),
+                    ms(b),
+                )
+                .against(
+                    format!("store of 10,000 events {}", ms(a)),
+                    b.as_secs_f64() / a.as_secs_f64(),
+                )
+                .ratio_target(Target::AtMost(1.5));
+                if headline {
+                    row = row.headline(format!(
+                        "Resume replaying {replayed} events, time {what}, store of 1,000,000 events"
+                    ));
+                }
+                report.push(row);
             }
         }
     }

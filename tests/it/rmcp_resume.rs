@@ -33,16 +33,9 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::common::{layer_id, post_message};
+use crate::common::{init_tracing, layer_id, post_message};
 use mcp_resume_testkit::progress_server::mcp_service;
 use mcp_resume_testkit::proxy::{Connection, Faults, Proxy, Relay};
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Cuts after a scheduled number of server->client bytes, made by the test kit's proxy.

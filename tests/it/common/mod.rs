@@ -98,14 +98,17 @@ where
     .await;
 }
 
-/// Installs a `tracing` subscriber writing to the test output (once).
-/// Filter with `RUST_LOG`.
+/// Installs a `tracing` subscriber writing to the test output (once), when
+/// `RUST_LOG` asks for one. Without it no global subscriber is installed:
+/// the tests share one process, and a global filtering subscriber installed
+/// by one test made another's thread-local capture (`layer_tracing`) miss
+/// events now and then.
 pub fn init_tracing() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() else {
+        return;
+    };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_test_writer()
         .try_init();
 }

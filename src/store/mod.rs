@@ -16,7 +16,7 @@
 //!
 //! They all keep the same [`Retention`] (idle streams expire, each stream keeps a
 //! bounded number of events) and pass the same backend test suite
-//! (`tests/store_backends.rs`).
+//! (`tests/it/store_backends.rs`).
 //!
 //! # The model
 //!
@@ -101,6 +101,7 @@ mod sqlite;
 mod types;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisEventStore, RedisOptions};
 pub use error::StoreError;
 pub use live::Subscription;
@@ -108,6 +109,7 @@ pub use memory::MemoryEventStore;
 pub(crate) use read::read_page_known_to_follow;
 pub use read::{EventBatches, ReadLimit, follow, replay};
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteEventStore, SqliteOptions, SyncMode};
 pub use types::{
     AppendReceipt, Batch, EventId, InvalidId, NewEvent, NewStream, Retention, StoredEvent,

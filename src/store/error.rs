@@ -145,6 +145,20 @@ pub enum StoreError {
         path: PathBuf,
     },
 
+    /// The database file was deleted, or another file was put at its path,
+    /// while the store had it open. The store goes on writing to the file it
+    /// opened, which nothing can open again once the process stops: what is
+    /// committed from now on is lost at the next start.
+    #[error(
+        "{path} was deleted or replaced while mcp-resume had it open: events committed from now on \
+         are lost when the process stops; restart mcp-resume to open a store at that path again, \
+         and do not remove the store's files while it runs"
+    )]
+    FileReplaced {
+        /// The database file.
+        path: PathBuf,
+    },
+
     /// An operating-system I/O error.
     #[error("I/O error on {path}: {source}")]
     Io {

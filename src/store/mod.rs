@@ -198,6 +198,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// where the backend has a stronger sync available, made durable.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Resolves `Ok` if the store can serve now, or with the error that says
+    /// why not: what a readiness check asks. Cheap enough to call every few
+    /// seconds.
+    ///
+    /// The default reads the info of a stream that does not exist. Backends
+    /// check more where they can: [`SqliteEventStore`] also fails with
+    /// [`StoreError::FileReplaced`] once its file was deleted or replaced,
+    /// and `RedisEventStore` sends `PING` within its response timeout.
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.stream_info(StreamId::random()).await.map(drop) })
+    }
+
     /// Flushes, ends every stream that is live in this process as abandoned,
     /// and releases the store's resources. Later calls fail with
     /// [`StoreError::Closed`]. Closing twice is fine.

@@ -930,3 +930,81 @@ async fn append_mib_watching_the_wal(
     }
     largest.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// What the store logs, kept for the test to read (a `tracing` writer).
+#[derive(Clone, Default)]
+struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logged {
+    fn errors(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|line| line.contains("ERROR"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Issue 26, part 5: the database files deleted under a running store. The
+/// store notices within `FILE_CHECK_INTERVAL` without being asked, and logs
+/// an error naming the file; `health` then fails with `FileReplaced`, naming
+/// it too. Before that, `health` is Ok.
+#[tokio::test]
+async fn database_files_deleted_while_open_are_logged_and_fail_the_health_check() {
+    let (dir, path) = temp_db();
+    let logged = Logged::default();
+    let writer = logged.clone();
+    // Scoped to this thread (the test's runtime is single-threaded); the
+    // store's threads log to it too.
+    let _logging = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let store = Arc::new(SqliteEventStore::open(&path).unwrap());
+    let stream = one_event_in_a_new_stream(&store, "committed before").await;
+    store.health().await.unwrap();
+
+    // `rm mcp_events.db*`: the database, its -wal and -shm, and the lock file.
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        std::fs::remove_file(file.unwrap().path()).unwrap();
+    }
+    assert!(!path.exists());
+    // The store goes on committing, to a file nothing can open again.
+    store
+        .append(stream, vec![NewEvent::message("lost at the next start")])
+        .await
+        .unwrap();
+
+    let named = path.display().to_string();
+    let deadline =
+        std::time::Instant::now() + SqliteEventStore::FILE_CHECK_INTERVAL + Duration::from_secs(2);
+    while !logged.errors().iter().any(|line| line.contains(&named)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error naming {named} logged within the check interval: {:?}",
+            logged.errors()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = store.health().await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::FileReplaced { path: p } if *p == path),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(&named), "{error}");
+    // Logged once while it lasts, not at every check.
+    assert_eq!(logged.errors().len(), 1, "{:?}", logged.errors());
+    let _ = store.close().await;
+}

@@ -413,6 +413,15 @@ impl Shared {
         self.conn.clone()
     }
 
+    /// One round trip to Redis, within the response timeout.
+    async fn ping(&self, context: &'static str) -> Result<(), StoreError> {
+        ::redis::cmd("PING")
+            .query_async::<Value>(&mut self.conn())
+            .await
+            .map(drop)
+            .map_err(backend(context))
+    }
+
     fn prefix(&self) -> &str {
         &self.keys.prefix
     }
@@ -889,11 +898,17 @@ impl EventStore for RedisEventStore {
             // Appends resolve once Redis has applied them, so there is nothing
             // to wait for beyond a round trip; durability is Redis's
             // persistence setting.
-            ::redis::cmd("PING")
-                .query_async::<Value>(&mut shared.conn())
-                .await
-                .map(drop)
-                .map_err(backend("flushing (PING) to Redis"))
+            shared.ping("flushing (PING) to Redis").await
+        })
+    }
+
+    /// `PING`, answered within the
+    /// [response timeout](RedisOptions::response_timeout).
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let shared = &self.shared;
+            shared.check_open()?;
+            shared.ping("checking that Redis answers (PING)").await
         })
     }
 

@@ -19,15 +19,23 @@
 //! How few is set by what they cost (see [`next_interval`]): as often as
 //! every 2 ms while checkpoints are quick (moderate load), down to every
 //! 10 ms when they are not (a busy writer, whose commits then share them).
+//!
+//! The thread also checks, every
+//! [`FILE_CHECK_INTERVAL`](super::SqliteEventStore::FILE_CHECK_INTERVAL),
+//! that the database file is still the one the store opened (see
+//! `file_watch`): it is the store's one thread that wakes when nothing else
+//! happens.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::SqliteOptions;
+use super::file_watch::FileWatch;
 use super::schema;
+use super::{SqliteEventStore, SqliteOptions};
 use crate::store::StoreError;
 
 /// The least time between the starts of two checkpoints: commits made
@@ -61,15 +69,19 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Opens the thread's connection and starts it.
-    pub(crate) fn start(options: &SqliteOptions) -> Result<Self, StoreError> {
+    /// Opens the thread's connection and starts it; it also checks the
+    /// file with `watch`.
+    pub(crate) fn start(
+        options: &SqliteOptions,
+        watch: Arc<FileWatch>,
+    ) -> Result<Self, StoreError> {
         let conn = schema::open_checkpointer(options)?;
         let path = options.path.clone();
         // One pending request is enough: it covers every commit made before it runs.
         let (wake, wakes) = sync_channel::<()>(1);
         let thread =
             super::threads::spawn(THREAD_NAME, options.thread_nice, &options.path, move || {
-                run(&conn, &wakes, &path)
+                run(&conn, &wakes, &path, &watch)
             })?;
         Ok(Self {
             wake: Some(wake),
@@ -85,11 +97,26 @@ impl Checkpointer {
     }
 }
 
-fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path) {
+fn run(conn: &Connection, wakes: &Receiver<()>, path: &std::path::Path, watch: &FileWatch) {
     // A failure that lasts (a full disk, say) is a warning once, not at
     // every try.
     let mut failing = false;
-    while wakes.recv().is_ok() {
+    let mut next_file_check = Instant::now() + SqliteEventStore::FILE_CHECK_INTERVAL;
+    loop {
+        let woken =
+            match wakes.recv_timeout(next_file_check.saturating_duration_since(Instant::now())) {
+                Ok(()) => true,
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+        if Instant::now() >= next_file_check {
+            // `check` logs what it finds; the store's health check reports it.
+            let _ = watch.check();
+            next_file_check = Instant::now() + SqliteEventStore::FILE_CHECK_INTERVAL;
+        }
+        if !woken {
+            continue;
+        }
         let started = std::time::Instant::now();
         // `Skipped`: the writer is checkpointing (for a flush, or to restart
         // the WAL); nothing to do.

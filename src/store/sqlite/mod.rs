@@ -2,6 +2,7 @@
 
 mod checkpointer;
 mod commit;
+mod file_watch;
 mod ledger;
 mod schema;
 mod settle;
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use self::file_watch::FileWatch;
 use self::schema::{HEAD_COLUMNS, classify, head_from};
 use self::writer::{Command, Writer};
 use super::live::LiveStreams;
@@ -250,6 +252,7 @@ pub struct SqliteEventStore {
     options: SqliteOptions,
     closed: AtomicBool,
     last_sweep_millis: AtomicI64,
+    file_watch: Arc<FileWatch>,
 }
 
 impl SqliteEventStore {
@@ -264,6 +267,14 @@ impl SqliteEventStore {
     /// write-ahead log into the database file, as `top -H`, `perf` and
     /// `/proc/<pid>/task/*/comm` show it.
     pub const CHECKPOINT_THREAD_NAME: &'static str = checkpointer::THREAD_NAME;
+
+    /// How often the store checks that its database file is still at its
+    /// path: 5 seconds. Once the file is deleted, or another file is put at
+    /// its path, the store logs an error naming it (repeated at most once a
+    /// minute while it lasts) and [`health`](EventStore::health) fails with
+    /// [`StoreError::FileReplaced`], since what is committed from then on is
+    /// lost when the process stops. (`health` also checks at every call.)
+    pub const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
     /// Opens (or creates) the store at `path` with default options.
     ///
@@ -300,13 +311,15 @@ impl SqliteEventStore {
         }
         let lock = lock_file(&options.path)?;
         let conn = schema::open_writer(&options)?;
+        // Opening created the file if it was missing: this is the one the store writes.
+        let file_watch = Arc::new(FileWatch::new(&options.path));
         let live = Arc::new(LiveStreams::default());
         let writer = Writer::new(
             conn,
             &options,
             live.clone(),
             lock,
-            checkpointer::Checkpointer::start(&options)?,
+            checkpointer::Checkpointer::start(&options, file_watch.clone())?,
         )?;
         let orphans = writer.abandon_orphans()?;
         if orphans > 0 {
@@ -331,6 +344,7 @@ impl SqliteEventStore {
             options,
             closed: AtomicBool::new(false),
             last_sweep_millis: AtomicI64::new(unix_millis()),
+            file_watch,
         })
     }
 
@@ -536,6 +550,28 @@ impl EventStore for SqliteEventStore {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write(|reply| Command::Flush { reply }))
+    }
+
+    /// Fails with [`StoreError::FileReplaced`] if the database file was
+    /// deleted or replaced, with [`StoreError::Closed`] if the writer thread
+    /// is gone, and with the read's error if a read connection cannot read.
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let file_watch = self.file_watch.clone();
+        Box::pin(async move {
+            if self.commands.is_closed() {
+                return Err(StoreError::Closed);
+            }
+            self.read("checking the store's health", move |conn| {
+                if let Err(error) = file_watch.check() {
+                    return Ok(Err(error));
+                }
+                conn.prepare_cached("SELECT stream_no FROM streams LIMIT 1")?
+                    .query_row([], |_| Ok(()))
+                    .optional()?;
+                Ok(Ok(()))
+            })
+            .await?
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -1,5 +1,6 @@
-//! The store's own threads: named, and scheduled below the threads serving
-//! requests ([`SqliteOptions::thread_nice`](super::SqliteOptions::thread_nice)).
+//! The store's own threads: named, scheduled below the threads serving
+//! requests ([`SqliteOptions::thread_nice`](super::SqliteOptions::thread_nice)),
+//! and logging where the thread that opened the store logs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,9 +16,13 @@ pub(crate) fn spawn<T: Send + 'static>(
     path: &Path,
     body: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, StoreError> {
+    // The thread logs where the opening thread does, to its scoped
+    // subscriber if it has one, not only to the global one.
+    let dispatch = tracing::dispatcher::get_default(|dispatch| dispatch.clone());
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            let _logging = tracing::dispatcher::set_default(&dispatch);
             lower_this_thread(nice);
             body()
         })

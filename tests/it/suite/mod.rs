@@ -660,6 +660,24 @@ pub async fn close_ends_live_streams_and_refuses_work(open: Open) {
     store.close().await.unwrap();
 }
 
+/// `health` (what a readiness check asks) is Ok for a working store, empty or
+/// not, and fails once the store is closed.
+pub async fn health_is_ok_until_the_store_is_closed(open: Open) {
+    let store = open(Retention::default());
+    store.health().await.unwrap();
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store.append(stream, vec![payload(0, 1)]).await.unwrap();
+    store.health().await.unwrap();
+    store.end_stream(stream, StreamEnd::Complete).await.unwrap();
+    store.health().await.unwrap();
+    store.close().await.unwrap();
+    let closed = store.health().await;
+    assert!(matches!(closed, Err(StoreError::Closed)), "{closed:?}");
+}
+
 /// The retention the retention tests open their store with, so they are quick.
 pub fn small_retention() -> Retention {
     Retention::new()
@@ -691,6 +709,7 @@ macro_rules! backend_suite {
                 retention_caps_events_and_reports_trimmed_positions,
                 sweep_removes_idle_ended_streams_only,
                 close_ends_live_streams_and_refuses_work,
+                health_is_ok_until_the_store_is_closed,
             );
         }
     };

@@ -6,7 +6,7 @@ SUCCESS, FAILURE, WARNING, SKIPPED, INFO).
 
 Usage: compare.py LABEL DIRECT_DIR PROXIED_DIR [LABEL DIRECT_DIR PROXIED_DIR ...]
 
-Prints, per label (a spec version), a table scenario x {direct, proxied} with passed/failed
+Prints, per label (an upstream and a spec version), a table scenario x {direct, proxied} with passed/failed
 check counts, then every regression. A regression is a check id that fails through the proxy
 more often than it fails directly, or a scenario that reports directly but not through the
 proxy. Exits 1 when there is any regression, or when a direct run reported no scenario at all
@@ -56,7 +56,7 @@ def compare(label: str, direct_dir: Path, proxied_dir: Path) -> tuple[list[str],
     direct, proxied = load(direct_dir), load(proxied_dir)
     scenarios = list(direct) + [name for name in proxied if name not in direct]
     width = max([len("scenario")] + [len(name) for name in scenarios])
-    print(f"\nspec version {label}: {len(direct)} scenarios directly, {len(proxied)} through the proxy")
+    print(f"\n{label}: {len(direct)} scenarios directly, {len(proxied)} through the proxy")
     print(f"  {'scenario':<{width}}  {'direct':<22}  proxied")
     print(f"  {'-' * width}  {'-' * 22}  {'-' * 22}")
     regressions: list[str] = []
@@ -67,13 +67,13 @@ def compare(label: str, direct_dir: Path, proxied_dir: Path) -> tuple[list[str],
             totals[side].update(check.get("status") for check in checks or [])
         mark = ""
         if d is not None and p is None:
-            regressions.append(f"{label} {name}: reports directly, not through the proxy")
+            regressions.append(f"{label}, {name}: reports directly, not through the proxy")
             mark = "  <- regression"
         else:
             worse = failures(p) - failures(d)
             for check_id, extra in sorted(worse.items()):
                 messages = [c.get("errorMessage", "") for c in p if c.get("id") == check_id and c.get("status") == "FAILURE"]
-                regressions.append(f"{label} {name}: check {check_id} fails through the proxy ({extra}x more): {messages[0]}")
+                regressions.append(f"{label}, {name}: check {check_id} fails through the proxy ({extra}x more): {messages[0]}")
             if worse:
                 mark = "  <- regression"
             elif failures(d):

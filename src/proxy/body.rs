@@ -12,8 +12,9 @@ use hyper::body::Incoming;
 ///
 /// Either the upstream's body, passed on frame by frame as it arrives (never
 /// buffered, so an SSE event reaches the client as soon as the upstream sends
-/// it), or a short JSON answer made by the proxy (a `502` when the upstream
-/// cannot be reached).
+/// it), or a short JSON answer made by the proxy (a `400` for a request
+/// body the client broke, a `502` when the upstream cannot be reached, a
+/// `504` when it does not answer in time).
 #[derive(Debug)]
 pub struct ProxyBody {
     kind: Kind,

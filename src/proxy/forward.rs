@@ -6,37 +6,39 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
-use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{self, Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use tower::Service;
+use tower::{BoxError, Service};
 
+use super::answer::{ErrorChain, INTERNAL_ERROR, INVALID_REQUEST, json_error};
 use super::body::ProxyBody;
 use super::headers::remove_hop_by_hop;
+use super::request_body::{self, Read, UpstreamBody};
 use super::upstream::Upstream;
-
-use tower::BoxError;
-
-/// The request body sent upstream: the client's body, boxed so that one
-/// client (and its connection pool) serves every request body type.
-type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A streaming reverse proxy to one [`Upstream`] MCP server.
 ///
 /// Each request goes to the same path and query on the upstream, over
 /// HTTP/1.1 on a pooled connection, whatever HTTP version the client spoke.
-/// Bodies stream both ways frame by frame; nothing is buffered, so an SSE
-/// event reaches the client (or the [`ResumabilityLayer`](crate::ResumabilityLayer)
+/// Responses stream back frame by frame, never buffered, so an SSE event
+/// reaches the client (or the [`ResumabilityLayer`](crate::ResumabilityLayer)
 /// in front) as soon as the upstream writes it.
+///
+/// A request body of up to [`request_buffer_bytes`](Self::request_buffer_bytes)
+/// (MCP's are single JSON-RPC messages) is read whole before anything is
+/// sent upstream, so a client's broken request (a bad chunk, a connection
+/// cut before the `Content-Length` was sent) is answered
+/// `400 Bad Request` and never reaches the upstream. A longer body streams;
+/// if it breaks midway the upstream has seen part of it, and the client
+/// still gets the `400`.
 ///
 /// Headers are forwarded end to end (`Mcp-Session-Id`,
 /// `MCP-Protocol-Version`, `Authorization`, `Accept`, `Content-Type`,
@@ -47,10 +49,14 @@ type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 ///
 /// When the upstream cannot be reached (within
 /// [`CONNECT_TIMEOUT`](Self::CONNECT_TIMEOUT)) or fails before answering, the
-/// client gets `502 Bad Gateway` with a JSON-RPC error naming the upstream.
-/// The service itself never fails.
+/// client gets `502 Bad Gateway`; when it sends no response headers within
+/// [`upstream_header_timeout`](Self::upstream_header_timeout), `504 Gateway
+/// Timeout`. Both carry a JSON-RPC error naming the upstream. Once the
+/// headers have come, the response has no time limit: a tool call may
+/// stream for hours. The service itself never fails.
 ///
 /// ```
+/// use std::time::Duration;
 /// use mcp_resume::ResumabilityLayer;
 /// use mcp_resume::proxy::ReverseProxy;
 /// use mcp_resume::store::MemoryEventStore;
@@ -58,7 +64,8 @@ type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 /// use tower::Layer;
 ///
 /// # fn main() -> Result<(), mcp_resume::proxy::InvalidUpstream> {
-/// let proxy = ReverseProxy::new("http://127.0.0.1:8000/mcp".parse()?);
+/// let proxy = ReverseProxy::new("http://127.0.0.1:8000/mcp".parse()?)
+///     .upstream_header_timeout(Some(Duration::from_secs(20)));
 /// let service = ResumabilityLayer::new(Arc::new(MemoryEventStore::new())).layer(proxy);
 /// # let _ = service;
 /// # Ok(())
@@ -68,15 +75,30 @@ type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 pub struct ReverseProxy {
     upstream: Arc<Upstream>,
     client: Client<HttpConnector, UpstreamBody>,
+    request_buffer_bytes: Option<usize>,
+    upstream_header_timeout: Option<Duration>,
 }
 
 impl ReverseProxy {
     /// How long connecting to the upstream may take before the request is
-    /// answered `502`: 10 seconds. Streams themselves have no time limit: a
-    /// tool call may legitimately run for hours.
+    /// answered `502`: 10 seconds.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// A proxy to `upstream`, with its own connection pool.
+    /// The default of [`request_buffer_bytes`](Self::request_buffer_bytes):
+    /// 4 MiB, far above any JSON-RPC request an MCP client sends.
+    pub const DEFAULT_REQUEST_BUFFER_BYTES: usize = 4 << 20;
+
+    /// The default of
+    /// [`upstream_header_timeout`](Self::upstream_header_timeout): 60
+    /// seconds, the read timeout nginx applies by default, so an upstream
+    /// that works behind nginx works here. Streaming answers (SSE) send
+    /// their headers at once however long the call runs; an upstream
+    /// answering `application/json` sends them when the call is done, so
+    /// one with longer calls needs a longer timeout, or none.
+    pub const DEFAULT_UPSTREAM_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// A proxy to `upstream`, with its own connection pool, every setting
+    /// at its default.
     pub fn new(upstream: Upstream) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Self::CONNECT_TIMEOUT));
@@ -89,7 +111,32 @@ impl ReverseProxy {
         Self {
             upstream: Arc::new(upstream),
             client,
+            request_buffer_bytes: Some(Self::DEFAULT_REQUEST_BUFFER_BYTES),
+            upstream_header_timeout: Some(Self::DEFAULT_UPSTREAM_HEADER_TIMEOUT),
         }
+    }
+
+    /// Request bodies of up to this many bytes are read whole before the
+    /// request is sent upstream; a client's body that breaks before its
+    /// end is answered `400` and the upstream never sees the request.
+    /// Longer bodies stream as they arrive (one that breaks midway is
+    /// answered `400` too, but the upstream has seen part of it). `None`
+    /// streams every body. Default:
+    /// [`DEFAULT_REQUEST_BUFFER_BYTES`](Self::DEFAULT_REQUEST_BUFFER_BYTES).
+    pub fn request_buffer_bytes(mut self, bytes: Option<usize>) -> Self {
+        self.request_buffer_bytes = bytes;
+        self
+    }
+
+    /// How long the upstream may take to send its response headers, counted
+    /// from when the whole request has been handed to it: past it, the
+    /// request is abandoned and the client gets `504 Gateway Timeout`. The
+    /// upstream may still be working on it. A response whose headers came
+    /// in time streams for as long as it lasts. `None`: no limit. Default:
+    /// [`DEFAULT_UPSTREAM_HEADER_TIMEOUT`](Self::DEFAULT_UPSTREAM_HEADER_TIMEOUT).
+    pub fn upstream_header_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.upstream_header_timeout = timeout;
+        self
     }
 
     /// The upstream this proxy forwards to.
@@ -97,17 +144,12 @@ impl ReverseProxy {
         &self.upstream
     }
 
-    /// The request to send upstream, or why it cannot be forwarded (the
-    /// message of a `400`).
-    fn upstream_request<B>(
+    /// The head of the request to send upstream, or why it cannot be
+    /// forwarded (the message of a `400`).
+    fn upstream_parts(
         &self,
-        request: Request<B>,
-    ) -> Result<Request<UpstreamBody>, &'static str>
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let (mut parts, body) = request.into_parts();
+        mut parts: http::request::Parts,
+    ) -> Result<http::request::Parts, &'static str> {
         // Only origin-form targets (`/path?query`) have an upstream
         // equivalent; `*` (server-wide OPTIONS) and CONNECT's authority do not.
         let Some(path_and_query) = parts
@@ -134,8 +176,57 @@ impl ReverseProxy {
         parts
             .headers
             .insert(header::HOST, self.upstream.host_header());
-        let body = body.map_err(Into::into).boxed_unsync();
-        Ok(Request::from_parts(parts, body))
+        Ok(parts)
+    }
+
+    /// Sends the request upstream and waits for the response's headers.
+    async fn forward<B>(self, parts: http::request::Parts, body: B) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let body = match self.request_buffer_bytes {
+            Some(limit) => match request_body::read_up_to(body, limit).await {
+                Ok(Read::Whole(body)) => body,
+                Ok(Read::Streamed(body)) => {
+                    tracing::debug!(
+                        limit,
+                        "request body longer than the request buffer: streamed"
+                    );
+                    body
+                }
+                Err(error) => return unreadable_request(&ErrorChain(&*error), false),
+            },
+            None => UpstreamBody::streamed(Default::default(), body),
+        };
+        let progress = body.progress();
+        let mut response = self.client.request(Request::from_parts(parts, body));
+        let answered = match self.upstream_header_timeout {
+            None => Ok(response.await),
+            Some(timeout) => {
+                // The clock starts once the request is all sent: a slow
+                // client's long upload is not the upstream's delay.
+                let answered_while_sending = tokio::select! {
+                    answered = &mut response => Some(answered),
+                    () = progress.sent() => None,
+                };
+                match answered_while_sending {
+                    Some(answered) => Ok(answered),
+                    None => tokio::time::timeout(timeout, response)
+                        .await
+                        .map_err(|_elapsed| timeout),
+                }
+            }
+        };
+        match answered {
+            Ok(Ok(response)) => downstream_response(response),
+            Ok(Err(error)) => match progress.failure() {
+                // The client's body broke while it streamed upstream.
+                Some(failure) => unreadable_request(&failure, true),
+                None => bad_gateway(&self.upstream, &error),
+            },
+            Err(timeout) => gateway_timeout(&self.upstream, timeout),
+        }
     }
 }
 
@@ -143,6 +234,8 @@ impl fmt::Debug for ReverseProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReverseProxy")
             .field("upstream", &self.upstream.to_string())
+            .field("request_buffer_bytes", &self.request_buffer_bytes)
+            .field("upstream_header_timeout", &self.upstream_header_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -162,60 +255,35 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let state = match self.upstream_request(request) {
-            Ok(request) => State::Forwarding {
-                response: self.client.request(request),
-                upstream: self.upstream.clone(),
-            },
+        let (parts, body) = request.into_parts();
+        let answer: Pin<Box<dyn Future<Output = _> + Send>> = match self.upstream_parts(parts) {
+            Ok(parts) => Box::pin(self.clone().forward(parts, body)),
             Err(message) => {
-                State::Answered(Some(json_error(StatusCode::BAD_REQUEST, -32600, message)))
+                let answer = json_error(StatusCode::BAD_REQUEST, INVALID_REQUEST, message);
+                Box::pin(std::future::ready(answer.map(ProxyBody::local)))
             }
         };
-        ResponseFuture { state }
+        ResponseFuture { answer }
     }
 }
 
 /// The future of [`ReverseProxy`]: the upstream's response headers, or the
 /// proxy's own answer.
 pub struct ResponseFuture {
-    state: State,
-}
-
-enum State {
-    Forwarding {
-        response: legacy::ResponseFuture,
-        upstream: Arc<Upstream>,
-    },
-    Answered(Option<Response<ProxyBody>>),
+    answer: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>,
 }
 
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Forwarding { .. } => "forwarding",
-            State::Answered(_) => "answered",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish()
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
 impl Future for ResponseFuture {
     type Output = Result<Response<ProxyBody>, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Every field is `Unpin`: the legacy client's future is boxed.
-        let answer = match &mut self.get_mut().state {
-            State::Forwarding { response, upstream } => match ready!(Pin::new(response).poll(cx)) {
-                Ok(response) => downstream_response(response),
-                Err(error) => bad_gateway(upstream, &error),
-            },
-            State::Answered(answer) => answer
-                .take()
-                .expect("ResponseFuture polled after completion"),
-        };
-        Poll::Ready(Ok(answer))
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.answer.as_mut().poll(cx).map(Ok)
     }
 }
 
@@ -225,6 +293,23 @@ fn downstream_response(response: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, ProxyBody::upstream(body))
+}
+
+/// `400 Bad Request` for a request body the client broke (bad framing, cut
+/// short): the client's fault, logged as such. `partly_sent`: part of it
+/// had already gone upstream.
+fn unreadable_request(error: &dyn fmt::Display, partly_sent: bool) -> Response<ProxyBody> {
+    let forwarded = if partly_sent {
+        "after part of it was forwarded upstream"
+    } else {
+        "before anything was forwarded upstream"
+    };
+    tracing::info!(
+        %error,
+        "the client's request body broke {forwarded}; answered 400"
+    );
+    let message = format!("Bad Request: the request body could not be read: {error}");
+    json_error(StatusCode::BAD_REQUEST, INVALID_REQUEST, &message).map(ProxyBody::local)
 }
 
 /// `502 Bad Gateway` for an upstream that could not be reached or failed
@@ -241,37 +326,19 @@ fn bad_gateway(upstream: &Upstream, error: &legacy::Error) -> Response<ProxyBody
         "upstream MCP server {what}; answered 502"
     );
     let message = format!("Bad Gateway: the upstream MCP server {upstream} {what}");
-    json_error(StatusCode::BAD_GATEWAY, -32603, &message)
+    json_error(StatusCode::BAD_GATEWAY, INTERNAL_ERROR, &message).map(ProxyBody::local)
 }
 
-/// A JSON-RPC error response (`id` null: the request was not read) with `status`.
-fn json_error(status: StatusCode, code: i64, message: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": { "code": code, "message": message },
-    });
-    let mut response = Response::new(ProxyBody::local(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+/// `504 Gateway Timeout` for an upstream that sent no response headers
+/// within `timeout`.
+fn gateway_timeout(upstream: &Upstream, timeout: Duration) -> Response<ProxyBody> {
+    tracing::warn!(
+        upstream = %upstream,
+        ?timeout,
+        "upstream MCP server sent no response headers in time; abandoned the request and answered 504"
     );
-    response
-}
-
-/// Displays an error with its sources: `a: b: c`. The legacy client's own
-/// message ("client error (Connect)") says little without them.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
-    }
+    let message = format!(
+        "Gateway Timeout: the upstream MCP server {upstream} did not answer within {timeout:?}"
+    );
+    json_error(StatusCode::GATEWAY_TIMEOUT, INTERNAL_ERROR, &message).map(ProxyBody::local)
 }

@@ -41,9 +41,11 @@
 //! streams as they are produced and answers resumes itself; the upstream
 //! never sees a `Last-Event-ID` it could not serve.
 
+mod answer;
 mod body;
 mod forward;
 mod headers;
+mod request_body;
 mod serve;
 mod upstream;
 

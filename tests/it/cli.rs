@@ -438,7 +438,7 @@ fn sqlite_arg(path: &Path) -> String {
 // ---------------------------------------------------------------------------
 
 /// Every option of the contract: flag, environment variable, default.
-const OPTIONS: [(&str, &str, &str); 17] = [
+const OPTIONS: [(&str, &str, &str); 19] = [
     ("--listen", "MCP_RESUME_LISTEN", "127.0.0.1:8080"),
     ("--store", "MCP_RESUME_STORE", "sqlite:./mcp_events.db"),
     ("--sync", "MCP_RESUME_SYNC", "normal"),
@@ -464,6 +464,23 @@ const OPTIONS: [(&str, &str, &str); 17] = [
     ("--grace-period", "MCP_RESUME_GRACE_PERIOD", "10s"),
     ("--max-connections", "MCP_RESUME_MAX_CONNECTIONS", "10000"),
     ("--upstream", "MCP_RESUME_UPSTREAM", ""),
+    (
+        "--request-buffer-bytes",
+        "MCP_RESUME_REQUEST_BUFFER_BYTES",
+        "4194304",
+    ),
+    (
+        "--upstream-header-timeout",
+        "MCP_RESUME_UPSTREAM_HEADER_TIMEOUT",
+        "1m",
+    ),
+];
+
+/// The options of the proxy command only.
+const PROXY_OPTIONS: [&str; 3] = [
+    "--upstream",
+    "--request-buffer-bytes",
+    "--upstream-header-timeout",
 ];
 
 #[test]
@@ -472,7 +489,7 @@ fn help_lists_every_option_with_its_env_var_and_default() {
         let (code, help, _) = run(args);
         assert_eq!(code, Some(0), "{args:?}");
         for (flag, env, default) in OPTIONS {
-            if flag == "--upstream" && args[0] != "proxy" {
+            if PROXY_OPTIONS.contains(&flag) && args[0] != "proxy" {
                 continue;
             }
             // The option's entry: from its flag to the next option's.
@@ -990,6 +1007,73 @@ async fn proxy_answers_502_naming_the_upstream_when_it_is_unreachable() {
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(&upstream), "{message}");
     }
+}
+
+/// The proxy command in front of `upstream` on 127.0.0.1, with `more` options.
+fn start_proxy(upstream: &str, more: &[&str]) -> Server {
+    let mut args = vec![
+        "proxy",
+        "--upstream",
+        upstream,
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        "memory",
+    ];
+    args.extend_from_slice(more);
+    Server::start(&args)
+}
+
+#[tokio::test]
+async fn the_proxy_answers_504_when_the_upstream_sends_no_headers_in_time() {
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/mcp", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let server = start_proxy(&upstream, &["--upstream-header-timeout", "300ms"]);
+    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" });
+    let started = Instant::now();
+    let response = send(server.addr, post_message(&server.url(), None, None, &ping)).await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let answer = json_body(response).await;
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&upstream), "{message}");
+}
+
+#[tokio::test]
+async fn the_proxy_answers_a_broken_request_body_400_as_the_clients_error() {
+    let (upstream_addr, upstream) = upstream::start().await;
+    let server = start_proxy(&format!("http://{upstream_addr}/mcp"), &[]);
+    let mut client = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\nZZZ\r\n{{}}\r\n0\r\n\r\n",
+        server.addr
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = guard(
+        "the answer",
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(!answer.contains("upstream MCP server"), "{answer}");
+    assert!(
+        upstream.seen.lock().unwrap().is_none(),
+        "reached the upstream"
+    );
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(log.contains("the client's request body broke"), "{log}");
 }
 
 // ---------------------------------------------------------------------------

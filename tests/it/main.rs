@@ -19,6 +19,7 @@ mod layer_resume;
 mod layer_rewrite;
 mod layer_session;
 mod layer_tracing;
+mod proxy_faults;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod rmcp_resume;

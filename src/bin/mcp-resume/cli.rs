@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand};
-use mcp_resume::proxy::{DEFAULT_LISTEN_ADDR, ServeOptions, Upstream};
+use mcp_resume::proxy::{DEFAULT_LISTEN_ADDR, ReverseProxy, ServeOptions, Upstream};
 use mcp_resume::store::{EventStore, Retention, SqliteOptions};
 use mcp_resume::{ResumabilityLayer, StoreFailurePolicy};
 
 use crate::store::{StoreSpec, parse_store};
-use crate::values::{CliDuration, MaxDbBytes, OnStoreFailure, PollAfter, SyncArg};
+use crate::values::{BytesOrOff, CliDuration, DurationOrOff, OnStoreFailure, SyncArg};
 
 /// Makes any MCP Streamable HTTP server resumable.
 ///
@@ -44,12 +44,52 @@ pub enum Command {
         /// Upstream MCP endpoint, http:// only, e.g. http://127.0.0.1:8000/mcp
         #[arg(long, env = "MCP_RESUME_UPSTREAM", value_name = "URL")]
         upstream: Upstream,
+        #[command(flatten)]
+        proxy: ProxyOptions,
     },
     /// A built-in MCP server with a slow streaming tool, `countdown`, behind the layer.
     ///
     /// Prints a walkthrough to paste into another terminal: it calls the
     /// tool with curl, cuts the stream, and resumes it.
     Demo,
+}
+
+/// The options of the proxy command only: how requests go upstream.
+#[derive(Debug, Args)]
+pub struct ProxyOptions {
+    /// Request bodies up to N bytes are read whole before they go upstream,
+    /// so a broken one never reaches it; longer ones stream (`off`: all stream)
+    #[arg(
+        long,
+        env = "MCP_RESUME_REQUEST_BUFFER_BYTES",
+        value_name = "N",
+        default_value_t = BytesOrOff(Some(ReverseProxy::DEFAULT_REQUEST_BUFFER_BYTES as u64))
+    )]
+    request_buffer_bytes: BytesOrOff,
+
+    /// How long the upstream may take to send response headers before the
+    /// client gets 504 (`off` or a duration); a started stream has no limit
+    #[arg(
+        long,
+        env = "MCP_RESUME_UPSTREAM_HEADER_TIMEOUT",
+        value_name = "DUR",
+        default_value_t = DurationOrOff(Some(ReverseProxy::DEFAULT_UPSTREAM_HEADER_TIMEOUT))
+    )]
+    upstream_header_timeout: DurationOrOff,
+}
+
+impl ProxyOptions {
+    /// The reverse proxy to `upstream`.
+    pub fn reverse_proxy(&self, upstream: Upstream) -> ReverseProxy {
+        let request_buffer_bytes = self
+            .request_buffer_bytes
+            .0
+            // A limit past the address space buffers everything the memory can hold.
+            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
+        ReverseProxy::new(upstream)
+            .request_buffer_bytes(request_buffer_bytes)
+            .upstream_header_timeout(self.upstream_header_timeout.0)
+    }
 }
 
 /// A whole number from 1, as a `usize`.
@@ -98,10 +138,10 @@ pub struct Options {
         long,
         env = "MCP_RESUME_MAX_DB_BYTES",
         value_name = "N",
-        default_value_t = MaxDbBytes(None),
+        default_value_t = BytesOrOff(None),
         global = true
     )]
-    max_db_bytes: MaxDbBytes,
+    max_db_bytes: BytesOrOff,
 
     /// SQLite write-ahead log bound in bytes: past it the writer waits for a full checkpoint
     #[arg(
@@ -205,10 +245,10 @@ pub struct Options {
         long,
         env = "MCP_RESUME_POLL_AFTER",
         value_name = "DUR",
-        default_value_t = PollAfter(None),
+        default_value_t = DurationOrOff(None),
         global = true
     )]
-    poll_after: PollAfter,
+    poll_after: DurationOrOff,
 
     /// On SIGINT/SIGTERM: how long streams may finish before exit
     #[arg(
@@ -247,8 +287,8 @@ impl Options {
             .max_wal_bytes(self.max_wal_bytes)
             .retention(self.retention());
         match self.max_db_bytes {
-            MaxDbBytes(Some(bytes)) => sqlite.max_size_bytes(bytes),
-            MaxDbBytes(None) => sqlite,
+            BytesOrOff(Some(bytes)) => sqlite.max_size_bytes(bytes),
+            BytesOrOff(None) => sqlite,
         }
     }
 
@@ -264,8 +304,8 @@ impl Options {
             .max_live_streams_per_session(self.max_live_streams_per_session)
             .on_store_failure(self.on_store_failure.into());
         match self.poll_after {
-            PollAfter(Some(after)) => layer.poll_after(after),
-            PollAfter(None) => layer,
+            DurationOrOff(Some(after)) => layer.poll_after(after),
+            DurationOrOff(None) => layer,
         }
     }
 
@@ -390,6 +430,60 @@ mod tests {
             ServeOptions::new()
                 .grace_period(Duration::from_secs(3))
                 .max_connections(5)
+        );
+    }
+
+    /// The proxy command's own options.
+    fn proxy_options(args: &[&str]) -> ProxyOptions {
+        let mut all = vec![
+            "mcp-resume",
+            "proxy",
+            "--upstream",
+            "http://127.0.0.1:8000/mcp",
+        ];
+        all.extend_from_slice(args);
+        match parse(&all).command {
+            Command::Proxy { proxy, .. } => proxy,
+            Command::Demo => unreachable!("parsed as the proxy command"),
+        }
+    }
+
+    #[test]
+    fn proxy_options_reach_the_library() {
+        let upstream: Upstream = "http://127.0.0.1:8000/mcp".parse().unwrap();
+        assert_eq!(
+            format!("{:?}", proxy_options(&[]).reverse_proxy(upstream.clone())),
+            format!("{:?}", ReverseProxy::new(upstream.clone()))
+        );
+        let options = proxy_options(&[
+            "--request-buffer-bytes",
+            "off",
+            "--upstream-header-timeout",
+            "250ms",
+        ]);
+        assert_eq!(
+            format!("{:?}", options.reverse_proxy(upstream.clone())),
+            format!(
+                "{:?}",
+                ReverseProxy::new(upstream.clone())
+                    .request_buffer_bytes(None)
+                    .upstream_header_timeout(Some(Duration::from_millis(250)))
+            )
+        );
+        let options = proxy_options(&[
+            "--request-buffer-bytes",
+            "1024",
+            "--upstream-header-timeout",
+            "off",
+        ]);
+        assert_eq!(
+            format!("{:?}", options.reverse_proxy(upstream.clone())),
+            format!(
+                "{:?}",
+                ReverseProxy::new(upstream)
+                    .request_buffer_bytes(Some(1024))
+                    .upstream_header_timeout(None)
+            )
         );
     }
 }

@@ -25,7 +25,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mcp_resume::proxy::ReverseProxy;
 use mcp_resume::store::StoreError;
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -142,12 +141,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     tracing::info!(store = %options.store, "serving on http://{addr}");
 
     match cli.command {
-        Command::Proxy { upstream } => {
+        Command::Proxy { upstream, proxy } => {
             tracing::info!(
                 "forwarding to {upstream}; clients use http://{addr}{}",
                 upstream.path()
             );
-            let service = layer.layer(ReverseProxy::new(upstream));
+            let service = layer.layer(proxy.reverse_proxy(upstream));
             serve_until_signalled(listener, service, signals, &options).await;
         }
         Command::Demo => {

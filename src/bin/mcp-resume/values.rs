@@ -56,11 +56,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| "too long a duration".to_owned())
 }
 
-/// `--max-db-bytes`: `off`, or a size in bytes.
+/// A size in bytes, or `off` (`--max-db-bytes`, `--request-buffer-bytes`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MaxDbBytes(pub Option<u64>);
+pub struct BytesOrOff(pub Option<u64>);
 
-impl FromStr for MaxDbBytes {
+impl FromStr for BytesOrOff {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
@@ -68,12 +68,12 @@ impl FromStr for MaxDbBytes {
             return Ok(Self(None));
         }
         text.parse().map(|bytes| Self(Some(bytes))).map_err(|_| {
-            format!("`off` or a number of bytes, e.g. 1073741824 for 1 GiB; got `{text}`")
+            format!("`off` or a number of bytes, e.g. 1048576 for 1 MiB; got `{text}`")
         })
     }
 }
 
-impl fmt::Display for MaxDbBytes {
+impl fmt::Display for BytesOrOff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Some(bytes) => write!(f, "{bytes}"),
@@ -82,11 +82,11 @@ impl fmt::Display for MaxDbBytes {
     }
 }
 
-/// `--poll-after`: `off`, or a duration.
+/// A duration, or `off` (`--poll-after`, `--upstream-header-timeout`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PollAfter(pub Option<Duration>);
+pub struct DurationOrOff(pub Option<Duration>);
 
-impl FromStr for PollAfter {
+impl FromStr for DurationOrOff {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
@@ -99,7 +99,7 @@ impl FromStr for PollAfter {
     }
 }
 
-impl fmt::Display for PollAfter {
+impl fmt::Display for DurationOrOff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Some(after) => CliDuration(after).fmt(f),
@@ -215,17 +215,23 @@ mod tests {
 
     #[test]
     fn off_or_a_value() {
-        assert_eq!("off".parse(), Ok(PollAfter(None)));
-        assert_eq!("30s".parse(), Ok(PollAfter(Some(Duration::from_secs(30)))));
-        assert!("never".parse::<PollAfter>().is_err());
-        assert_eq!(PollAfter(Some(Duration::from_secs(30))).to_string(), "30s");
-        assert_eq!(PollAfter(None).to_string(), "off");
+        assert_eq!("off".parse(), Ok(DurationOrOff(None)));
+        assert_eq!(
+            "30s".parse(),
+            Ok(DurationOrOff(Some(Duration::from_secs(30))))
+        );
+        assert!("never".parse::<DurationOrOff>().is_err());
+        assert_eq!(
+            DurationOrOff(Some(Duration::from_secs(30))).to_string(),
+            "30s"
+        );
+        assert_eq!(DurationOrOff(None).to_string(), "off");
 
-        assert_eq!("off".parse(), Ok(MaxDbBytes(None)));
-        assert_eq!("1073741824".parse(), Ok(MaxDbBytes(Some(1 << 30))));
-        assert!("1GiB".parse::<MaxDbBytes>().is_err());
-        assert_eq!(MaxDbBytes(Some(1 << 30)).to_string(), "1073741824");
-        assert_eq!(MaxDbBytes(None).to_string(), "off");
+        assert_eq!("off".parse(), Ok(BytesOrOff(None)));
+        assert_eq!("1073741824".parse(), Ok(BytesOrOff(Some(1 << 30))));
+        assert!("1GiB".parse::<BytesOrOff>().is_err());
+        assert_eq!(BytesOrOff(Some(1 << 30)).to_string(), "1073741824");
+        assert_eq!(BytesOrOff(None).to_string(), "off");
     }
 
     #[test]

@@ -220,6 +220,37 @@ impl Pending {
     }
 }
 
+/// When a pump gives up on a stream nobody is attached to.
+struct DetachTimer {
+    timeout: Duration,
+    /// When the last client left, while none is attached.
+    detached_since: Option<Instant>,
+}
+
+impl DetachTimer {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            detached_since: None,
+        }
+    }
+
+    /// The detach deadline with `clients` attached now: none while one is,
+    /// else the detach timeout after the last one left (logged then).
+    fn deadline(&mut self, clients: usize) -> Option<Instant> {
+        if clients > 0 {
+            self.detached_since = None;
+            return None;
+        }
+        let timeout = self.timeout;
+        let since = *self.detached_since.get_or_insert_with(|| {
+            tracing::info!(?timeout, "client detached; stream keeps running");
+            Instant::now()
+        });
+        Some(since + timeout)
+    }
+}
+
 /// A commit in flight: the store's answer to come, and what to publish then.
 struct Commit {
     receipt: BoxFuture<'static, Result<AppendReceipt, StoreError>>,
@@ -275,26 +306,15 @@ impl Pump {
         // still committed, then the pump stops this way.
         let mut ended: Option<Stop> = None;
         let mut attached = self.tail.watch_attached();
-        let mut detached_since: Option<Instant> = None;
+        let mut detach = DetachTimer::new(self.config.detach_timeout);
         loop {
             if in_flight.is_none() {
-                if pending.items.is_empty()
+                in_flight = self.next_commit(&mut pending);
+                if in_flight.is_none()
+                    && pending.items.is_empty()
                     && let Some(stop) = ended.take()
                 {
                     return stop;
-                }
-                // Only once the slowest attached reader is within `max_lag`
-                // of the newest event: no commit (of at most `max_lag`
-                // events) then makes the cap trim an event an attached
-                // client has yet to read. A fast producer is held back while
-                // its client catches up.
-                self.readers.borrow_and_update();
-                if !pending.items.is_empty() && self.tail.lag() <= self.max_lag {
-                    in_flight = self.start_commit(pending.take_run(self.max_lag));
-                    if in_flight.is_none() {
-                        // Published at once (keep-alives only, or not stored).
-                        continue;
-                    }
                 }
             }
             let clients = *attached.borrow_and_update();
@@ -303,19 +323,7 @@ impl Pump {
                 tracing::info!("client left a stream that could not be stored; stopping it");
                 return Stop::GaveUp;
             }
-            let deadline = match (clients, detached_since) {
-                (0, None) => {
-                    tracing::info!(timeout = ?self.config.detach_timeout, "client detached; stream keeps running");
-                    let now = Instant::now();
-                    detached_since = Some(now);
-                    Some(now + self.config.detach_timeout)
-                }
-                (0, Some(since)) => Some(since + self.config.detach_timeout),
-                _ => {
-                    detached_since = None;
-                    None
-                }
-            };
+            let deadline = detach.deadline(clients);
             // Bounded: past this the inner service waits, as it would for a
             // slow client without the layer.
             let reading = ended.is_none() && pending.bytes < MAX_PENDING_BYTES;
@@ -362,6 +370,23 @@ impl Pump {
                 }
             };
             ended = take_ready(data, body.as_mut(), &mut parser, &mut pending).await;
+        }
+    }
+
+    /// Starts the next commit of what is pending, once the slowest attached
+    /// reader is within `max_lag` of the newest event: no commit (of at most
+    /// `max_lag` events) then makes the cap trim an event an attached client
+    /// has yet to read, and a fast producer is held back while its client
+    /// catches up. What needs no commit is published at once on the way.
+    fn next_commit(&mut self, pending: &mut Pending) -> Option<Commit> {
+        loop {
+            self.readers.borrow_and_update();
+            if pending.items.is_empty() || self.tail.lag() > self.max_lag {
+                return None;
+            }
+            if let Some(commit) = self.start_commit(pending.take_run(self.max_lag)) {
+                return Some(commit);
+            }
         }
     }
 

@@ -160,29 +160,32 @@ function conformanceServer() {
     server.registerTool(
         'test_sampling',
         { description: "Ask the client's LLM (sampling/createMessage).", inputSchema: { prompt: z.string() } },
-        async ({ prompt }) => {
-            const result = await server.server.createMessage({
-                messages: [{ role: 'user', content: text(prompt) }],
-                maxTokens: 100,
-            });
+        async ({ prompt }, extra) => {
+            const result = await server.server.createMessage(
+                { messages: [{ role: 'user', content: text(prompt) }], maxTokens: 100 },
+                { relatedRequestId: extra.requestId }
+            );
             return textResult(`LLM response: ${result.content?.type === 'text' ? result.content.text : 'No response'}`);
         }
     );
-    const elicit = async (message, requestedSchema, prefix) => {
-        const result = await server.server.elicitInput({ message, requestedSchema });
+    // Server-to-client requests go on the call's own stream (relatedRequestId), as server.py's
+    // do: without it the SDK sends them on the standalone GET stream, and drops them when the
+    // client has not opened that stream yet, so the call waits for an answer that never comes.
+    const elicit = async (extra, message, requestedSchema, prefix) => {
+        const result = await server.server.elicitInput({ message, requestedSchema }, { relatedRequestId: extra.requestId });
         const content = result.action === 'accept' ? JSON.stringify(result.content ?? {}) : '{}';
         return textResult(`${prefix}: action=${result.action}, content=${content}`);
     };
     server.registerTool(
         'test_elicitation',
         { description: 'Ask the user (elicitation/create) for one string.', inputSchema: { message: z.string() } },
-        async ({ message }) => elicit(message, USER_RESPONSE, 'User response')
+        async ({ message }, extra) => elicit(extra, message, USER_RESPONSE, 'User response')
     );
-    server.registerTool('test_elicitation_sep1034_defaults', { description: 'Elicit with a default on every field.' }, async () =>
-        elicit('Please provide user information', DEFAULTS, 'Elicitation result')
+    server.registerTool('test_elicitation_sep1034_defaults', { description: 'Elicit with a default on every field.' }, async (extra) =>
+        elicit(extra, 'Please provide user information', DEFAULTS, 'Elicitation result')
     );
-    server.registerTool('test_elicitation_sep1330_enums', { description: 'Elicit with every enum shape.' }, async () =>
-        elicit('Please select values using different enum schema types', ENUMS, 'Elicitation completed')
+    server.registerTool('test_elicitation_sep1330_enums', { description: 'Elicit with every enum shape.' }, async (extra) =>
+        elicit(extra, 'Please select values using different enum schema types', ENUMS, 'Elicitation completed')
     );
 
     server.registerResource(

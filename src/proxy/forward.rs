@@ -20,6 +20,7 @@ use tower::{BoxError, Service};
 
 use super::answer::{ErrorChain, INTERNAL_ERROR, INVALID_REQUEST, json_error};
 use super::body::ProxyBody;
+use super::forwarded::{self, ClientAddr, ForwardedHeaders};
 use super::headers::remove_hop_by_hop;
 use super::request_body::{self, Read, UpstreamBody};
 use super::upstream::Upstream;
@@ -44,8 +45,10 @@ use super::upstream::Upstream;
 /// `MCP-Protocol-Version`, `Authorization`, `Accept`, `Content-Type`,
 /// `Origin`, `Last-Event-ID` and the rest); hop-by-hop headers are dropped
 /// both ways (`Connection` and the headers it names, `Keep-Alive`,
-/// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`); `Host` is set
-/// to the upstream's, since servers such as rmcp's check it.
+/// `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`). `Host` is set
+/// to the upstream's, since servers such as rmcp's check it; the `Host` the
+/// client used goes in `X-Forwarded-Host` (see
+/// [`forwarded_headers`](Self::forwarded_headers)).
 ///
 /// When the upstream cannot be reached (within
 /// [`CONNECT_TIMEOUT`](Self::CONNECT_TIMEOUT)) or fails before answering, the
@@ -77,6 +80,8 @@ pub struct ReverseProxy {
     client: Client<HttpConnector, UpstreamBody>,
     request_buffer_bytes: Option<usize>,
     upstream_header_timeout: Option<Duration>,
+    forwarded_headers: ForwardedHeaders,
+    trust_forwarded_headers: bool,
 }
 
 impl ReverseProxy {
@@ -113,6 +118,8 @@ impl ReverseProxy {
             client,
             request_buffer_bytes: Some(Self::DEFAULT_REQUEST_BUFFER_BYTES),
             upstream_header_timeout: Some(Self::DEFAULT_UPSTREAM_HEADER_TIMEOUT),
+            forwarded_headers: ForwardedHeaders::default(),
+            trust_forwarded_headers: false,
         }
     }
 
@@ -139,6 +146,27 @@ impl ReverseProxy {
         self
     }
 
+    /// Which headers tell the upstream the client's address, the `Host` it
+    /// used and its scheme. Default: [`ForwardedHeaders::XForwarded`].
+    pub fn forwarded_headers(mut self, which: ForwardedHeaders) -> Self {
+        self.forwarded_headers = which;
+        self
+    }
+
+    /// Whether the `X-Forwarded-*` and `Forwarded` headers a request arrives
+    /// with are believed: set it when the proxy is reached only through
+    /// another proxy that sets them. Believed, they are kept and extended
+    /// (this client's address is appended to `X-Forwarded-For` and
+    /// `Forwarded`; `X-Forwarded-Host` and `X-Forwarded-Proto` are set only
+    /// when absent). Not believed, they are removed, whatever
+    /// [`forwarded_headers`](Self::forwarded_headers) says, and replaced by
+    /// what the proxy saw: a client could otherwise claim any address or
+    /// name. Default: `false`.
+    pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
+        self.trust_forwarded_headers = trust;
+        self
+    }
+
     /// The upstream this proxy forwards to.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
@@ -160,6 +188,19 @@ impl ReverseProxy {
         else {
             return Err("Bad Request: only /path?query request targets can be forwarded");
         };
+        let client = forwarded::Client {
+            ip: parts
+                .extensions
+                .get::<ClientAddr>()
+                .map(|ClientAddr(addr)| addr.ip()),
+            // HTTP/2 clients name the host in `:authority`, not `Host`.
+            host: parts.headers.get(header::HOST).cloned().or_else(|| {
+                let authority = parts.uri.authority()?;
+                header::HeaderValue::from_str(authority.as_str()).ok()
+            }),
+            // `serve` speaks cleartext only.
+            proto: "http",
+        };
         parts.uri = match self.upstream.uri_for(path_and_query) {
             Ok(uri) => uri,
             Err(error) => {
@@ -173,6 +214,12 @@ impl ReverseProxy {
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
         remove_hop_by_hop(&mut parts.headers);
+        forwarded::set_forwarded(
+            &mut parts.headers,
+            self.forwarded_headers,
+            self.trust_forwarded_headers,
+            &client,
+        );
         parts
             .headers
             .insert(header::HOST, self.upstream.host_header());
@@ -236,6 +283,8 @@ impl fmt::Debug for ReverseProxy {
             .field("upstream", &self.upstream.to_string())
             .field("request_buffer_bytes", &self.request_buffer_bytes)
             .field("upstream_header_timeout", &self.upstream_header_timeout)
+            .field("forwarded_headers", &self.forwarded_headers)
+            .field("trust_forwarded_headers", &self.trust_forwarded_headers)
             .finish_non_exhaustive()
     }
 }

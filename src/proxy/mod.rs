@@ -2,7 +2,10 @@
 //! in front of any MCP server, in any language, with no change to it.
 //!
 //! - [`ReverseProxy`]: a tower service that forwards requests to an
-//!   [`Upstream`] MCP server and streams its answers back frame by frame.
+//!   [`Upstream`] MCP server and streams its answers back frame by frame,
+//!   telling the upstream who the client is ([`ForwardedHeaders`]).
+//! - [`RebindingGuardLayer`]: DNS-rebinding protection, refusing requests
+//!   whose `Host` or `Origin` is not a loopback or allowed name.
 //! - [`serve`]: serves a tower service over HTTP/1.1 and h2c, with a
 //!   connection cap and graceful shutdown ([`ServeOptions`]).
 //!
@@ -12,7 +15,9 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use mcp_resume::ResumabilityLayer;
-//! use mcp_resume::proxy::{DEFAULT_LISTEN_ADDR, ReverseProxy, ServeOptions, Upstream, serve};
+//! use mcp_resume::proxy::{
+//!     DEFAULT_LISTEN_ADDR, RebindingGuardLayer, ReverseProxy, ServeOptions, Upstream, serve,
+//! };
 //! use mcp_resume::store::{EventStore, MemoryEventStore};
 //! use tokio::net::TcpListener;
 //! use tower::Layer;
@@ -23,6 +28,8 @@
 //! // The command opens `SqliteEventStore` here (`--store sqlite:PATH`).
 //! let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
 //! let service = ResumabilityLayer::new(store.clone()).layer(ReverseProxy::new(upstream));
+//! // Outermost: a refused request reaches neither the store nor the upstream.
+//! let service = RebindingGuardLayer::for_listener(DEFAULT_LISTEN_ADDR.ip()).layer(service);
 //!
 //! // Clients now use http://127.0.0.1:8080/mcp.
 //! let listener = TcpListener::bind(DEFAULT_LISTEN_ADDR).await?;
@@ -44,12 +51,19 @@
 mod answer;
 mod body;
 mod forward;
+mod forwarded;
 mod headers;
+mod rebinding;
 mod request_body;
 mod serve;
 mod upstream;
 
 pub use body::ProxyBody;
 pub use forward::{ResponseFuture, ReverseProxy};
+pub use forwarded::{ClientAddr, ForwardedHeaders};
+pub use rebinding::{
+    AllowedHost, AllowedOrigin, InvalidAllowList, RebindingGuard, RebindingGuardFuture,
+    RebindingGuardLayer,
+};
 pub use serve::{DEFAULT_LISTEN_ADDR, ServeOptions, Shutdown, serve};
 pub use upstream::{InvalidUpstream, Upstream};

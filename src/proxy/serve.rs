@@ -22,6 +22,8 @@ use tower::Service;
 
 use tower::BoxError;
 
+use super::forwarded::ClientAddr;
+
 /// The address the `mcp-resume` command serves on unless told otherwise
 /// (`--listen`): `127.0.0.1:8080`, loopback only, so nothing is reachable
 /// from other machines until asked for.
@@ -147,7 +149,8 @@ pub enum Shutdown {
 /// gracefully; `options` sets the limits ([`ServeOptions`]).
 ///
 /// Clients may speak HTTP/1.1 or HTTP/2 over cleartext with prior knowledge
-/// (h2c); the protocol is detected per connection. A connection whose first
+/// (h2c); the protocol is detected per connection. Each request carries its
+/// client's address in its extensions ([`ClientAddr`]). A connection whose first
 /// request has not arrived within the header timeout
 /// ([`ServeOptions::header_read_timeout`]) of being accepted (it sent nothing, part of a request, part of the HTTP/2
 /// preface) is closed, and so is an HTTP/1.1 connection taking longer for a
@@ -243,6 +246,7 @@ where
                     let service = NoteRequests {
                         inner: TowerToHyperService::new(service.clone()),
                         arrived: first_request.clone(),
+                        client: ClientAddr(peer),
                     };
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service)
@@ -317,23 +321,26 @@ where
 }
 
 /// The connection's service, noting that a request has arrived (its head
-/// has been read), which ends the connection's first-request deadline.
+/// has been read), which ends the connection's first-request deadline, and
+/// telling the service where the request came from ([`ClientAddr`]).
 struct NoteRequests<S> {
     inner: S,
     arrived: Arc<Notify>,
+    client: ClientAddr,
 }
 
-impl<S, R> hyper::service::Service<R> for NoteRequests<S>
+impl<S, B> hyper::service::Service<Request<B>> for NoteRequests<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<Request<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = S::Future;
 
-    fn call(&self, request: R) -> Self::Future {
+    fn call(&self, mut request: Request<B>) -> Self::Future {
         // A stored permit: seen even if the connection's task is not waiting yet.
         self.arrived.notify_one();
+        request.extensions_mut().insert(self.client);
         self.inner.call(request)
     }
 }

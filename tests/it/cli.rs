@@ -438,7 +438,7 @@ fn sqlite_arg(path: &Path) -> String {
 // ---------------------------------------------------------------------------
 
 /// Every option of the contract: flag, environment variable, default.
-const OPTIONS: [(&str, &str, &str); 19] = [
+const OPTIONS: [(&str, &str, &str); 23] = [
     ("--listen", "MCP_RESUME_LISTEN", "127.0.0.1:8080"),
     ("--store", "MCP_RESUME_STORE", "sqlite:./mcp_events.db"),
     ("--sync", "MCP_RESUME_SYNC", "normal"),
@@ -463,6 +463,8 @@ const OPTIONS: [(&str, &str, &str); 19] = [
     ("--poll-after", "MCP_RESUME_POLL_AFTER", "off"),
     ("--grace-period", "MCP_RESUME_GRACE_PERIOD", "10s"),
     ("--max-connections", "MCP_RESUME_MAX_CONNECTIONS", "10000"),
+    ("--allowed-hosts", "MCP_RESUME_ALLOWED_HOSTS", ""),
+    ("--allowed-origins", "MCP_RESUME_ALLOWED_ORIGINS", ""),
     ("--upstream", "MCP_RESUME_UPSTREAM", ""),
     (
         "--request-buffer-bytes",
@@ -474,13 +476,25 @@ const OPTIONS: [(&str, &str, &str); 19] = [
         "MCP_RESUME_UPSTREAM_HEADER_TIMEOUT",
         "1m",
     ),
+    (
+        "--forwarded-headers",
+        "MCP_RESUME_FORWARDED_HEADERS",
+        "x-forwarded",
+    ),
+    (
+        "--trust-forwarded-headers",
+        "MCP_RESUME_TRUST_FORWARDED_HEADERS",
+        "false",
+    ),
 ];
 
 /// The options of the proxy command only.
-const PROXY_OPTIONS: [&str; 3] = [
+const PROXY_OPTIONS: [&str; 5] = [
     "--upstream",
     "--request-buffer-bytes",
     "--upstream-header-timeout",
+    "--forwarded-headers",
+    "--trust-forwarded-headers",
 ];
 
 #[test]
@@ -1022,6 +1036,46 @@ fn start_proxy(upstream: &str, more: &[&str]) -> Server {
     ];
     args.extend_from_slice(more);
     Server::start(&args)
+}
+
+#[tokio::test]
+async fn on_loopback_the_proxy_refuses_a_rebound_host_and_forwards_the_host_it_accepts() {
+    let (upstream_addr, upstream) = upstream::start().await;
+    let server = start_proxy(&format!("http://{upstream_addr}/mcp"), &[]);
+    let ping = json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" });
+    let with_host = |host: &str, origin: &str| {
+        let mut request = post_message("/mcp", None, None, &ping);
+        let headers = request.headers_mut();
+        headers.insert("host", HeaderValue::from_str(host).unwrap());
+        headers.insert("origin", HeaderValue::from_str(origin).unwrap());
+        request
+    };
+
+    let refused = send(
+        server.addr,
+        with_host("evil.example.com", "http://evil.example.com"),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let answer = json_body(refused).await;
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("evil.example.com"), "{message}");
+    assert!(
+        upstream.seen.lock().unwrap().is_none(),
+        "reached the upstream"
+    );
+
+    let host = format!("localhost:{}", server.addr.port());
+    let response = send(server.addr, with_host(&host, &format!("http://{host}"))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (parts, _) = upstream
+        .seen
+        .lock()
+        .unwrap()
+        .take()
+        .expect("upstream was called");
+    assert_eq!(parts.headers["x-forwarded-host"], host.as_str());
+    assert_eq!(parts.headers["x-forwarded-for"], "127.0.0.1");
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ mod layer_rewrite;
 mod layer_session;
 mod layer_tracing;
 mod proxy_faults;
+mod proxy_rebinding;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod rmcp_resume;

@@ -1,19 +1,24 @@
 //! The command line: the two commands and their options. Every default is
 //! the library's own constant, so `--help` shows what the library does.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
-use clap::{Args, Parser, Subcommand};
-use mcp_resume::proxy::{DEFAULT_LISTEN_ADDR, ReverseProxy, ServeOptions, Upstream};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use mcp_resume::proxy::{
+    AllowedHost, AllowedOrigin, DEFAULT_LISTEN_ADDR, ForwardedHeaders, RebindingGuardLayer,
+    ReverseProxy, ServeOptions, Upstream,
+};
 use mcp_resume::store::{EventStore, Retention, SqliteOptions};
 use mcp_resume::{ResumabilityLayer, StoreFailurePolicy};
 
 use crate::store::{StoreSpec, parse_store};
-use crate::values::{BytesOrOff, CliDuration, DurationOrOff, OnStoreFailure, SyncArg};
+use crate::values::{
+    BytesOrOff, CliDuration, DurationOrOff, ForwardedArg, OnStoreFailure, SyncArg,
+};
 
 /// Makes any MCP Streamable HTTP server resumable.
 ///
@@ -76,6 +81,27 @@ pub struct ProxyOptions {
         default_value_t = DurationOrOff(Some(ReverseProxy::DEFAULT_UPSTREAM_HEADER_TIMEOUT))
     )]
     upstream_header_timeout: DurationOrOff,
+
+    /// Headers telling the upstream the client's address and the Host it used
+    #[arg(
+        long,
+        env = "MCP_RESUME_FORWARDED_HEADERS",
+        value_name = "WHICH",
+        value_enum,
+        default_value_t = ForwardedArg::from(ForwardedHeaders::default())
+    )]
+    forwarded_headers: ForwardedArg,
+
+    /// Keep and extend the X-Forwarded-*/Forwarded headers clients send
+    /// (only behind a proxy that sets them); `false` replaces them
+    #[arg(
+        long,
+        env = "MCP_RESUME_TRUST_FORWARDED_HEADERS",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        default_value_t = false
+    )]
+    trust_forwarded_headers: bool,
 }
 
 impl ProxyOptions {
@@ -89,6 +115,8 @@ impl ProxyOptions {
         ReverseProxy::new(upstream)
             .request_buffer_bytes(request_buffer_bytes)
             .upstream_header_timeout(self.upstream_header_timeout.0)
+            .forwarded_headers(self.forwarded_headers.into())
+            .trust_forwarded_headers(self.trust_forwarded_headers)
     }
 }
 
@@ -260,6 +288,28 @@ pub struct Options {
     )]
     grace_period: CliDuration,
 
+    /// Host names (with or without :port) accepted besides loopback names; turns the
+    /// Host check on when not listening on loopback (comma-separated; `*`: any)
+    #[arg(
+        long,
+        env = "MCP_RESUME_ALLOWED_HOSTS",
+        value_name = "HOSTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    allowed_hosts: Vec<AllowedHost>,
+
+    /// Origins (scheme://host[:port], `null`) accepted besides loopback ones; turns the
+    /// Origin check on when not listening on loopback (comma-separated; `*`: any)
+    #[arg(
+        long,
+        env = "MCP_RESUME_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    allowed_origins: Vec<AllowedOrigin>,
+
     /// Client connections open at once; at the cap, new ones wait until one closes
     #[arg(
         long,
@@ -312,6 +362,20 @@ impl Options {
     /// On SIGINT/SIGTERM, how long streams may finish.
     pub fn grace_period(&self) -> Duration {
         self.grace_period.0
+    }
+
+    /// DNS-rebinding protection for a server listening on `listening_on`:
+    /// on a loopback address, Host and Origin must be loopback names or
+    /// allow-listed; elsewhere each check is on only if its list is given.
+    pub fn rebinding_guard(&self, listening_on: IpAddr) -> RebindingGuardLayer {
+        let mut guard = RebindingGuardLayer::for_listener(listening_on);
+        if !self.allowed_hosts.is_empty() {
+            guard = guard.allow_hosts(self.allowed_hosts.iter().cloned());
+        }
+        if !self.allowed_origins.is_empty() {
+            guard = guard.allow_origins(self.allowed_origins.iter().cloned());
+        }
+        guard
     }
 
     /// How connections are served and shut down.
@@ -460,6 +524,10 @@ mod tests {
             "off",
             "--upstream-header-timeout",
             "250ms",
+            "--forwarded-headers",
+            "both",
+            "--trust-forwarded-headers",
+            "true",
         ]);
         assert_eq!(
             format!("{:?}", options.reverse_proxy(upstream.clone())),
@@ -468,6 +536,8 @@ mod tests {
                 ReverseProxy::new(upstream.clone())
                     .request_buffer_bytes(None)
                     .upstream_header_timeout(Some(Duration::from_millis(250)))
+                    .forwarded_headers(ForwardedHeaders::Both)
+                    .trust_forwarded_headers(true)
             )
         );
         let options = proxy_options(&[
@@ -484,6 +554,50 @@ mod tests {
                     .request_buffer_bytes(Some(1024))
                     .upstream_header_timeout(None)
             )
+        );
+    }
+
+    #[test]
+    fn the_rebinding_guard_follows_the_listener_and_the_allow_lists() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let everywhere: IpAddr = "0.0.0.0".parse().unwrap();
+        let defaults = parse(&["mcp-resume", "demo"]).options;
+        assert_eq!(
+            defaults.rebinding_guard(loopback),
+            RebindingGuardLayer::loopback()
+        );
+        assert_eq!(
+            defaults.rebinding_guard(everywhere),
+            RebindingGuardLayer::off()
+        );
+
+        let options = parse(&[
+            "mcp-resume",
+            "demo",
+            "--allowed-hosts",
+            "mcp.example.com,other.example:8443",
+            "--allowed-origins",
+            "https://app.example.com",
+        ])
+        .options;
+        let hosts: [AllowedHost; 2] = [
+            "mcp.example.com".parse().unwrap(),
+            "other.example:8443".parse().unwrap(),
+        ];
+        let origins: [AllowedOrigin; 1] = ["https://app.example.com".parse().unwrap()];
+        for listening_on in [loopback, everywhere] {
+            assert_eq!(
+                options.rebinding_guard(listening_on),
+                RebindingGuardLayer::off()
+                    .allow_hosts(hosts.clone())
+                    .allow_origins(origins.clone())
+            );
+        }
+        let only_hosts = parse(&["mcp-resume", "demo", "--allowed-hosts", "*"]).options;
+        let guard = only_hosts.rebinding_guard(everywhere);
+        assert!(guard.checks_host() && !guard.checks_origin());
+        assert!(
+            try_parse(&["mcp-resume", "demo", "--allowed-origins", "app.example.com"]).is_err()
         );
     }
 }

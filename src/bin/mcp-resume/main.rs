@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use mcp_resume::proxy::RebindingGuardLayer;
 use mcp_resume::store::StoreError;
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -140,18 +141,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     print_stdout(&format!("mcp-resume listening on http://{addr}"));
     tracing::info!(store = %options.store, "serving on http://{addr}");
 
+    // Outermost, so that a refused request reaches neither the store nor the server.
+    let guard = options.rebinding_guard(addr.ip());
+    log_rebinding_guard(&guard);
     match cli.command {
         Command::Proxy { upstream, proxy } => {
             tracing::info!(
                 "forwarding to {upstream}; clients use http://{addr}{}",
                 upstream.path()
             );
-            let service = layer.layer(proxy.reverse_proxy(upstream));
+            let service = guard.layer(layer.layer(proxy.reverse_proxy(upstream)));
             serve_until_signalled(listener, service, signals, &options).await;
         }
         Command::Demo => {
             print_stdout(&demo::walkthrough(addr));
-            let service = layer.layer(DemoServer::new());
+            let service = guard.layer(layer.layer(DemoServer::new()));
             serve_until_signalled(listener, service, signals, &options).await;
         }
     }
@@ -164,6 +168,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     store.close().await.map_err(Failure::Close)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Says which DNS-rebinding checks are on, so a refused client's 403 is no surprise.
+fn log_rebinding_guard(guard: &RebindingGuardLayer) {
+    match (guard.checks_host(), guard.checks_origin()) {
+        (false, false) => tracing::info!(
+            "DNS-rebinding protection off (not listening on loopback; --allowed-hosts or --allowed-origins turn it on)"
+        ),
+        (hosts, origins) => tracing::info!(
+            host_check = hosts,
+            origin_check = origins,
+            "DNS-rebinding protection: requests naming other than loopback or allowed hosts are refused with 403"
+        ),
+    }
 }
 
 /// Prints a line to stdout and flushes it. A closed stdout (a script that

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use mcp_resume::StoreFailurePolicy;
+use mcp_resume::proxy::ForwardedHeaders;
 use mcp_resume::store::SyncMode;
 
 /// A duration as the command line writes it: `250ms`, `2s`, `5m`, `1h`, or a
@@ -158,6 +159,37 @@ impl From<OnStoreFailure> for StoreFailurePolicy {
     }
 }
 
+/// `--forwarded-headers`: [`ForwardedHeaders`] by its command-line name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ForwardedArg {
+    XForwarded,
+    Forwarded,
+    Both,
+    None,
+}
+
+impl From<ForwardedHeaders> for ForwardedArg {
+    fn from(which: ForwardedHeaders) -> Self {
+        match which {
+            ForwardedHeaders::XForwarded => Self::XForwarded,
+            ForwardedHeaders::Forwarded => Self::Forwarded,
+            ForwardedHeaders::Both => Self::Both,
+            ForwardedHeaders::None => Self::None,
+        }
+    }
+}
+
+impl From<ForwardedArg> for ForwardedHeaders {
+    fn from(arg: ForwardedArg) -> Self {
+        match arg {
+            ForwardedArg::XForwarded => Self::XForwarded,
+            ForwardedArg::Forwarded => Self::Forwarded,
+            ForwardedArg::Both => Self::Both,
+            ForwardedArg::None => Self::None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +276,14 @@ mod tests {
                 StoreFailurePolicy::from(OnStoreFailure::from(policy)),
                 policy
             );
+        }
+        for which in [
+            ForwardedHeaders::XForwarded,
+            ForwardedHeaders::Forwarded,
+            ForwardedHeaders::Both,
+            ForwardedHeaders::None,
+        ] {
+            assert_eq!(ForwardedHeaders::from(ForwardedArg::from(which)), which);
         }
     }
 }

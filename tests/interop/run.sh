@@ -20,122 +20,12 @@ HERE="$ROOT/tests/interop"
 WORK="$ROOT/target/interop"
 VENV="$WORK/venv"
 NODE_DIR="$WORK/node"
-# shellcheck source=python-sdk.sh
-source "$ROOT/tests/interop/python-sdk.sh"
 TS_SDK_RANGE="~1.32.0"
 SEED="${INTEROP_SEED:-20261124}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-
-mkdir -p "$WORK"
-RUN="$(mktemp -d "$WORK/run.XXXXXX")"
-mkdir -p "$RUN/results"
-: >"$RUN/pids"
-T0=$SECONDS
-
-# start_time PID: the process's start time (field 22 of /proc/PID/stat, the 20th after the
-# parenthesised command name), empty once it is gone.
-start_time() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $20 }' || true; }
-# remember PID: records a process this script started, for cleanup.
-remember() { echo "$1 $(start_time "$1")" >>"$RUN/pids"; }
-
-section() { printf '\n== %s ==\n' "$*"; }
-log() { printf '[interop %3ds] %s\n' "$((SECONDS - T0))" "$*"; }
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    # Stop every process this script started (ids and start times in $RUN/pids), newest first;
-    # a pid is signalled only while it still names the process we started (no reused pids).
-    if [[ -s "$RUN/pids" ]]; then
-        local signal pid started
-        for signal in TERM KILL; do
-            tac "$RUN/pids" | while read -r pid started; do
-                [[ "$(start_time "$pid")" == "$started" ]] && kill "-$signal" "$pid" 2>/dev/null || true
-            done
-            [[ $signal == TERM ]] && sleep 0.5
-        done
-    fi
-    wait 2>/dev/null || true
-    if [[ $status -ne 0 || -n "${INTEROP_KEEP:-}" ]]; then
-        echo "interop: logs kept in $RUN"
-    else
-        rm -rf "$RUN"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME CMD...: runs CMD in the background, stdout to $RUN/NAME.out, stderr to $RUN/NAME.err.
-# Sets STARTED_PID.
-start() {
-    local name=$1
-    shift
-    "$@" >"$RUN/$name.out" 2>"$RUN/$name.err" &
-    STARTED_PID=$!
-    remember "$STARTED_PID"
-}
-
-# run_client NAME LIMIT CMD...: runs CMD to completion under `timeout LIMIT` (recorded for cleanup),
-# stdout to $RUN/NAME.out, stderr to $RUN/NAME.err; returns its exit status.
-run_client() {
-    local name=$1 limit=$2 rc=0
-    shift 2
-    start "$name" timeout "$limit" "$@"
-    wait "$STARTED_PID" || rc=$?
-    return "$rc"
-}
-
-# wait_line FILE REGEX [SECONDS [PID]]: prints the first line of FILE matching REGEX, waiting for
-# it (and giving up early if process PID has exited).
-wait_line() {
-    local file=$1 pattern=$2 limit=${3:-30} pid=${4:-} i
-    for ((i = 0; i < limit * 10; i++)); do
-        if [[ -f "$file" ]] && grep -m1 -E "$pattern" "$file"; then
-            return 0
-        fi
-        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
-            grep -m1 -E "$pattern" "$file" 2>/dev/null && return 0
-            echo "interop: process $pid exited before printing '$pattern' ($file)" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "interop: no line matching '$pattern' in $file after ${limit}s" >&2
-    tail -n 20 "${file%.out}.err" >&2 2>/dev/null || true
-    return 1
-}
-
-# start_mcp_resume NAME ARGS...: starts `mcp-resume proxy` on a free port; sets MR_PID, MR_ADDR.
-start_mcp_resume() {
-    local name=$1
-    shift
-    start "$name" env RUST_LOG="${RUST_LOG:-info}" "$MCP_RESUME" proxy --upstream "$UPSTREAM" "$@"
-    MR_PID=$STARTED_PID
-    local line
-    line=$(wait_line "$RUN/$name.out" '^mcp-resume listening on http://' 30 "$MR_PID") || return 1
-    MR_ADDR=${line#mcp-resume listening on http://}
-}
-
-# start_fault_proxy NAME TARGET SEED [OPTIONS...]: sets FP_ADDR; logs to $RUN/NAME.jsonl.
-# OPTIONS override the defaults below; `--cut-probability 0` only records (requests, Last-Event-IDs,
-# the events each response carried).
-start_fault_proxy() {
-    local name=$1 target=$2 seed=$3
-    shift 3
-    start "$name" "$FAULT_PROXY" --target "$target" --seed "$seed" --min-bytes 400 --max-bytes 30000 \
-        --cut-probability 0.8 --max-cuts 3 --log "$RUN/$name.jsonl" "$@"
-    local line
-    line=$(wait_line "$RUN/$name.out" '^fault_proxy listening on ' 30 "$STARTED_PID") || return 1
-    FP_ADDR=${line#fault_proxy listening on }
-}
-
-# record NAME STATUS TEXT: one result for the summary (TEXT may span lines).
-record() {
-    printf '%s\n%s\n' "$2" "$3" >"$RUN/results/$1"
-    log "$1: $2"
-}
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+KEEP_LOGS="${INTEROP_KEEP:-}"
+begin_run interop "$WORK"
 
 # ---------------------------------------------------------------------------------------------
 section "interop: tools (pinned, under target/interop)"
@@ -161,16 +51,11 @@ PY="$VENV/bin/python"
 
 # ---------------------------------------------------------------------------------------------
 section "interop: build"
-cargo build --release --all-features --bin mcp-resume --example fault_proxy --example reference_client
-MCP_RESUME="$TARGET_DIR/release/mcp-resume"
-FAULT_PROXY="$TARGET_DIR/release/examples/fault_proxy"
-REFERENCE_CLIENT="$TARGET_DIR/release/examples/reference_client"
+build_release_binaries
 
 # ---------------------------------------------------------------------------------------------
 section "interop: upstream (Python SDK server, no event store)"
-start upstream "$PY" "$HERE/server.py" --port 0
-line=$(wait_line "$RUN/upstream.out" '^server.py listening on http://' 60 "$STARTED_PID")
-UPSTREAM=${line#server.py listening on }
+start_upstream upstream
 log "upstream: $UPSTREAM"
 
 BURST_ARGS='{"count": 200, "interval_ms": 10}'
@@ -260,16 +145,7 @@ test_restart() {
     kill -9 "$first_pid" 2>/dev/null || true
     wait "$first_pid" 2>/dev/null || true
     log "$name: mcp-resume SIGKILLed mid-call; starting it again on $addr with the same store"
-    local started=0 attempt
-    for ((attempt = 0; attempt < 20; attempt++)); do
-        if start_mcp_resume "$name-mcp-resume-2" --listen "$addr" --store "sqlite:$db" --retry "$retry" 2>/dev/null; then
-            started=1
-            break
-        fi
-        kill "$MR_PID" 2>/dev/null || true
-        sleep 0.2
-    done
-    if [[ $started -ne 1 ]]; then
+    if ! start_mcp_resume_again "$name-mcp-resume-2" "$addr" --store "sqlite:$db" --retry "$retry"; then
         record "$name" FAIL "mcp-resume did not start again on $addr: $(tail -n 3 "$RUN/$name-mcp-resume-2.err" | tr '\n' ' ')"
         return
     fi

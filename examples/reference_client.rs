@@ -1,4 +1,5 @@
-//! The project's reference resuming MCP client, for the interop tests (`tests/interop/run.sh`).
+//! The project's reference resuming MCP client, for the interop tests (`tests/interop/run.sh`)
+//! and the fault run (`tests/chaos/run.sh`).
 //!
 //! Raw HTTP/1.1 through hyper: it does `initialize`, `notifications/initialized` and
 //! `tools/call` itself, reads the SSE responses with the crate's own parser, and when a
@@ -18,13 +19,21 @@
 //! # committed after it, then a prompt refusal (400) instead of a hang
 //! cargo run --example reference_client -- --mode restart --url http://127.0.0.1:8080/mcp \
 //!     --tool long_task --args '{"seconds":20,"count":200}' --signal-file /tmp/kill-now --signal-after 30
+//!
+//! # chaos: 40 sessions, 10 at a time, one call each, while the caller injects faults (cuts,
+//! # an upstream restart, a proxy restart, a full disk); every call must end within the
+//! # deadline, complete and exact or failed with a clear error (tests/chaos/run.sh)
+//! cargo run --example reference_client -- --mode chaos --url http://127.0.0.1:8080/mcp \
+//!     --calls 40 --tool long_task --args '{"seconds":6,"count":120}' --expect 120 --deadline-secs 60
 //! ```
 //!
 //! It prints one summary line with counts (and `--report FILE` writes them as JSON), and exits
 //! non-zero on any violation: a call that failed, or a progress notification lost, duplicated
-//! or out of order (or, in restart mode, a committed event missing, a hang, or no refusal).
+//! or out of order (or, in restart mode, a committed event missing, a hang, or no refusal; in
+//! chaos mode, where calls may fail, a call that hung or was inexact, or failed without a clear
+//! error).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,10 +51,10 @@ use mcp_resume_testkit::cli;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-const USAGE: &str = "usage: reference_client --url URL [--mode calls|restart] [--calls 50] \
+const USAGE: &str = "usage: reference_client --url URL [--mode calls|restart|chaos] [--calls 50] \
 [--concurrency 10] [--tool burst] [--args JSON] [--expect 200] [--max-resumes 100] \
 [--idle-timeout-secs 20] [--reconnect-window-secs 30] [--signal-file PATH] [--signal-after 30] \
-[--detach-ms 2000] [--report FILE]";
+[--detach-ms 2000] [--deadline-secs 60] [--report FILE]";
 
 const PROTOCOL_VERSION: &str = "2025-11-25";
 
@@ -64,6 +73,8 @@ struct Config {
     signal_file: Option<PathBuf>,
     signal_after: u64,
     detach: Duration,
+    /// Chaos mode: the time each session (initialize, then its call) has to end.
+    deadline: Duration,
     report: Option<PathBuf>,
 }
 
@@ -82,6 +93,7 @@ fn parse_args() -> Result<Config, String> {
         signal_file: None,
         signal_after: 30,
         detach: Duration::from_millis(2000),
+        deadline: Duration::from_secs(60),
         report: None,
     };
     for (flag, value) in cli::flag_values(USAGE)? {
@@ -106,6 +118,7 @@ fn parse_args() -> Result<Config, String> {
             "--signal-file" => config.signal_file = Some(value.into()),
             "--signal-after" => config.signal_after = cli::parse(&flag, &value)?,
             "--detach-ms" => config.detach = Duration::from_millis(cli::parse(&flag, &value)?),
+            "--deadline-secs" => config.deadline = Duration::from_secs(cli::parse(&flag, &value)?),
             "--report" => config.report = Some(value.into()),
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -113,7 +126,7 @@ fn parse_args() -> Result<Config, String> {
     if config.url.is_empty() {
         return Err("--url is required".into());
     }
-    if !matches!(config.mode.as_str(), "calls" | "restart") {
+    if !matches!(config.mode.as_str(), "calls" | "restart" | "chaos") {
         return Err(format!("unknown mode {}", config.mode));
     }
     if config.mode == "restart" && config.signal_file.is_none() {
@@ -277,6 +290,11 @@ struct Call {
     gaps: u64,
     foreign: u64,
     failure: Option<String>,
+    /// How the failure reads to a client, and its kind (`resume 400`, ...), for chaos mode's
+    /// counts.
+    verdict: Option<(Verdict, String)>,
+    /// Chaos mode: `initialize` attempts that failed before the session opened.
+    open_retries: u32,
     /// Restart mode: when the final resume was refused, and with what.
     refused_at: Option<Instant>,
     refusal_status: Option<u16>,
@@ -286,7 +304,27 @@ struct Call {
     restarted_at: Option<Instant>,
 }
 
+/// How a failed call ended, as its client sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Promptly, with an answer a client can act on: an HTTP error with a JSON-RPC error body,
+    /// a JSON-RPC error for the call, or no connection to the server at all.
+    Clear,
+    /// Not at all: the stream went quiet, the call was resumed without end, or it outlived
+    /// its deadline.
+    Hung,
+    /// With something a client cannot read as an error: an HTTP error whose body is not a
+    /// JSON-RPC error, or an event stream that does not parse.
+    Unclear,
+}
+
 impl Call {
+    /// Records the call's failure: `detail` for people, `kind` for the counts.
+    fn fail(&mut self, verdict: Verdict, kind: impl Into<String>, detail: impl Into<String>) {
+        self.failure = Some(detail.into());
+        self.verdict = Some((verdict, kind.into()));
+    }
+
     /// Takes one SSE event; true once the call's result has arrived.
     fn handle(&mut self, event: SseEvent) -> bool {
         if let Some(retry) = event.retry {
@@ -322,7 +360,11 @@ impl Call {
             self.seqs.push(id.seq);
         }
         let Ok(message) = serde_json::from_slice::<Value>(&data) else {
-            self.failure = Some("an event that is not JSON".into());
+            self.fail(
+                Verdict::Unclear,
+                "an event that is not JSON",
+                "an event that is not JSON",
+            );
             return true;
         };
         if message.get("method").and_then(Value::as_str) == Some("notifications/progress") {
@@ -347,7 +389,11 @@ impl Call {
         }
         if message.get("id") == Some(&json!(self.rpc_id)) {
             if message.get("result").is_none() {
-                self.failure = Some(format!("the call answered an error: {}", message["error"]));
+                self.fail(
+                    Verdict::Clear,
+                    format!("JSON-RPC error {}", message["error"]["code"]),
+                    format!("the call answered an error: {}", message["error"]),
+                );
             }
             self.result = Some(message);
             return true;
@@ -404,7 +450,11 @@ async fn read_events(
                 Ok(Some(Block::Comment(_))) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    call.failure = Some(format!("unparsable event stream: {e}"));
+                    call.fail(
+                        Verdict::Unclear,
+                        "unparsable event stream",
+                        format!("unparsable event stream: {e}"),
+                    );
                     return Outcome::Done;
                 }
             }
@@ -460,19 +510,27 @@ async fn run_call(session: &Session, index: usize) -> Call {
     {
         Ok(response) => response,
         Err(error) => {
-            call.failure = Some(error);
+            call.fail(Verdict::Clear, "tools/call: no answer", error);
             return call;
         }
     };
     loop {
         let status = response.status();
         if status != StatusCode::OK || !is_event_stream(&response) {
-            if call.resumes > 0 {
+            let request = if call.resumes > 0 {
                 call.refusal_status = Some(status.as_u16());
                 call.refused_at = Some(Instant::now());
-                call.failure = Some(format!("resume answered {status}"));
+                "resume"
             } else {
-                call.failure = Some(format!("tools/call answered {status}"));
+                "tools/call"
+            };
+            let (json_rpc_error, body) = read_error_body(response, config.idle_timeout).await;
+            let kind = format!("{request} {}", status.as_u16());
+            let detail = format!("{request} answered {status}: {body}");
+            if json_rpc_error {
+                call.fail(Verdict::Clear, kind, detail);
+            } else {
+                call.fail(Verdict::Unclear, kind + " without a JSON-RPC error", detail);
             }
             return call;
         }
@@ -491,16 +549,17 @@ async fn run_call(session: &Session, index: usize) -> Call {
                 // runs on, then have the caller kill and restart the server before resuming.
                 tokio::time::sleep(config.detach).await;
                 if let Err(error) = signal_and_wait_for_restart(config, &call).await {
-                    call.failure = Some(error);
+                    call.fail(Verdict::Unclear, "no restart", error);
                     return call;
                 }
                 call.restarted_at = Some(Instant::now());
             }
             Outcome::Hung => {
-                call.failure = Some(format!(
-                    "no event for {:?}: the stream hangs",
-                    config.idle_timeout
-                ));
+                call.fail(
+                    Verdict::Hung,
+                    "a silent stream",
+                    format!("no event for {:?}: the stream hangs", config.idle_timeout),
+                );
                 return call;
             }
             Outcome::Ended | Outcome::Broken => {
@@ -508,7 +567,20 @@ async fn run_call(session: &Session, index: usize) -> Call {
             }
         }
         if call.resumes >= config.max_resumes {
-            call.failure = Some(format!("gave up after {} resumes", call.resumes));
+            call.fail(
+                Verdict::Hung,
+                "resumed without end",
+                format!("gave up after {} resumes", call.resumes),
+            );
+            return call;
+        }
+        if call.newest_id.is_none() {
+            // Served without resumability (its stream could not be stored): nothing to resume.
+            call.fail(
+                Verdict::Clear,
+                "broken, not resumable (no event id)",
+                "the stream broke before any event id",
+            );
             return call;
         }
         tokio::time::sleep(Duration::from_millis(call.retry.unwrap_or(1000))).await;
@@ -516,11 +588,27 @@ async fn run_call(session: &Session, index: usize) -> Call {
         response = match resume(session, &mut call).await {
             Ok(response) => response,
             Err(error) => {
-                call.failure = Some(error);
+                call.fail(Verdict::Clear, "resume: no answer", error);
                 return call;
             }
         };
     }
+}
+
+/// Reads the body of a response that is not the event stream asked for: whether it is a
+/// JSON-RPC error, and its first 200 characters.
+async fn read_error_body(response: hyper::Response<Incoming>, idle: Duration) -> (bool, String) {
+    let body = match tokio::time::timeout(idle, response.into_body().collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => return (false, format!("(body broke: {e})")),
+        Err(_) => return (false, format!("(no complete body within {idle:?})")),
+    };
+    let json_rpc_error = serde_json::from_slice::<Value>(&body)
+        .is_ok_and(|v| v["jsonrpc"] == json!("2.0") && v["error"]["message"].is_string());
+    (
+        json_rpc_error,
+        String::from_utf8_lossy(&body).chars().take(200).collect(),
+    )
 }
 
 /// Restart mode: creates the signal file (holding the id to resume from) and waits for the
@@ -767,6 +855,200 @@ async fn restart_mode(session: Arc<Session>) -> bool {
     ok
 }
 
+/// What is wrong with a call's events, if anything: a notification duplicated, out of order,
+/// from another call, or missing before a later one (or, once the result is in, missing at
+/// all). A failed call may miss the notifications after its failure, never one in between.
+fn inexact(call: &Call, expect: u64) -> Option<String> {
+    let completed = call.result.is_some() && call.failure.is_none();
+    let newest = call.progress_seen.last().copied().unwrap_or(0);
+    let missing = if completed {
+        lost_progress(call, expect)
+    } else {
+        lost_progress(call, newest)
+    };
+    let problems = [
+        ("duplicated", call.duplicated),
+        ("out_of_order", call.out_of_order),
+        ("foreign", call.foreign),
+        ("skipped_ids", call.gaps),
+        ("missing", missing),
+    ];
+    let found: Vec<String> = problems
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("{what}={n}"))
+        .collect();
+    (!found.is_empty()).then(|| found.join(" "))
+}
+
+/// Chaos mode: one session per call (`initialize`, retried within the reconnect window while
+/// the server is away, then the call).
+async fn chaos_session(http: HttpClient, config: Config, index: usize) -> Call {
+    let window = config.reconnect_window;
+    let mut session = Session {
+        http,
+        config,
+        id: None,
+    };
+    let opening = Instant::now();
+    let mut open_retries = 0;
+    loop {
+        match session.open().await {
+            Ok(()) => {
+                let mut call = run_call(&session, index).await;
+                call.open_retries = open_retries;
+                return call;
+            }
+            Err(_) if opening.elapsed() < window => {
+                open_retries += 1;
+                session.id = None;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => {
+                let mut call = Call {
+                    tag: format!("ref-{index}"),
+                    open_retries,
+                    ..Call::default()
+                };
+                call.fail(
+                    Verdict::Clear,
+                    "initialize: no session",
+                    format!("no session within {window:?}: {error}"),
+                );
+                return call;
+            }
+        }
+    }
+}
+
+/// Chaos mode: `--calls` sessions, `--concurrency` at a time, each with one call that must
+/// end within `--deadline-secs`, complete and exact or failed with a clear error.
+async fn chaos_mode(http: HttpClient, config: Config) -> bool {
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for index in 0..config.calls {
+        let (http, config, permits) = (http.clone(), config.clone(), permits.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore open");
+            let began = Instant::now();
+            let began_at = began.duration_since(started);
+            let session = chaos_session(http, config.clone(), index);
+            let call = match tokio::time::timeout(config.deadline, session).await {
+                Ok(call) => call,
+                Err(_) => {
+                    let mut call = Call {
+                        tag: format!("ref-{index}"),
+                        ..Call::default()
+                    };
+                    let deadline = config.deadline;
+                    call.fail(
+                        Verdict::Hung,
+                        "past the deadline",
+                        format!("not ended {deadline:?} after it began"),
+                    );
+                    call
+                }
+            };
+            (call, began_at, began.elapsed())
+        }));
+    }
+    let mut completed_exact = 0;
+    let mut failed_clearly = BTreeMap::<String, u64>::new();
+    let mut hung = BTreeMap::<String, u64>::new();
+    let mut unclear = BTreeMap::<String, u64>::new();
+    let mut inexact_calls = 0;
+    let mut slowest_failure = Duration::ZERO;
+    let mut open_retries = 0;
+    let mut per_call = Vec::new();
+    for task in tasks {
+        let (call, began_at, took) = task.await.expect("call task");
+        let wrong = inexact(&call, config.expect);
+        open_retries += u64::from(call.open_retries);
+        let verdict = call.verdict.clone();
+        let outcome = match (&wrong, &verdict) {
+            (Some(_), _) => {
+                inexact_calls += 1;
+                "inexact"
+            }
+            (None, None) if call.result.is_some() => {
+                completed_exact += 1;
+                "completed exact"
+            }
+            (None, None) => {
+                *unclear.entry("no result, no failure".into()).or_default() += 1;
+                "unclear"
+            }
+            (None, Some((verdict, kind))) => {
+                slowest_failure = slowest_failure.max(took);
+                let (counts, outcome) = match verdict {
+                    Verdict::Clear => (&mut failed_clearly, "failed clearly"),
+                    Verdict::Hung => (&mut hung, "hung"),
+                    Verdict::Unclear => (&mut unclear, "unclear"),
+                };
+                *counts.entry(kind.clone()).or_default() += 1;
+                outcome
+            }
+        };
+        if outcome != "completed exact" {
+            eprintln!(
+                "reference_client: {} (began at {:.1}s) {outcome} after {:.1}s: {} (notifications={} resumes={}{})",
+                call.tag,
+                began_at.as_secs_f64(),
+                took.as_secs_f64(),
+                call.failure.as_deref().unwrap_or("-"),
+                call.progress_count,
+                call.resumes,
+                wrong
+                    .as_deref()
+                    .map(|w| format!(" {w}"))
+                    .unwrap_or_default(),
+            );
+        }
+        per_call.push(json!({
+            "tag": call.tag, "outcome": outcome, "began_at_seconds": began_at.as_secs_f64(),
+            "seconds": took.as_secs_f64(),
+            "reason": verdict.map(|(_, kind)| kind), "detail": call.failure,
+            "inexact": wrong, "notifications": call.progress_count, "resumes": call.resumes,
+            "streams_broken": call.breaks, "initialize_retries": call.open_retries,
+        }));
+    }
+    let count = |counts: &BTreeMap<String, u64>| counts.values().sum::<u64>();
+    let listed = |counts: &BTreeMap<String, u64>| {
+        counts
+            .iter()
+            .map(|(kind, n)| format!("{kind}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (hung_calls, unclear_calls) = (count(&hung), count(&unclear));
+    let ok = hung_calls == 0 && inexact_calls == 0 && unclear_calls == 0 && completed_exact > 0;
+    println!(
+        "reference_client chaos: sessions={} completed_exact={completed_exact} failed_clearly={} [{}] \
+         hung={hung_calls} [{}] inexact={inexact_calls} unclear={unclear_calls} [{}] \
+         initialize_retries={open_retries} slowest_failure_seconds={:.1} seconds={:.1} => {}",
+        config.calls,
+        count(&failed_clearly),
+        listed(&failed_clearly),
+        listed(&hung),
+        listed(&unclear),
+        slowest_failure.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        if ok { "OK" } else { "FAIL" }
+    );
+    write_report(
+        &config,
+        &json!({
+            "mode": "chaos", "sessions": config.calls, "completed_exact": completed_exact,
+            "failed_clearly": failed_clearly, "hung": hung, "inexact": inexact_calls,
+            "unclear": unclear, "initialize_retries": open_retries,
+            "slowest_failure_seconds": slowest_failure.as_secs_f64(),
+            "calls": per_call, "ok": ok,
+        }),
+    );
+    ok
+}
+
 #[tokio::main]
 async fn main() {
     let config = match parse_args() {
@@ -779,6 +1061,10 @@ async fn main() {
     let http: HttpClient = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(5))
         .build_http();
+    if config.mode == "chaos" {
+        let ok = chaos_mode(http, config).await;
+        std::process::exit(if ok { 0 } else { 1 });
+    }
     let mut session = Session {
         http,
         config: config.clone(),

@@ -1,8 +1,9 @@
 //! The Redis store beyond the shared suite (`tests/it/store_backends.rs`):
 //! several instances on one Redis, an instance that crashes, Redis killed
 //! and restarted under running streams and followers, and the layer on top
-//! (fail-open while Redis is down, resumable again once it is back, and a
-//! resume answered by another instance than the producing one).
+//! (fail-open while Redis is down, resumable again once it is back, a
+//! resume answered by another instance than the producing one, and the end
+//! of a stream that ended while Redis was down recorded once it is back).
 //!
 //! Each test starts its own `redis-server` on a free loopback port.
 
@@ -805,4 +806,69 @@ async fn streams_expired_while_no_instance_swept_leave_no_session_set_behind() {
         0,
         "the sweep left its own bookkeeping behind"
     );
+}
+
+/// Issue 26, part 1, on Redis: the producer ends while Redis is down, so the
+/// layer cannot record the end. A resume served meanwhile by the same layer
+/// ends rather than wait for a producer that is gone; once Redis is back the
+/// layer records the end without anyone asking, and a resume replays the
+/// rest and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_ends_while_redis_is_down_is_recorded_as_ended_once_it_is_back() {
+    use crate::common::server::message;
+    use crate::common::sse::{End, Req};
+    use crate::common::{CALL, V2025_06_18, post_call, serve_scripted, stream_of, wait_state};
+
+    // Persistent, so that the stream outlives the restart.
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = RedisServer::start_persistent(dir.path());
+    let store = open_arc(&server, &unique_prefix()).await;
+    let layer = ResumabilityLayer::new(store.clone());
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
+    for n in 1..=3 {
+        assert!(inner.event(&message(n)).await);
+    }
+    let first = resp.expect_event().await;
+    for _ in 2..=3 {
+        resp.expect_event().await;
+    }
+    drop(resp);
+    let stream = stream_of(first.id());
+    let resume = |seq: u64| {
+        Req::get("/mcp")
+            .version(V2025_06_18)
+            .session("s1")
+            .last_event_id(&format!("{stream}.{seq}"))
+    };
+
+    server.kill();
+    inner.close();
+    guard("the failed end to be counted", async {
+        while layer.stats().store_failures == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // The store cannot replay now: the resume is answered at once, "retry
+    // later", from before the last event as from the last event.
+    for seq in [1, 3] {
+        let mut while_down = guard(
+            "a resume while Redis is down",
+            resume(seq).send(served.addr),
+        )
+        .await;
+        assert_eq!(while_down.status, StatusCode::SERVICE_UNAVAILABLE);
+        guard("its body to end", while_down.body_to_end()).await;
+        assert_eq!(while_down.end(), Some(&End::Clean));
+    }
+
+    server.restart();
+    wait_state(&store, stream, StreamState::Complete).await;
+    let mut after = resume(1).send(served.addr).await;
+    assert_eq!(after.status, StatusCode::OK);
+    let rest = guard("the replay to end", after.events_to_end()).await;
+    let data: Vec<&str> = rest.iter().map(|ev| ev.data()).collect();
+    assert_eq!(data, [message(2), message(3)]);
+    assert_eq!(after.end(), Some(&End::Clean));
 }

@@ -1126,8 +1126,15 @@ async fn the_proxy_answers_a_broken_request_body_400_as_the_clients_error() {
         upstream.seen.lock().unwrap().is_none(),
         "reached the upstream"
     );
-    let log = server.stderr.lock().unwrap().clone();
-    assert!(log.contains("the client's request body broke"), "{log}");
+    // Logged as the connection ends, which may be just after the answer.
+    crate::common::wait_until("the client's error in the log", || async {
+        server
+            .stderr
+            .lock()
+            .unwrap()
+            .contains("the client's request body broke")
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------

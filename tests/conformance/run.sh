@@ -34,8 +34,6 @@ WORK="$ROOT/target/conformance"
 NODE_DIR="$WORK/node"
 # The interop suite's environment: the same pinned SDK, installed once for both.
 VENV="$ROOT/target/interop/venv"
-# shellcheck source=../interop/python-sdk.sh
-source "$ROOT/tests/interop/python-sdk.sh"
 # The newest release; 0.1.16 (npm's "latest") has no 2026-07-28 scenarios.
 SUITE_VERSION="0.2.0-alpha.12"
 GLOB_VERSION="15.0.0"
@@ -44,73 +42,10 @@ TS_SDK_RANGE="~1.32.0"
 SPEC_VERSION="2026-07-28"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
-mkdir -p "$WORK"
-RUN="$(mktemp -d "$WORK/run.XXXXXX")"
-: >"$RUN/pids"
-T0=$SECONDS
-
-# start_time PID: the process's start time (field 22 of /proc/PID/stat), empty once it is gone.
-start_time() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $20 }' || true; }
-# remember PID: records a process this script started, for cleanup.
-remember() { echo "$1 $(start_time "$1")" >>"$RUN/pids"; }
-
-section() { printf '\n== %s ==\n' "$*"; }
-log() { printf '[conformance %3ds] %s\n' "$((SECONDS - T0))" "$*"; }
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    # Stop every process this script started, newest first; a pid is signalled only while it
-    # still names the process we started (no reused pids).
-    if [[ -s "$RUN/pids" ]]; then
-        local signal pid started
-        for signal in TERM KILL; do
-            tac "$RUN/pids" | while read -r pid started; do
-                [[ "$(start_time "$pid")" == "$started" ]] && kill "-$signal" "$pid" 2>/dev/null || true
-            done
-            [[ $signal == TERM ]] && sleep 0.5
-        done
-    fi
-    wait 2>/dev/null || true
-    if [[ $status -ne 0 || -n "${CONFORMANCE_KEEP:-}" ]]; then
-        echo "conformance: logs and results kept in $RUN"
-    else
-        rm -rf "$RUN"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME CMD...: runs CMD in the background, stdout to $RUN/NAME.out, stderr to $RUN/NAME.err.
-# Sets STARTED_PID.
-start() {
-    local name=$1
-    shift
-    "$@" >"$RUN/$name.out" 2>"$RUN/$name.err" &
-    STARTED_PID=$!
-    remember "$STARTED_PID"
-}
-
-# wait_line FILE REGEX SECONDS PID: prints the first line of FILE matching REGEX, waiting for it
-# (and giving up early if process PID has exited).
-wait_line() {
-    local file=$1 pattern=$2 limit=$3 pid=$4 i
-    for ((i = 0; i < limit * 10; i++)); do
-        grep -m1 -E "$pattern" "$file" 2>/dev/null && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            grep -m1 -E "$pattern" "$file" 2>/dev/null && return 0
-            echo "conformance: process $pid exited before printing '$pattern' ($file)" >&2
-            tail -n 20 "${file%.out}.err" >&2 2>/dev/null || true
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "conformance: no line matching '$pattern' in $file after ${limit}s" >&2
-    tail -n 20 "${file%.out}.err" >&2 2>/dev/null || true
-    return 1
-}
+# shellcheck source=../interop/lib.sh
+source "$ROOT/tests/interop/lib.sh"
+KEEP_LOGS="${CONFORMANCE_KEEP:-}"
+begin_run conformance "$WORK"
 
 # ---------------------------------------------------------------------------------------------
 section "conformance: tools (pinned, under target/)"
@@ -166,12 +101,11 @@ UPSTREAMS=(python typescript)
 declare -A TITLE=([python]=Python [typescript]=TypeScript)
 SPECS=(default "$SPEC_VERSION")
 for upstream in "${UPSTREAMS[@]}"; do
+    UPSTREAM=${URL[$upstream]}
     for spec in "${SPECS[@]}"; do
         name="proxy-$upstream-$spec"
-        start "$name" env RUST_LOG="${RUST_LOG:-info}" "$MCP_RESUME" proxy --upstream "${URL[$upstream]}" \
-            --listen 127.0.0.1:0 --store "sqlite:$RUN/$name.db" "${PROXY_ARGS[@]}"
-        line=$(wait_line "$RUN/$name.out" '^mcp-resume listening on http://' 30 "$STARTED_PID")
-        URL[$upstream-$spec]="http://${line#mcp-resume listening on http://}/mcp"
+        start_mcp_resume "$name" --listen 127.0.0.1:0 --store "sqlite:$RUN/$name.db" "${PROXY_ARGS[@]}"
+        URL[$upstream-$spec]="http://$MR_ADDR/mcp"
         log "mcp-resume proxy for $upstream at $spec: ${URL[$upstream-$spec]} -> ${URL[$upstream]}"
     done
 done
@@ -183,9 +117,8 @@ done
 suite() {
     local name=$1 url=$2 spec=$3 args=()
     [[ $spec != default ]] && args=(--spec-version "$spec")
-    start "suite-$name" timeout 600 "${SUITE[@]}" server --url "$url" "${args[@]}" -o "$RUN/$name"
-    local pid=$STARTED_PID rc=0
-    wait "$pid" || rc=$?
+    local rc=0
+    run_client "suite-$name" 600 "${SUITE[@]}" server --url "$url" "${args[@]}" -o "$RUN/$name" || rc=$?
     log "suite $name: exit $rc, $(grep -E '^Total:' "$RUN/suite-$name.out" || echo 'no total')"
 }
 COMPARE_ARGS=()

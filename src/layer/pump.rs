@@ -500,6 +500,8 @@ impl Pump {
             || self.end_recorded
             || match self.shared.store.end_stream(stream, recorded_end).await {
                 Ok(()) => true,
+                // Purged with its session meanwhile: nothing left to record.
+                Err(StoreError::StreamNotFound(_) | StoreError::StreamEnded { .. }) => true,
                 Err(error) => {
                     self.shared.store_failed();
                     tracing::error!(

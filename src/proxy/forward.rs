@@ -14,6 +14,7 @@ use http::header;
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{self, Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, Service};
@@ -23,6 +24,7 @@ use super::body::ProxyBody;
 use super::forwarded::{self, ClientAddr, ForwardedHeaders};
 use super::headers::remove_hop_by_hop;
 use super::request_body::{self, Read, UpstreamBody};
+use super::tls::{self, ArrivedOverTls, UpstreamTls};
 use super::upstream::Upstream;
 
 /// A streaming reverse proxy to one [`Upstream`] MCP server.
@@ -77,7 +79,7 @@ use super::upstream::Upstream;
 #[derive(Clone)]
 pub struct ReverseProxy {
     upstream: Arc<Upstream>,
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
     request_buffer_bytes: Option<usize>,
     upstream_header_timeout: Option<Duration>,
     forwarded_headers: ForwardedHeaders,
@@ -103,19 +105,26 @@ impl ReverseProxy {
     pub const DEFAULT_UPSTREAM_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
     /// A proxy to `upstream`, with its own connection pool, every setting
-    /// at its default.
+    /// at its default. An `https://` upstream's certificate must chain to
+    /// the system's root certificates ([`UpstreamTls::system_roots`]; if
+    /// none can be loaded, that is logged and every request is answered
+    /// `502`) unless [`upstream_tls`](Self::upstream_tls) says otherwise.
     pub fn new(upstream: Upstream) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Self::CONNECT_TIMEOUT));
-        // SSE events are small writes that must not wait for Nagle's algorithm.
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            // We set `Host` ourselves, from the upstream.
-            .set_host(false)
-            .build(connector);
+        let tls = if upstream.is_https() {
+            UpstreamTls::system_roots().unwrap_or_else(|error| {
+                tracing::error!(
+                    upstream = %upstream,
+                    %error,
+                    "no certificate authority to verify the upstream with; every request will be answered 502"
+                );
+                UpstreamTls::trusting_nothing()
+            })
+        } else {
+            UpstreamTls::trusting_nothing()
+        };
         Self {
             upstream: Arc::new(upstream),
-            client,
+            client: upstream_client(&tls),
             request_buffer_bytes: Some(Self::DEFAULT_REQUEST_BUFFER_BYTES),
             upstream_header_timeout: Some(Self::DEFAULT_UPSTREAM_HEADER_TIMEOUT),
             forwarded_headers: ForwardedHeaders::default(),
@@ -167,6 +176,14 @@ impl ReverseProxy {
         self
     }
 
+    /// Which certificate authorities an `https://` upstream's certificate
+    /// must chain to. Default: [`UpstreamTls::system_roots`]. Unused for an
+    /// `http://` upstream.
+    pub fn upstream_tls(mut self, tls: UpstreamTls) -> Self {
+        self.client = upstream_client(&tls);
+        self
+    }
+
     /// The upstream this proxy forwards to.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
@@ -198,8 +215,11 @@ impl ReverseProxy {
                 let authority = parts.uri.authority()?;
                 header::HeaderValue::from_str(authority.as_str()).ok()
             }),
-            // `serve` speaks cleartext only.
-            proto: "http",
+            proto: if parts.extensions.get::<ArrivedOverTls>().is_some() {
+                "https"
+            } else {
+                "http"
+            },
         };
         parts.uri = match self.upstream.uri_for(path_and_query) {
             Ok(uri) => uri,
@@ -364,10 +384,10 @@ fn unreadable_request(error: &dyn fmt::Display, partly_sent: bool) -> Response<P
 /// `502 Bad Gateway` for an upstream that could not be reached or failed
 /// before answering. The client learns which upstream; the log gets why.
 fn bad_gateway(upstream: &Upstream, error: &legacy::Error) -> Response<ProxyBody> {
-    let what = if error.is_connect() {
-        "cannot be reached"
-    } else {
-        "failed before answering"
+    let what = match tls::handshake_failure(error) {
+        Some(why) => format!("cannot be reached securely: {why}"),
+        None if error.is_connect() => "cannot be reached".to_owned(),
+        None => "failed before answering".to_owned(),
     };
     tracing::warn!(
         upstream = %upstream,
@@ -390,4 +410,26 @@ fn gateway_timeout(upstream: &Upstream, timeout: Duration) -> Response<ProxyBody
         "Gateway Timeout: the upstream MCP server {upstream} did not answer within {timeout:?}"
     );
     json_error(StatusCode::GATEWAY_TIMEOUT, INTERNAL_ERROR, &message).map(ProxyBody::local)
+}
+
+/// The pooled HTTP/1.1 client to the upstream: plain for `http://`, TLS
+/// verified by `tls` for `https://`.
+fn upstream_client(tls: &UpstreamTls) -> Client<HttpsConnector<HttpConnector>, UpstreamBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(ReverseProxy::CONNECT_TIMEOUT));
+    // SSE events are small writes that must not wait for Nagle's algorithm.
+    connector.set_nodelay(true);
+    // The TLS connector below takes `https://` URLs through this one.
+    connector.enforce_http(false);
+    // The scheme comes from the upstream's URL, never from a request: an
+    // `https://` upstream is never reached without TLS.
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.client_config())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        // We set `Host` ourselves, from the upstream.
+        .set_host(false)
+        .build(connector)
 }

@@ -7,7 +7,11 @@
 //! - [`RebindingGuardLayer`]: DNS-rebinding protection, refusing requests
 //!   whose `Host` or `Origin` is not a loopback or allowed name.
 //! - [`serve`]: serves a tower service over HTTP/1.1 and h2c, with a
-//!   connection cap and graceful shutdown ([`ServeOptions`]).
+//!   connection cap and graceful shutdown ([`ServeOptions`]);
+//!   [`serve_tls`] does the same over TLS, HTTP/2 chosen by ALPN, with a
+//!   certificate reloaded when its files change ([`ListenerTls`]).
+//! - [`UpstreamTls`]: which certificate authorities an `https://`
+//!   upstream's certificate must chain to.
 //!
 //! This is what the `mcp-resume proxy` command runs:
 //!
@@ -56,6 +60,7 @@ mod headers;
 mod rebinding;
 mod request_body;
 mod serve;
+mod tls;
 mod upstream;
 
 pub use body::ProxyBody;
@@ -65,5 +70,6 @@ pub use rebinding::{
     AllowedHost, AllowedOrigin, InvalidAllowList, RebindingGuard, RebindingGuardFuture,
     RebindingGuardLayer,
 };
-pub use serve::{DEFAULT_LISTEN_ADDR, ServeOptions, Shutdown, serve};
+pub use serve::{DEFAULT_LISTEN_ADDR, ServeOptions, Shutdown, serve, serve_tls};
+pub use tls::{ListenerTls, TlsConfigError, UpstreamTls};
 pub use upstream::{InvalidUpstream, Upstream};

@@ -23,6 +23,7 @@ use tower::Service;
 use tower::BoxError;
 
 use super::forwarded::ClientAddr;
+use super::tls::{ArrivedOverTls, ListenerTls};
 
 /// The address the `mcp-resume` command serves on unless told otherwise
 /// (`--listen`): `127.0.0.1:8080`, loopback only, so nothing is reachable
@@ -203,6 +204,65 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    serve_connections(listener, None, service, signal, options).await
+}
+
+/// [`serve`] over TLS: each connection starts with a TLS handshake using
+/// `tls`'s current certificate, and the client chooses HTTP/2 or HTTP/1.1
+/// by ALPN. The handshake counts against the first request's deadline
+/// ([`ServeOptions::header_read_timeout`]); a failed one closes the
+/// connection (logged at debug level: it is the client's doing). Requests
+/// are told they arrived over TLS, so [`ReverseProxy`](super::ReverseProxy)
+/// forwards `X-Forwarded-Proto: https`. Everything else is as for [`serve`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use mcp_resume::proxy::{ListenerTls, ReverseProxy, ServeOptions, serve_tls};
+/// use tokio::net::TcpListener;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let service = ReverseProxy::new("http://127.0.0.1:8000/mcp".parse()?);
+/// let tls = ListenerTls::from_pem_files("cert.pem", "key.pem")?;
+/// // New connections get the new certificate once the files change.
+/// let _reloads = tls.reload_when_changed(ListenerTls::DEFAULT_RELOAD_INTERVAL);
+/// let listener = TcpListener::bind("127.0.0.1:8443").await?;
+/// serve_tls(listener, tls, service, std::future::pending(), ServeOptions::new()).await;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn serve_tls<S, B>(
+    listener: TcpListener,
+    tls: ListenerTls,
+    service: S,
+    signal: impl Future<Output = ()>,
+    options: ServeOptions,
+) -> Shutdown
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    serve_connections(listener, Some(tls), service, signal, options).await
+}
+
+/// [`serve`] and [`serve_tls`]: cleartext when `tls` is `None`.
+async fn serve_connections<S, B>(
+    listener: TcpListener,
+    tls: Option<ListenerTls>,
+    service: S,
+    signal: impl Future<Output = ()>,
+    options: ServeOptions,
+) -> Shutdown
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let ServeOptions {
         grace_period,
         max_connections,
@@ -216,6 +276,9 @@ where
     builder.http2().timer(TokioTimer::new());
 
     let graceful = GracefulShutdown::new();
+    // Dropped when the shutdown starts: TLS handshakes still under way are
+    // abandoned rather than holding the shutdown up.
+    let (stop_handshakes, handshakes_stopped) = tokio::sync::watch::channel(());
     // Every connection's task, so that those still open after the grace
     // period can be closed. Finished ones are reaped as the loop goes.
     let mut connections = JoinSet::new();
@@ -247,29 +310,46 @@ where
                         inner: TowerToHyperService::new(service.clone()),
                         arrived: first_request.clone(),
                         client: ClientAddr(peer),
+                        over_tls: tls.is_some(),
                     };
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
+                    // One deadline from the accept to the first request:
+                    // hyper's own header timeout only starts once it has
+                    // told HTTP/1.1 from HTTP/2, so a client that sent
+                    // nothing, or part of the HTTP/2 preface, would be
+                    // held for good, and HTTP/2 has no such timeout.
+                    let deadline = tokio::time::sleep(header_read_timeout);
+                    let Some(tls) = tls.clone() else {
+                        let connection = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
+                        let connection = graceful.watch(connection);
+                        connections.spawn(until_first_request(connection, first_request, deadline, peer));
+                        continue;
+                    };
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let mut handshakes_stopped = handshakes_stopped.clone();
                     connections.spawn(async move {
-                        // One deadline from the accept to the first request:
-                        // hyper's own header timeout only starts once it has
-                        // told HTTP/1.1 from HTTP/2, so a client that sent
-                        // nothing, or part of the HTTP/2 preface, would be
-                        // held for good, and HTTP/2 has no such timeout.
-                        let mut connection = std::pin::pin!(connection);
-                        let ended = tokio::select! {
-                            ended = &mut connection => ended,
-                            () = first_request.notified() => connection.await,
-                            () = tokio::time::sleep(header_read_timeout) => {
-                                tracing::debug!(%peer, "no request within the header timeout; closing the connection");
+                        let mut deadline = std::pin::pin!(deadline);
+                        let stream = tokio::select! {
+                            accepted = tls.accept(stream) => match accepted {
+                                Ok(stream) => stream,
+                                Err(error) => {
+                                    tracing::debug!(%peer, %error, "TLS handshake failed; closing the connection");
+                                    return;
+                                }
+                            },
+                            () = &mut deadline => {
+                                tracing::debug!(%peer, "no TLS handshake within the header timeout; closing the connection");
                                 return;
                             }
+                            _ = handshakes_stopped.changed() => return,
                         };
-                        if let Err(error) = ended {
-                            tracing::debug!(%peer, error, "connection ended with an error");
-                        }
+                        let connection = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
+                        let connection = watcher.watch(connection);
+                        until_first_request(connection, first_request, deadline, peer).await;
                     });
                 }
                 Err(error) if is_connection_error(&error) => {
@@ -299,6 +379,7 @@ where
     }
 
     drop(listener);
+    drop(stop_handshakes);
     // `len` counts finished tasks not yet joined: reap them first.
     while connections.try_join_next().is_some() {}
     let open = connections.len();
@@ -320,6 +401,30 @@ where
     }
 }
 
+/// Runs a connection, closing it if its first request has not arrived when
+/// `deadline` does.
+async fn until_first_request<C>(
+    connection: C,
+    first_request: Arc<Notify>,
+    deadline: impl Future<Output = ()>,
+    peer: SocketAddr,
+) where
+    C: Future<Output = Result<(), BoxError>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = &mut connection => ended,
+        () = first_request.notified() => connection.await,
+        () = deadline => {
+            tracing::debug!(%peer, "no request within the header timeout; closing the connection");
+            return;
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%peer, error, "connection ended with an error");
+    }
+}
+
 /// The connection's service, noting that a request has arrived (its head
 /// has been read), which ends the connection's first-request deadline, and
 /// telling the service where the request came from ([`ClientAddr`]).
@@ -327,6 +432,8 @@ struct NoteRequests<S> {
     inner: S,
     arrived: Arc<Notify>,
     client: ClientAddr,
+    /// The connection is TLS: requests carry [`ArrivedOverTls`].
+    over_tls: bool,
 }
 
 impl<S, B> hyper::service::Service<Request<B>> for NoteRequests<S>
@@ -341,6 +448,9 @@ where
         // A stored permit: seen even if the connection's task is not waiting yet.
         self.arrived.notify_one();
         request.extensions_mut().insert(self.client);
+        if self.over_tls {
+            request.extensions_mut().insert(ArrivedOverTls);
+        }
         self.inner.call(request)
     }
 }

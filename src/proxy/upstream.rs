@@ -8,7 +8,10 @@ use http::HeaderValue;
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 /// The upstream MCP server of a [`ReverseProxy`](super::ReverseProxy): an
-/// `http://` URL such as `http://127.0.0.1:8000/mcp`.
+/// `http://` or `https://` URL such as `http://127.0.0.1:8000/mcp`.
+///
+/// An `https://` upstream's certificate is verified against the system's
+/// root certificates, or a CA bundle ([`UpstreamTls`](super::UpstreamTls)).
 ///
 /// Only the scheme and authority decide where requests go: a request for
 /// `/<path>?<query>` is forwarded to the same path and query on the upstream,
@@ -21,11 +24,14 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 /// let upstream: Upstream = "http://127.0.0.1:8000/mcp".parse()?;
 /// assert_eq!(upstream.authority().as_str(), "127.0.0.1:8000");
 /// assert_eq!(upstream.path(), "/mcp");
-/// assert!("https://example.com/mcp".parse::<Upstream>().is_err());
+/// assert!("https://example.com/mcp".parse::<Upstream>()?.is_https());
+/// assert!("ws://example.com/mcp".parse::<Upstream>().is_err());
 /// # Ok::<(), mcp_resume::proxy::InvalidUpstream>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
+    /// `http` or `https`.
+    scheme: Scheme,
     authority: Authority,
     /// The `Host` header sent upstream: the authority, validated once.
     host: HeaderValue,
@@ -45,10 +51,10 @@ pub enum InvalidUpstream {
         /// The text given.
         input: String,
     },
-    /// The scheme is not `http`.
+    /// The scheme is neither `http` nor `https`.
     #[error(
-        "invalid upstream `{input}`: only http:// upstreams are supported (the proxy speaks \
-         plain HTTP/1.1 to its upstream; run it next to the MCP server), e.g. http://127.0.0.1:8000/mcp"
+        "invalid upstream `{input}`: only http:// and https:// upstreams are supported, \
+         e.g. http://127.0.0.1:8000/mcp"
     )]
     UnsupportedScheme {
         /// The text given.
@@ -81,12 +87,17 @@ impl Upstream {
         &self.authority
     }
 
+    /// Whether the upstream is reached over TLS (`https://`).
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
     /// The path of the URL the upstream was given as (`/mcp`), or `/`.
     pub fn path(&self) -> &str {
         &self.path
     }
 
-    /// The URL the upstream was given as, normalised: `http://host:port/path`.
+    /// The URL the upstream was given as, normalised: `scheme://host:port/path`.
     pub fn endpoint(&self) -> String {
         self.to_string()
     }
@@ -99,7 +110,7 @@ impl Upstream {
     /// The upstream URL for a request's path and query.
     pub(crate) fn uri_for(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
         Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
@@ -117,7 +128,7 @@ impl FromStr for Upstream {
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(not_a_url());
         };
-        if *scheme != Scheme::HTTP {
+        if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
             return Err(InvalidUpstream::UnsupportedScheme {
                 input: input.to_owned(),
             });
@@ -141,6 +152,7 @@ impl FromStr for Upstream {
         // An authority that parsed as part of a URI is valid header text.
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| not_a_url())?;
         Ok(Self {
+            scheme: scheme.clone(),
             authority: authority.clone(),
             host,
             path: uri.path().to_owned(),
@@ -150,7 +162,7 @@ impl FromStr for Upstream {
 
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.path)
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.path)
     }
 }
 
@@ -177,6 +189,19 @@ mod tests {
             .uri_for(PathAndQuery::from_static("/other?x=1"))
             .unwrap();
         assert_eq!(uri, "http://127.0.0.1:8000/other?x=1");
+        assert!(!upstream.is_https());
+    }
+
+    #[test]
+    fn https_urls_are_accepted() {
+        let upstream: Upstream = "https://mcp.example.com/mcp".parse().unwrap();
+        assert!(upstream.is_https());
+        assert_eq!(upstream.host_header(), "mcp.example.com");
+        assert_eq!(upstream.endpoint(), "https://mcp.example.com/mcp");
+        let uri = upstream
+            .uri_for(PathAndQuery::from_static("/mcp?x=1"))
+            .unwrap();
+        assert_eq!(uri, "https://mcp.example.com/mcp?x=1");
     }
 
     #[test]
@@ -187,8 +212,8 @@ mod tests {
             ("/mcp", "not an absolute URL"),
             ("http://", "not an absolute URL"),
             ("not a url", "not an absolute URL"),
-            ("https://example.com/mcp", "only http://"),
-            ("ws://example.com/mcp", "only http://"),
+            ("ws://example.com/mcp", "only http:// and https://"),
+            ("ftp://example.com/mcp", "only http:// and https://"),
             ("http://user:secret@example.com/mcp", "credentials"),
             ("http://127.0.0.1:99999/mcp", "port must be a number"),
             ("http://127.0.0.1:80a/mcp", "port must be a number"),

@@ -438,7 +438,7 @@ fn sqlite_arg(path: &Path) -> String {
 // ---------------------------------------------------------------------------
 
 /// Every option of the contract: flag, environment variable, default.
-const OPTIONS: [(&str, &str, &str); 23] = [
+const OPTIONS: [(&str, &str, &str); 26] = [
     ("--listen", "MCP_RESUME_LISTEN", "127.0.0.1:8080"),
     ("--store", "MCP_RESUME_STORE", "sqlite:./mcp_events.db"),
     ("--sync", "MCP_RESUME_SYNC", "normal"),
@@ -486,15 +486,19 @@ const OPTIONS: [(&str, &str, &str); 23] = [
         "MCP_RESUME_TRUST_FORWARDED_HEADERS",
         "false",
     ),
+    ("--upstream-ca-file", "MCP_RESUME_UPSTREAM_CA_FILE", ""),
+    ("--tls-cert", "MCP_RESUME_TLS_CERT", ""),
+    ("--tls-key", "MCP_RESUME_TLS_KEY", ""),
 ];
 
 /// The options of the proxy command only.
-const PROXY_OPTIONS: [&str; 5] = [
+const PROXY_OPTIONS: [&str; 6] = [
     "--upstream",
     "--request-buffer-bytes",
     "--upstream-header-timeout",
     "--forwarded-headers",
     "--trust-forwarded-headers",
+    "--upstream-ca-file",
 ];
 
 #[test]
@@ -537,9 +541,14 @@ fn bad_options_exit_2_and_say_what_is_accepted() {
         "{stderr}"
     );
 
-    let (code, _, stderr) = run(&["proxy", "--upstream", "https://example.com/mcp"]);
+    let (code, _, stderr) = run(&["proxy", "--upstream", "ws://example.com/mcp"]);
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("only http://"), "{stderr}");
+    assert!(stderr.contains("only http:// and https://"), "{stderr}");
+
+    // The listener's TLS needs both files.
+    let (code, _, stderr) = run(&["demo", "--tls-cert", "cert.pem"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--tls-key"), "{stderr}");
 
     let (code, _, stderr) = run(&["proxy"]);
     assert_eq!(code, Some(2));
@@ -573,6 +582,31 @@ fn a_store_that_cannot_be_opened_exits_1_with_the_reason() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stdout.is_empty(), "no listening line: {stdout}");
     assert!(stderr.contains("cannot open the event store"), "{stderr}");
+}
+
+#[test]
+fn tls_files_that_cannot_be_read_exit_1_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        &["demo", "--tls-cert", missing, "--tls-key", missing][..],
+        &[
+            "proxy",
+            "--upstream",
+            "https://127.0.0.1:8443/mcp",
+            "--upstream-ca-file",
+            missing,
+        ][..],
+    ] {
+        let mut all = vec!["--listen", "127.0.0.1:0", "--store", "memory"];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = run(&all);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "no listening line: {stdout}");
+        assert!(stderr.contains("cannot set up TLS"), "{stderr}");
+        assert!(stderr.contains("missing.pem"), "{stderr}");
+    }
 }
 
 #[test]

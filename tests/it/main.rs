@@ -21,6 +21,7 @@ mod layer_session;
 mod layer_tracing;
 mod proxy_faults;
 mod proxy_rebinding;
+mod proxy_tls;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod rmcp_resume;

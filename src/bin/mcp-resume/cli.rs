@@ -2,15 +2,15 @@
 //! the library's own constant, so `--help` shows what the library does.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use mcp_resume::proxy::{
-    AllowedHost, AllowedOrigin, DEFAULT_LISTEN_ADDR, ForwardedHeaders, RebindingGuardLayer,
-    ReverseProxy, ServeOptions, Upstream,
+    AllowedHost, AllowedOrigin, DEFAULT_LISTEN_ADDR, ForwardedHeaders, ListenerTls,
+    RebindingGuardLayer, ReverseProxy, ServeOptions, TlsConfigError, Upstream, UpstreamTls,
 };
 use mcp_resume::store::{EventStore, Retention, SqliteOptions};
 use mcp_resume::{ResumabilityLayer, StoreFailurePolicy};
@@ -46,11 +46,12 @@ pub enum Command {
     /// port with the same path and query: with --upstream
     /// http://127.0.0.1:8000/mcp, clients use http://<listen>/mcp.
     Proxy {
-        /// Upstream MCP endpoint, http:// only, e.g. http://127.0.0.1:8000/mcp
+        /// Upstream MCP endpoint, http:// or https://, e.g. http://127.0.0.1:8000/mcp
         #[arg(long, env = "MCP_RESUME_UPSTREAM", value_name = "URL")]
         upstream: Upstream,
+        // Boxed: the proxy's options make this variant far larger than `Demo`.
         #[command(flatten)]
-        proxy: ProxyOptions,
+        proxy: Box<ProxyOptions>,
     },
     /// A built-in MCP server with a slow streaming tool, `countdown`, behind the layer.
     ///
@@ -102,9 +103,34 @@ pub struct ProxyOptions {
         default_value_t = false
     )]
     trust_forwarded_headers: bool,
+
+    /// PEM bundle of the CAs an https:// upstream's certificate must chain
+    /// to, instead of the system's root certificates (always verified)
+    #[arg(long, env = "MCP_RESUME_UPSTREAM_CA_FILE", value_name = "PATH")]
+    upstream_ca_file: Option<PathBuf>,
 }
 
 impl ProxyOptions {
+    /// How an `https://` upstream's certificate is verified: the
+    /// `--upstream-ca-file` bundle, or the system's root certificates; read
+    /// now, so that a missing file or an empty system store stops the
+    /// start. `None` for an `http://` upstream.
+    pub fn upstream_tls(&self, upstream: &Upstream) -> Result<Option<UpstreamTls>, TlsConfigError> {
+        if !upstream.is_https() {
+            if let Some(path) = &self.upstream_ca_file {
+                tracing::warn!(
+                    path = %path.display(),
+                    "--upstream-ca-file is unused: the upstream is http://"
+                );
+            }
+            return Ok(None);
+        }
+        match &self.upstream_ca_file {
+            Some(path) => UpstreamTls::from_ca_file(path).map(Some),
+            None => UpstreamTls::system_roots().map(Some),
+        }
+    }
+
     /// The reverse proxy to `upstream`.
     pub fn reverse_proxy(&self, upstream: Upstream) -> ReverseProxy {
         let request_buffer_bytes = self
@@ -320,9 +346,40 @@ pub struct Options {
         global = true
     )]
     max_connections: usize,
+
+    /// Serve over TLS with this PEM certificate chain (and --tls-key);
+    /// reloaded on SIGHUP or when the files change. Clients may use HTTP/2 (ALPN)
+    #[arg(
+        long,
+        env = "MCP_RESUME_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key",
+        global = true
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert
+    #[arg(
+        long,
+        env = "MCP_RESUME_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert",
+        global = true
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 impl Options {
+    /// The listener's TLS, read now so that a bad file stops the start, or
+    /// `None` without `--tls-cert`.
+    pub fn listener_tls(&self) -> Result<Option<ListenerTls>, TlsConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => ListenerTls::from_pem_files(cert, key).map(Some),
+            // clap requires both or neither.
+            _ => Ok(None),
+        }
+    }
+
     /// How long streams are kept, in any store.
     pub fn retention(&self) -> Retention {
         Retention::new()
@@ -507,7 +564,7 @@ mod tests {
         ];
         all.extend_from_slice(args);
         match parse(&all).command {
-            Command::Proxy { proxy, .. } => proxy,
+            Command::Proxy { proxy, .. } => *proxy,
             Command::Demo => unreachable!("parsed as the proxy command"),
         }
     }

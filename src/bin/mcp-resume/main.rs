@@ -6,7 +6,8 @@
 //! ```
 //!
 //! On start it prints one line to stdout, `mcp-resume listening on
-//! http://<addr>` (scripts wait for it), and logs to stderr (`RUST_LOG`).
+//! http://<addr>` (`https://` with `--tls-cert`; scripts wait for it), and
+//! logs to stderr (`RUST_LOG`).
 //! SIGINT or SIGTERM stops accepting, lets streams finish for the grace
 //! period, flushes and closes the store, and exits 0. Exit status 2 is a
 //! usage error, 1 a failure to start or to close the store.
@@ -25,7 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mcp_resume::proxy::RebindingGuardLayer;
+use mcp_resume::proxy::{ListenerTls, RebindingGuardLayer, TlsConfigError};
 use mcp_resume::store::StoreError;
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -49,6 +50,8 @@ enum Failure {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("cannot set up TLS: {0}")]
+    Tls(TlsConfigError),
     #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
@@ -115,6 +118,18 @@ fn init_tracing() {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let options = cli.options;
+    // Read first, so that a bad certificate file stops the start before
+    // anything is opened.
+    let listener_tls = options.listener_tls().map_err(Failure::Tls)?;
+    let upstream_tls = match &cli.command {
+        Command::Proxy { upstream, proxy } => proxy.upstream_tls(upstream).map_err(Failure::Tls)?,
+        Command::Demo => None,
+    };
+    let scheme = if listener_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let store = options
         .store
         .open(&options)
@@ -138,8 +153,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     // as it reads the line gets a graceful shutdown, not the default kill.
     let signals = Signals::install().map_err(Failure::Signals)?;
     // The one line scripts wait for.
-    print_stdout(&format!("mcp-resume listening on http://{addr}"));
-    tracing::info!(store = %options.store, "serving on http://{addr}");
+    print_stdout(&format!("mcp-resume listening on {scheme}://{addr}"));
+    tracing::info!(store = %options.store, "serving on {scheme}://{addr}");
+    let certificate_reloads = listener_tls
+        .as_ref()
+        .map(|tls| tls.reload_when_changed(ListenerTls::DEFAULT_RELOAD_INTERVAL));
 
     // Outermost, so that a refused request reaches neither the store nor the server.
     let guard = options.rebinding_guard(addr.ip());
@@ -147,17 +165,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Proxy { upstream, proxy } => {
             tracing::info!(
-                "forwarding to {upstream}; clients use http://{addr}{}",
+                "forwarding to {upstream}; clients use {scheme}://{addr}{}",
                 upstream.path()
             );
-            let service = guard.layer(layer.layer(proxy.reverse_proxy(upstream)));
-            serve_until_signalled(listener, service, signals, &options).await;
+            let mut reverse_proxy = proxy.reverse_proxy(upstream);
+            if let Some(tls) = upstream_tls {
+                reverse_proxy = reverse_proxy.upstream_tls(tls);
+            }
+            let service = guard.layer(layer.layer(reverse_proxy));
+            serve_until_signalled(listener, listener_tls, service, signals, &options).await;
         }
         Command::Demo => {
             print_stdout(&demo::walkthrough(addr));
             let service = guard.layer(layer.layer(DemoServer::new()));
-            serve_until_signalled(listener, service, signals, &options).await;
+            serve_until_signalled(listener, listener_tls, service, signals, &options).await;
         }
+    }
+    if let Some(reloads) = certificate_reloads {
+        reloads.abort();
     }
 
     tracing::info!(stats = ?layer.stats(), "closing the event store");

@@ -4,16 +4,18 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use mcp_resume::proxy::Shutdown;
+use mcp_resume::proxy::{ListenerTls, Shutdown};
 use tokio::net::TcpListener;
 use tower::{BoxError, Service};
 
 use crate::cli::Options;
 
-/// Serves until the first SIGINT/SIGTERM, then shuts down gracefully; a
-/// second signal stops waiting for streams at once.
+/// Serves (over TLS when `tls` is given) until the first SIGINT/SIGTERM,
+/// then shuts down gracefully; a second signal stops waiting for streams
+/// at once.
 pub async fn serve_until_signalled<S, B>(
     listener: TcpListener,
+    tls: Option<ListenerTls>,
     service: S,
     mut signals: Signals,
     options: &Options,
@@ -39,8 +41,17 @@ pub async fn serve_until_signalled<S, B>(
         // An error means the watcher is gone, which only happens with us.
         let _ = first_rx.await;
     };
+    let serve_options = options.serve_options();
+    let served = async move {
+        match tls {
+            Some(tls) => {
+                mcp_resume::proxy::serve_tls(listener, tls, service, shutdown, serve_options).await
+            }
+            None => mcp_resume::proxy::serve(listener, service, shutdown, serve_options).await,
+        }
+    };
     tokio::select! {
-        outcome = mcp_resume::proxy::serve(listener, service, shutdown, options.serve_options()) => match outcome {
+        outcome = served => match outcome {
             Shutdown::Drained => tracing::info!("every connection finished"),
             Shutdown::GracePeriodElapsed { connections } => tracing::warn!(
                 connections,

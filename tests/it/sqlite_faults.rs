@@ -8,6 +8,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::server::message;
+use crate::common::sse::{End, Req};
+use crate::common::{
+    self, CALL, V2025_06_18, guard, post_call, serve_scripted, stream_of, wait_state, wait_until,
+};
+use http::StatusCode;
+use mcp_resume::ResumabilityLayer;
 use mcp_resume::store::{
     self, EventStore, NewEvent, NewStream, Retention, SqliteEventStore, SqliteOptions, StoreError,
     StreamEnd, StreamKind, StreamState, SyncMode,
@@ -434,49 +441,156 @@ async fn a_size_limit_below_the_empty_store_fails_at_open() {
     store.close().await.unwrap();
 }
 
+/// A 2 MiB tmpfs mounted on a temporary directory, a 1 MiB ballast file
+/// taking half of it, so that freeing the ballast makes room the way an
+/// operator would. Unmounted when dropped, by a failed assertion too.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    /// Mounts it; `test` names the test for the message that says how to skip it.
+    fn mount(test: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = match Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(dir.path())
+            .output()
+        {
+            Ok(output) => output,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                panic!("this test needs `mount` (Debian/Ubuntu: `apt-get install mount`)")
+            }
+            Err(error) => panic!("could not run mount: {error}"),
+        };
+        assert!(
+            mount.status.success(),
+            "could not mount a 2 MiB tmpfs, which needs root (CI runs as root): {}\nAs another \
+             user, skip this test: `cargo test -- --skip sqlite_faults::{test}`",
+            String::from_utf8_lossy(&mount.stderr).trim()
+        );
+        let tmpfs = Self { dir };
+        // Enough that, once freed, the checkpoint at close has room too.
+        std::fs::write(tmpfs.ballast(), vec![0u8; 1024 * 1024]).unwrap();
+        tmpfs
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn ballast(&self) -> PathBuf {
+        self.path().join("ballast")
+    }
+
+    fn free_ballast(&self) {
+        std::fs::remove_file(self.ballast()).unwrap();
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        // Lazy, so a store still open on it does not keep it mounted.
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
 #[tokio::test]
 async fn a_real_full_disk_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let mount = match Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(dir.path())
-        .output()
-    {
-        Ok(output) => output,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            panic!("this test needs `mount` (Debian/Ubuntu: `apt-get install mount`)")
-        }
-        Err(error) => panic!("could not run mount: {error}"),
-    };
-    assert!(
-        mount.status.success(),
-        "could not mount a 2 MiB tmpfs, which needs root (CI runs as root): {}\nAs another \
-         user, skip this test: `cargo test -- --skip sqlite_faults::a_real_full_disk_is_reported`",
-        String::from_utf8_lossy(&mount.stderr).trim()
+    let tmpfs = SmallTmpfs::mount("a_real_full_disk_is_reported");
+    let path = tmpfs.path().join("mcp_events.db");
+    let store = Arc::new(SqliteEventStore::open(&path).unwrap());
+    fill_until_full(store.clone(), async |_| tmpfs.free_ballast()).await;
+    store.close().await.unwrap();
+    let reopened = Arc::new(SqliteEventStore::open(&path).unwrap());
+    let keep = reopened.session_streams("keep").await.unwrap()[0].id;
+    assert_eq!(replay_all(&reopened, keep).await.len(), 2);
+    reopened.close().await.unwrap();
+}
+
+/// Issue 26: a stream whose producer ends while the disk is full, so that
+/// its end cannot be recorded, still ends promptly for every resume, and
+/// the layer records the end by itself once space is freed.
+#[tokio::test]
+async fn a_stream_that_ends_on_a_full_disk_ends_for_resumes_and_is_recorded_once_freed() {
+    let tmpfs = SmallTmpfs::mount(
+        "a_stream_that_ends_on_a_full_disk_ends_for_resumes_and_is_recorded_once_freed",
     );
-    let path = dir.path().join("mcp_events.db");
-    let ballast = dir.path().join("ballast");
-    // Enough that, once freed, the checkpoint at close has room too.
-    std::fs::write(&ballast, vec![0u8; 1024 * 1024]).unwrap();
-    // In a task, so a failed assertion still reaches the unmount below.
-    let outcome = tokio::spawn(async move {
-        let store = Arc::new(SqliteEventStore::open(&path).unwrap());
-        // On a real disk, room is made the way an operator would: by freeing space.
-        fill_until_full(store.clone(), async |_| {
-            std::fs::remove_file(&ballast).unwrap()
+    let store: Arc<dyn EventStore> =
+        Arc::new(SqliteEventStore::open(tmpfs.path().join("mcp_events.db")).unwrap());
+    let layer = ResumabilityLayer::new(store.clone());
+    let (script, served) = serve_scripted(&layer).await;
+    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
+    for n in 1..=3 {
+        assert!(inner.event(&message(n)).await);
+    }
+    let first = resp.expect_event().await;
+    for _ in 2..=3 {
+        resp.expect_event().await;
+    }
+    drop(resp);
+    let stream = stream_of(first.id());
+
+    // The disk fills up: a filler file takes every free byte, and other
+    // writers keep trying appends too large for what room the store's own
+    // files still have. The store commits what is queued together, so the
+    // producer's end shares a transaction with one and fails with it.
+    let other = NewStream::new(StreamKind::PostResponse).session("other");
+    let other = store.create_stream(other).await.unwrap();
+    let filler = tmpfs.path().join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut file, &[0u8; 4096]).is_ok() {}
+    drop(file);
+    let appenders: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let big = NewEvent::message("x".repeat(256 * 1024));
+                    let _ = store.append(other, vec![big]).await;
+                }
+            })
         })
-        .await;
-        store.close().await.unwrap();
-        let reopened = Arc::new(SqliteEventStore::open(&path).unwrap());
-        let keep = reopened.session_streams("keep").await.unwrap()[0].id;
-        assert_eq!(replay_all(&reopened, keep).await.len(), 2);
-        reopened.close().await.unwrap();
+        .collect();
+    let failures = layer.stats().store_failures;
+    inner.close();
+    wait_until("the failed end to be counted", || async {
+        layer.stats().store_failures > failures
     })
     .await;
-    let _ = Command::new("umount").arg("-l").arg(dir.path()).status();
-    if let Err(failure) = outcome {
-        std::panic::resume_unwind(failure.into_panic());
+    for appender in appenders {
+        appender.abort();
     }
+    let info = store.stream_info(stream).await.unwrap().unwrap();
+    assert_eq!(info.state, StreamState::Live, "the end is not in the store");
+    assert_eq!(info.last_seq, 3, "every event the producer sent is stored");
+    let resume = |seq: u64| {
+        Req::get("/mcp")
+            .version(V2025_06_18)
+            .session("s1")
+            .last_event_id(&format!("{stream}.{seq}"))
+    };
+
+    // From the last event: nothing more will come, so it is refused now.
+    let mut at_end = guard("a resume at the end", resume(3).send(served.addr)).await;
+    assert_eq!(at_end.status, StatusCode::BAD_REQUEST);
+    assert_eq!(at_end.text().await, common::CANNOT_RESUME_BODY);
+    // From before it: what was stored, then the end, not a wait for ever.
+    let mut behind = guard("a resume from the first event", resume(1).send(served.addr)).await;
+    assert_eq!(behind.status, StatusCode::OK);
+    let rest = guard("the replay to end", behind.events_to_end()).await;
+    let data: Vec<&str> = rest.iter().map(|ev| ev.data()).collect();
+    assert_eq!(data, [message(2), message(3)]);
+    assert_eq!(behind.end(), Some(&End::Clean));
+
+    // Space is freed: the end is recorded without anyone asking, as complete
+    // since the store holds every event the producer sent.
+    tmpfs.free_ballast();
+    std::fs::remove_file(&filler).unwrap();
+    wait_state(&store, stream, StreamState::Complete).await;
+    let mut after = resume(3).send(served.addr).await;
+    assert_eq!(after.status, StatusCode::BAD_REQUEST);
+    assert_eq!(after.text().await, common::CANNOT_RESUME_BODY);
 }
 
 #[tokio::test]

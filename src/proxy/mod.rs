@@ -12,6 +12,9 @@
 //!   certificate reloaded when its files change ([`ListenerTls`]).
 //! - [`UpstreamTls`]: which certificate authorities an `https://`
 //!   upstream's certificate must chain to.
+//! - [`DEFAULT_IDENTITY_HEADER`] and
+//!   [`DEFAULT_AUTHORIZE_RESUMES_WITH_UPSTREAM`]: who the caller is, by
+//!   default, and whether the upstream is asked before a resume is served.
 //!
 //! This is what the `mcp-resume proxy` command runs:
 //!
@@ -20,7 +23,8 @@
 //! use std::time::Duration;
 //! use mcp_resume::ResumabilityLayer;
 //! use mcp_resume::proxy::{
-//!     DEFAULT_LISTEN_ADDR, RebindingGuardLayer, ReverseProxy, ServeOptions, Upstream, serve,
+//!     DEFAULT_AUTHORIZE_RESUMES_WITH_UPSTREAM, DEFAULT_IDENTITY_HEADER, DEFAULT_LISTEN_ADDR,
+//!     RebindingGuardLayer, ReverseProxy, ServeOptions, Upstream, serve,
 //! };
 //! use mcp_resume::store::{EventStore, MemoryEventStore};
 //! use tokio::net::TcpListener;
@@ -31,7 +35,12 @@
 //! let upstream: Upstream = "http://127.0.0.1:8000/mcp".parse()?;
 //! // The command opens `SqliteEventStore` here (`--store sqlite:PATH`).
 //! let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
-//! let service = ResumabilityLayer::new(store.clone()).layer(ReverseProxy::new(upstream));
+//! // Streams are bound to the caller's token, and the upstream, whose
+//! // authentication sits behind the layer, is asked before a resume is served.
+//! let layer = ResumabilityLayer::new(store.clone())
+//!     .identity_header(DEFAULT_IDENTITY_HEADER)
+//!     .authorize_resumes_with_service(DEFAULT_AUTHORIZE_RESUMES_WITH_UPSTREAM);
+//! let service = layer.layer(ReverseProxy::new(upstream));
 //! // Outermost: a refused request reaches neither the store nor the upstream.
 //! let service = RebindingGuardLayer::for_listener(DEFAULT_LISTEN_ADDR.ip()).layer(service);
 //!
@@ -57,6 +66,7 @@ mod body;
 mod forward;
 mod forwarded;
 mod headers;
+mod identity;
 mod rebinding;
 mod request_body;
 mod serve;
@@ -66,6 +76,7 @@ mod upstream;
 pub use body::ProxyBody;
 pub use forward::{ResponseFuture, ReverseProxy};
 pub use forwarded::{ClientAddr, ForwardedHeaders};
+pub use identity::{DEFAULT_AUTHORIZE_RESUMES_WITH_UPSTREAM, DEFAULT_IDENTITY_HEADER};
 pub use rebinding::{
     AllowedHost, AllowedOrigin, InvalidAllowList, RebindingGuard, RebindingGuardFuture,
     RebindingGuardLayer,

@@ -438,7 +438,7 @@ fn sqlite_arg(path: &Path) -> String {
 // ---------------------------------------------------------------------------
 
 /// Every option of the contract: flag, environment variable, default.
-const OPTIONS: [(&str, &str, &str); 26] = [
+const OPTIONS: [(&str, &str, &str); 28] = [
     ("--listen", "MCP_RESUME_LISTEN", "127.0.0.1:8080"),
     ("--store", "MCP_RESUME_STORE", "sqlite:./mcp_events.db"),
     ("--sync", "MCP_RESUME_SYNC", "normal"),
@@ -486,18 +486,30 @@ const OPTIONS: [(&str, &str, &str); 26] = [
         "MCP_RESUME_TRUST_FORWARDED_HEADERS",
         "false",
     ),
+    (
+        "--identity-header",
+        "MCP_RESUME_IDENTITY_HEADER",
+        "authorization",
+    ),
+    (
+        "--authorize-resumes-with-upstream",
+        "MCP_RESUME_AUTHORIZE_RESUMES_WITH_UPSTREAM",
+        "true",
+    ),
     ("--upstream-ca-file", "MCP_RESUME_UPSTREAM_CA_FILE", ""),
     ("--tls-cert", "MCP_RESUME_TLS_CERT", ""),
     ("--tls-key", "MCP_RESUME_TLS_KEY", ""),
 ];
 
 /// The options of the proxy command only.
-const PROXY_OPTIONS: [&str; 6] = [
+const PROXY_OPTIONS: [&str; 8] = [
     "--upstream",
     "--request-buffer-bytes",
     "--upstream-header-timeout",
     "--forwarded-headers",
     "--trust-forwarded-headers",
+    "--identity-header",
+    "--authorize-resumes-with-upstream",
     "--upstream-ca-file",
 ];
 
@@ -1169,6 +1181,203 @@ async fn the_proxy_answers_a_broken_request_body_400_as_the_clients_error() {
             .contains("the client's request body broke")
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// Who the caller is
+// ---------------------------------------------------------------------------
+
+/// An upstream whose authentication sits behind the proxy: it answers a
+/// POST with a finished two-event SSE stream and a GET with 405, until
+/// `revoked` is set; from then on it answers every request 401.
+mod revocable {
+    use super::*;
+    use axum::extract::State;
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Clone, Default)]
+    pub struct Upstream {
+        pub revoked: Arc<AtomicBool>,
+        /// The method and headers of every request, in order.
+        pub seen: Arc<Mutex<Vec<(http::Method, HeaderMap)>>>,
+    }
+
+    impl Upstream {
+        pub fn revoke(&self) {
+            self.revoked.store(true, Ordering::SeqCst);
+        }
+
+        /// The headers of the GETs it received.
+        pub fn gets(&self) -> Vec<HeaderMap> {
+            let seen = self.seen.lock().unwrap();
+            seen.iter()
+                .filter(|(method, _)| method == http::Method::GET)
+                .map(|(_, headers)| headers.clone())
+                .collect()
+        }
+    }
+
+    async fn handle(
+        State(upstream): State<Upstream>,
+        method: http::Method,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        upstream
+            .seen
+            .lock()
+            .unwrap()
+            .push((method.clone(), headers));
+        if upstream.revoked.load(Ordering::SeqCst) {
+            let challenge = ("www-authenticate", r#"Bearer error="invalid_token""#);
+            return (StatusCode::UNAUTHORIZED, [challenge], "token revoked").into_response();
+        }
+        if method != http::Method::POST {
+            return StatusCode::METHOD_NOT_ALLOWED.into_response();
+        }
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1}}"#;
+        let result = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"isError":false}}"#;
+        let events =
+            format!("id: upstream-1\ndata: {progress}\n\nid: upstream-2\ndata: {result}\n\n");
+        ([("content-type", "text/event-stream")], events).into_response()
+    }
+
+    /// Serves the upstream on a free loopback port.
+    pub async fn start() -> (String, Upstream) {
+        let upstream = Upstream::default();
+        let app = axum::Router::new()
+            .route("/mcp", axum::routing::any(handle))
+            .with_state(upstream.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/mcp"), upstream)
+    }
+}
+
+/// Calls the revocable upstream's tool through `server` with the
+/// `Authorization` value `token`; returns the id of its first event.
+async fn call_as(server: &Server, token: &str) -> String {
+    let call =
+        json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": "x" } });
+    let mut request = post_message(
+        &server.url(),
+        Some("upstream-session"),
+        Some(V2025_06_18),
+        &call,
+    );
+    request
+        .headers_mut()
+        .insert("authorization", HeaderValue::from_str(token).unwrap());
+    let response = send(server.addr, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = Events::new(response.into_body()).rest().await;
+    let events = messages(&events);
+    assert_eq!(events.len(), 2, "{events:?}");
+    events[0].id.clone().unwrap()
+}
+
+/// Resumes after `last_event_id` through `server`, with the
+/// `Authorization` value `token` or none.
+async fn resume_as(
+    server: &Server,
+    last_event_id: &str,
+    token: Option<&str>,
+) -> Response<Incoming> {
+    let mut request = resume(
+        &server.url(),
+        "upstream-session",
+        V2025_06_18,
+        last_event_id,
+    );
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", HeaderValue::from_str(token).unwrap());
+    }
+    send(server.addr, request).await
+}
+
+/// A resume that replays the call's result.
+async fn assert_replays_the_result(response: Response<Incoming>, what: &str) {
+    assert_eq!(response.status(), StatusCode::OK, "{what}");
+    let rest = Events::new(response.into_body()).rest().await;
+    let rest = messages(&rest);
+    assert_eq!(rest.len(), 1, "{what}: {rest:?}");
+    assert_eq!(rest[0].json()["id"], 7, "{what}");
+}
+
+async fn text_body(response: Response<Incoming>) -> String {
+    let bytes = guard("body", response.into_body().collect())
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn through_the_proxy_two_bearer_tokens_on_one_session_are_two_callers() {
+    let (upstream_url, _upstream) = revocable::start().await;
+    let server = start_proxy(&upstream_url, &[]);
+    let first = call_as(&server, "Bearer token-alice").await;
+
+    // Another token on the same session id, or none: the one 400 of an
+    // unknown id, which says nothing about the stream.
+    for token in [Some("Bearer token-bob"), None] {
+        let refused = resume_as(&server, &first, token).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{token:?}");
+        assert_eq!(refused.headers()["content-type"], "application/json");
+        assert_eq!(text_body(refused).await, crate::common::CANNOT_RESUME_BODY);
+    }
+    let alice = resume_as(&server, &first, Some("Bearer token-alice")).await;
+    assert_replays_the_result(alice, "the caller's own token").await;
+
+    // With the binding off, any caller who knows the id replays the stream.
+    let unbound = start_proxy(&upstream_url, &["--identity-header", "none"]);
+    let first = call_as(&unbound, "Bearer token-alice").await;
+    let bob = resume_as(&unbound, &first, Some("Bearer token-bob")).await;
+    assert_replays_the_result(bob, "--identity-header none").await;
+}
+
+#[tokio::test]
+async fn through_the_proxy_a_token_the_upstream_revoked_gets_its_401_not_the_replay() {
+    // Asking the upstream is the default; without it, the proxy answers the
+    // resume itself and replays to the revoked token: the trade-off of
+    // `--authorize-resumes-with-upstream false`, one upstream request less
+    // per resume.
+    for (more, asks) in [
+        (&[][..], true),
+        (&["--authorize-resumes-with-upstream", "false"][..], false),
+    ] {
+        let (upstream_url, upstream) = revocable::start().await;
+        let server = start_proxy(&upstream_url, more);
+        let first = call_as(&server, "Bearer token-alice").await;
+        // The upstream's 405 to the resume's GET lets the resume go on.
+        let accepted = resume_as(&server, &first, Some("Bearer token-alice")).await;
+        assert_replays_the_result(accepted, "before the token is revoked").await;
+
+        upstream.revoke();
+        let after = resume_as(&server, &first, Some("Bearer token-alice")).await;
+        if asks {
+            assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                after.headers()["www-authenticate"],
+                r#"Bearer error="invalid_token""#
+            );
+            assert_eq!(text_body(after).await, "token revoked");
+            let gets = upstream.gets();
+            assert_eq!(gets.len(), 2, "one upstream request per resume");
+            for headers in gets {
+                assert_eq!(headers["authorization"], "Bearer token-alice");
+                assert_eq!(headers["mcp-session-id"], "upstream-session");
+                assert_eq!(headers["mcp-protocol-version"], V2025_06_18);
+                assert!(!headers.contains_key("last-event-id"));
+            }
+        } else {
+            assert_replays_the_result(after, "not asking the upstream").await;
+            assert!(upstream.gets().is_empty(), "the upstream was asked");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

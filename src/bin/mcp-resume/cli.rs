@@ -9,15 +9,16 @@ use std::time::Duration;
 use clap::builder::RangedU64ValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use mcp_resume::proxy::{
-    AllowedHost, AllowedOrigin, DEFAULT_LISTEN_ADDR, ForwardedHeaders, ListenerTls,
-    RebindingGuardLayer, ReverseProxy, ServeOptions, TlsConfigError, Upstream, UpstreamTls,
+    AllowedHost, AllowedOrigin, DEFAULT_AUTHORIZE_RESUMES_WITH_UPSTREAM, DEFAULT_IDENTITY_HEADER,
+    DEFAULT_LISTEN_ADDR, ForwardedHeaders, ListenerTls, RebindingGuardLayer, ReverseProxy,
+    ServeOptions, TlsConfigError, Upstream, UpstreamTls,
 };
 use mcp_resume::store::{EventStore, Retention, SqliteOptions};
 use mcp_resume::{ResumabilityLayer, StoreFailurePolicy};
 
 use crate::store::{StoreSpec, parse_store};
 use crate::values::{
-    BytesOrOff, CliDuration, DurationOrOff, ForwardedArg, OnStoreFailure, SyncArg,
+    BytesOrOff, CliDuration, DurationOrOff, ForwardedArg, HeaderOrNone, OnStoreFailure, SyncArg,
 };
 
 /// Makes any MCP Streamable HTTP server resumable.
@@ -108,6 +109,29 @@ pub struct ProxyOptions {
     /// to, instead of the system's root certificates (always verified)
     #[arg(long, env = "MCP_RESUME_UPSTREAM_CA_FILE", value_name = "PATH")]
     upstream_ca_file: Option<PathBuf>,
+
+    /// Request header that identifies the caller (`none`: no binding): streams
+    /// are bound to its SHA-256, and a resume under another value, or none,
+    /// is refused like an unknown id
+    #[arg(
+        long,
+        env = "MCP_RESUME_IDENTITY_HEADER",
+        value_name = "NAME",
+        default_value_t = HeaderOrNone(Some(DEFAULT_IDENTITY_HEADER))
+    )]
+    identity_header: HeaderOrNone,
+
+    /// Before a resume is replayed, send its GET (without Last-Event-ID) to
+    /// the upstream, and pass a 401, 403 or 404 on instead: costs one upstream
+    /// request per resume; `false` replays to a token the upstream has revoked
+    #[arg(
+        long,
+        env = "MCP_RESUME_AUTHORIZE_RESUMES_WITH_UPSTREAM",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        default_value_t = DEFAULT_AUTHORIZE_RESUMES_WITH_UPSTREAM
+    )]
+    authorize_resumes_with_upstream: bool,
 }
 
 impl ProxyOptions {
@@ -129,6 +153,32 @@ impl ProxyOptions {
             Some(path) => UpstreamTls::from_ca_file(path).map(Some),
             None => UpstreamTls::system_roots().map(Some),
         }
+    }
+
+    /// `layer` as the proxy needs it: streams bound to the caller's
+    /// `--identity-header`, and resumes checked with the upstream, whose
+    /// authentication sits behind the layer.
+    pub fn caller_checks(&self, layer: ResumabilityLayer) -> ResumabilityLayer {
+        let layer = layer.authorize_resumes_with_service(self.authorize_resumes_with_upstream);
+        match &self.identity_header.0 {
+            Some(name) => layer.identity_header(name.clone()),
+            None => layer,
+        }
+    }
+
+    /// Says who callers are and whether resumes are checked with the
+    /// upstream, so a refused resume is no surprise.
+    pub fn log_caller_checks(&self) {
+        let identity = match &self.identity_header.0 {
+            Some(name) => format!("streams are bound to the SHA-256 of the caller's {name} header"),
+            None => "streams are not bound to a caller (--identity-header none)".to_owned(),
+        };
+        let resumes = if self.authorize_resumes_with_upstream {
+            "each resume is checked with the upstream before it is replayed"
+        } else {
+            "resumes are replayed without asking the upstream (--authorize-resumes-with-upstream false)"
+        };
+        tracing::info!("{identity}; {resumes}");
     }
 
     /// The reverse proxy to `upstream`.
@@ -611,6 +661,52 @@ mod tests {
                     .request_buffer_bytes(Some(1024))
                     .upstream_header_timeout(None)
             )
+        );
+    }
+
+    #[test]
+    fn the_proxy_binds_callers_and_asks_the_upstream_unless_told_not_to() {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+        let layer = || ResumabilityLayer::new(store.clone());
+        let api_key = http::HeaderName::from_static("x-api-key");
+        let cases = [
+            (
+                &[][..],
+                layer()
+                    .identity_header(DEFAULT_IDENTITY_HEADER)
+                    .authorize_resumes_with_service(true),
+            ),
+            (
+                &[
+                    "--identity-header",
+                    "none",
+                    "--authorize-resumes-with-upstream",
+                    "false",
+                ][..],
+                layer(),
+            ),
+            (
+                &["--identity-header", "X-Api-Key"][..],
+                layer()
+                    .identity_header(api_key.clone())
+                    .authorize_resumes_with_service(true),
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(
+                format!("{:?}", proxy_options(args).caller_checks(layer())),
+                format!("{expected:?}"),
+                "{args:?}"
+            );
+        }
+        // The layer's Debug says whether streams are bound, not to which header.
+        assert_eq!(
+            proxy_options(&[]).identity_header,
+            HeaderOrNone(Some(http::header::AUTHORIZATION))
+        );
+        assert_eq!(
+            proxy_options(&["--identity-header", "X-Api-Key"]).identity_header,
+            HeaderOrNone(Some(api_key))
         );
     }
 

@@ -138,7 +138,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             spec: options.store.clone(),
             error,
         })?;
-    let layer = options.layer(store.clone());
+    let layer = match &cli.command {
+        Command::Proxy { proxy, .. } => proxy.caller_checks(options.layer(store.clone())),
+        Command::Demo => options.layer(store.clone()),
+    };
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|error| Failure::Listen {
@@ -168,6 +171,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 "forwarding to {upstream}; clients use {scheme}://{addr}{}",
                 upstream.path()
             );
+            proxy.log_caller_checks();
             let mut reverse_proxy = proxy.reverse_proxy(upstream);
             if let Some(tls) = upstream_tls {
                 reverse_proxy = reverse_proxy.upstream_tls(tls);

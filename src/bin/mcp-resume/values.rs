@@ -1,12 +1,14 @@
-//! The values of options that are more than a number: durations, `off`, the
-//! SQLite sync mode and the store failure policy. Each shows the way it is
-//! read, so `--help` shows a library default as the command line would take it.
+//! The values of options that are more than a number: durations, `off`, a
+//! header name or `none`, the SQLite sync mode and the store failure policy.
+//! Each shows the way it is read, so `--help` shows a library default as the
+//! command line would take it.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::ValueEnum;
+use http::HeaderName;
 use mcp_resume::StoreFailurePolicy;
 use mcp_resume::proxy::ForwardedHeaders;
 use mcp_resume::store::SyncMode;
@@ -190,6 +192,32 @@ impl From<ForwardedArg> for ForwardedHeaders {
     }
 }
 
+/// A request header's name, or `none` (`--identity-header`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderOrNone(pub Option<HeaderName>);
+
+impl FromStr for HeaderOrNone {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "none" {
+            return Ok(Self(None));
+        }
+        HeaderName::from_str(text)
+            .map(|name| Self(Some(name)))
+            .map_err(|_| format!("`none` or a header name, e.g. authorization; got `{text}`"))
+    }
+}
+
+impl fmt::Display for HeaderOrNone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(name) => f.write_str(name.as_str()),
+            None => f.write_str("none"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +292,13 @@ mod tests {
         assert!("1GiB".parse::<BytesOrOff>().is_err());
         assert_eq!(BytesOrOff(Some(1 << 30)).to_string(), "1073741824");
         assert_eq!(BytesOrOff(None).to_string(), "off");
+
+        assert_eq!("none".parse(), Ok(HeaderOrNone(None)));
+        let name = HeaderName::from_static("x-api-key");
+        assert_eq!("X-Api-Key".parse(), Ok(HeaderOrNone(Some(name.clone()))));
+        assert!("not a header".parse::<HeaderOrNone>().is_err());
+        assert_eq!(HeaderOrNone(Some(name)).to_string(), "x-api-key");
+        assert_eq!(HeaderOrNone(None).to_string(), "none");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use crate::common::server::message;
 use crate::common::sse::{End, Ev, Req};
 use crate::common::store::{FailingStore, ops};
 use crate::common::{
-    CALL, V2025_06_18, V2025_11_25, guard, memory_store, post_call, serve_scripted, stream_of,
-    wait_state, wait_until,
+    CALL, V2025_06_18, V2025_11_25, call_then_leave, guard, memory_store, post_call, resume_after,
+    serve_scripted, stream_of, wait_state, wait_until,
 };
 use http::StatusCode;
 use mcp_resume::store::{EventStore, StreamState};
@@ -304,30 +304,16 @@ async fn a_stream_whose_end_the_store_failed_to_record_still_ends_for_resumes() 
         let store: Arc<dyn EventStore> = failing.clone();
         let layer = ResumabilityLayer::new(failing.clone()).on_store_failure(policy);
         let (script, served) = serve_scripted(&layer).await;
-        let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
-        for n in 1..=3 {
-            assert!(inner.event(&message(n)).await);
-        }
-        let first = resp.expect_event().await;
-        for _ in 2..=3 {
-            resp.expect_event().await;
-        }
-        drop(resp);
+        let (stream, inner) = call_then_leave(&script, &served, 3).await;
         failing.fail(ops::OTHER);
         inner.close();
-        let stream = stream_of(first.id());
         wait_until("the failed end to be counted", || async {
             layer.stats().store_failures >= 1
         })
         .await;
         let info = store.stream_info(stream).await.unwrap().unwrap();
         assert_eq!(info.state, StreamState::Live, "the end is not in the store");
-        let resume = |seq: u64| {
-            Req::get("/mcp")
-                .version(V2025_06_18)
-                .session("s1")
-                .last_event_id(&format!("{stream}.{seq}"))
-        };
+        let resume = |seq: u64| resume_after(stream, seq);
 
         // From the last event: nothing more will come, so it is refused now.
         let mut at_end = guard("a resume at the end", resume(3).send(served.addr)).await;

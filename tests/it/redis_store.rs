@@ -816,8 +816,8 @@ async fn streams_expired_while_no_instance_swept_leave_no_session_set_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_ends_while_redis_is_down_is_recorded_as_ended_once_it_is_back() {
     use crate::common::server::message;
-    use crate::common::sse::{End, Req};
-    use crate::common::{CALL, V2025_06_18, post_call, serve_scripted, stream_of, wait_state};
+    use crate::common::sse::End;
+    use crate::common::{call_then_leave, resume_after, serve_scripted, wait_state};
 
     // Persistent, so that the stream outlives the restart.
     let dir = tempfile::tempdir().unwrap();
@@ -825,22 +825,8 @@ async fn a_stream_that_ends_while_redis_is_down_is_recorded_as_ended_once_it_is_
     let store = open_arc(&server, &unique_prefix()).await;
     let layer = ResumabilityLayer::new(store.clone());
     let (script, served) = serve_scripted(&layer).await;
-    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
-    for n in 1..=3 {
-        assert!(inner.event(&message(n)).await);
-    }
-    let first = resp.expect_event().await;
-    for _ in 2..=3 {
-        resp.expect_event().await;
-    }
-    drop(resp);
-    let stream = stream_of(first.id());
-    let resume = |seq: u64| {
-        Req::get("/mcp")
-            .version(V2025_06_18)
-            .session("s1")
-            .last_event_id(&format!("{stream}.{seq}"))
-    };
+    let (stream, inner) = call_then_leave(&script, &served, 3).await;
+    let resume = |seq: u64| resume_after(stream, seq);
 
     server.kill();
     inner.close();

@@ -9,10 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::server::message;
-use crate::common::sse::{End, Req};
-use crate::common::{
-    self, CALL, V2025_06_18, guard, post_call, serve_scripted, stream_of, wait_state, wait_until,
-};
+use crate::common::sse::End;
+use crate::common::{self, call_then_leave, guard, resume_after, serve_scripted, wait_until};
 use http::StatusCode;
 use mcp_resume::ResumabilityLayer;
 use mcp_resume::store::{
@@ -520,16 +518,7 @@ async fn a_stream_that_ends_on_a_full_disk_ends_for_resumes_and_is_recorded_once
         Arc::new(SqliteEventStore::open(tmpfs.path().join("mcp_events.db")).unwrap());
     let layer = ResumabilityLayer::new(store.clone());
     let (script, served) = serve_scripted(&layer).await;
-    let (mut resp, inner) = post_call(&script, &served, CALL, V2025_06_18).await;
-    for n in 1..=3 {
-        assert!(inner.event(&message(n)).await);
-    }
-    let first = resp.expect_event().await;
-    for _ in 2..=3 {
-        resp.expect_event().await;
-    }
-    drop(resp);
-    let stream = stream_of(first.id());
+    let (stream, inner) = call_then_leave(&script, &served, 3).await;
 
     // The disk fills up: a filler file takes every free byte, and other
     // writers keep trying appends too large for what room the store's own
@@ -564,12 +553,7 @@ async fn a_stream_that_ends_on_a_full_disk_ends_for_resumes_and_is_recorded_once
     let info = store.stream_info(stream).await.unwrap().unwrap();
     assert_eq!(info.state, StreamState::Live, "the end is not in the store");
     assert_eq!(info.last_seq, 3, "every event the producer sent is stored");
-    let resume = |seq: u64| {
-        Req::get("/mcp")
-            .version(V2025_06_18)
-            .session("s1")
-            .last_event_id(&format!("{stream}.{seq}"))
-    };
+    let resume = |seq: u64| resume_after(stream, seq);
 
     // From the last event: nothing more will come, so it is refused now.
     let mut at_end = guard("a resume at the end", resume(3).send(served.addr)).await;
@@ -587,7 +571,23 @@ async fn a_stream_that_ends_on_a_full_disk_ends_for_resumes_and_is_recorded_once
     // since the store holds every event the producer sent.
     tmpfs.free_ballast();
     std::fs::remove_file(&filler).unwrap();
-    wait_state(&store, stream, StreamState::Complete).await;
+    // The layer retries with back-off up to 5 s, and the store may still be
+    // settling what the full disk left behind: a longer guard than the
+    // usual 10 s, which a loaded machine exceeded once.
+    let recorded = tokio::time::timeout(Duration::from_secs(30), async {
+        while !matches!(
+            store.stream_info(stream).await,
+            Ok(Some(ref info)) if info.state == StreamState::Complete
+        ) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        recorded.is_ok(),
+        "the end was not recorded within 30 s of freeing the disk: {:?}",
+        store.stream_info(stream).await
+    );
     let mut after = resume(3).send(served.addr).await;
     assert_eq!(after.status, StatusCode::BAD_REQUEST);
     assert_eq!(after.text().await, common::CANNOT_RESUME_BODY);

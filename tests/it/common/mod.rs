@@ -138,6 +138,35 @@ pub async fn serve_scripted(layer: &mcp_resume::ResumabilityLayer) -> (server::S
     (script, served)
 }
 
+/// A tool call (session `s1`, 2025-06-18) whose stream delivers `events`
+/// messages ([`server::message`]) to the client, which then leaves: how the
+/// tests of a stream's end start. Returns the stream and its inner stream,
+/// still open.
+pub async fn call_then_leave(
+    script: &server::Script,
+    served: &Served,
+    events: u64,
+) -> (mcp_resume::store::StreamId, server::StreamHandle) {
+    let (mut resp, inner) = post_call(script, served, CALL, V2025_06_18).await;
+    for n in 1..=events {
+        assert!(inner.event(&server::message(n)).await);
+    }
+    let first = resp.expect_event().await;
+    for _ in 2..=events {
+        resp.expect_event().await;
+    }
+    (stream_of(first.id()), inner)
+}
+
+/// A resume of `stream` after event `seq`, as [`call_then_leave`]'s client
+/// would send it.
+pub fn resume_after(stream: mcp_resume::store::StreamId, seq: u64) -> sse::Req {
+    sse::Req::get("/mcp")
+        .version(V2025_06_18)
+        .session("s1")
+        .last_event_id(&format!("{stream}.{seq}"))
+}
+
 /// POSTs the tool call `body` as session `s1` at `version`, and returns the
 /// client's response and the inner stream the call opened.
 pub async fn post_call(

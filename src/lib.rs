@@ -79,9 +79,8 @@
 //!   [`SqliteEventStore`](store::SqliteEventStore) (feature `sqlite`, on by
 //!   default: embedded, one file),
 //!   [`MemoryEventStore`](store::MemoryEventStore) (tests, ephemeral
-//!   servers) and [`RedisEventStore`](store::RedisEventStore) (feature
-//!   `redis`: a fleet behind a load balancer), with the replay and follow
-//!   that every backend shares.
+//!   servers) and `RedisEventStore` (feature `redis`: a fleet behind a load
+//!   balancer), with the replay and follow that every backend shares.
 //! - [`sse`]: the exact, incremental Server-Sent-Events codec the layer
 //!   parses the service's streams and writes its own with.
 //!

@@ -2,6 +2,7 @@
 //! load balancer.
 
 mod heads;
+mod lease;
 mod scripts;
 
 use std::fmt;
@@ -936,5 +937,24 @@ impl EventStore for RedisEventStore {
             shared.heads.clear();
             retired.map(drop)
         })
+    }
+
+    /// `SET` with `PX` on the lease's key, in the stream's hash slot.
+    fn renew_lease(
+        &self,
+        stream: StreamId,
+        kind: super::LeaseKind,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.shared.renew_lease(stream, kind, ttl))
+    }
+
+    /// `PTTL` of the lease's key.
+    fn lease(
+        &self,
+        stream: StreamId,
+        kind: super::LeaseKind,
+    ) -> BoxFuture<'_, Result<Option<Duration>, StoreError>> {
+        Box::pin(self.shared.lease_left(stream, kind))
     }
 }

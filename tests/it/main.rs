@@ -11,6 +11,7 @@ mod suite;
 
 // The tests.
 mod cli;
+mod fleet;
 mod infra;
 mod layer_compose;
 mod layer_faults;

@@ -7,6 +7,27 @@
 # shellcheck source=python-sdk.sh
 source "$ROOT/tests/interop/python-sdk.sh"
 
+TS_SDK_RANGE="~1.32.0"
+
+# ensure_typescript_sdk NODE_DIR: installs @modelcontextprotocol/sdk $TS_SDK_RANGE (npm) under
+# NODE_DIR when missing, checks Node 20 or later, and exports INTEROP_NODE_MODULES for client.mjs.
+ensure_typescript_sdk() {
+    local node_dir=$1 major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    if [[ "$major" -lt 20 ]]; then
+        echo "$RUN_NAME: Node 20 or later is needed, found $(node --version)" >&2
+        return 1
+    fi
+    local package="$node_dir/node_modules/@modelcontextprotocol/sdk/package.json"
+    if [[ "$(node -p "require('$package').version" 2>/dev/null || true)" != 1.32.* ]]; then
+        mkdir -p "$node_dir"
+        [[ -f "$node_dir/package.json" ]] || echo '{"name": "mcp-resume-interop", "private": true}' >"$node_dir/package.json"
+        (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error "@modelcontextprotocol/sdk@$TS_SDK_RANGE" >/dev/null)
+    fi
+    log "typescript sdk: @modelcontextprotocol/sdk $(node -p "require('$package').version") (node $(node --version))"
+    export INTEROP_NODE_MODULES="$node_dir/node_modules"
+}
+
 # begin_run NAME WORK: makes RUN, a fresh run directory under WORK (kept on failure, or always
 # when KEEP_LOGS is set), starts the clock T0 and installs the exit trap. NAME prefixes messages.
 begin_run() {

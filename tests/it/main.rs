@@ -24,6 +24,8 @@ mod proxy_faults;
 mod proxy_rebinding;
 mod proxy_tls;
 #[cfg(feature = "redis")]
+mod redis_cluster;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod rmcp_resume;
 #[cfg(feature = "sqlite")]

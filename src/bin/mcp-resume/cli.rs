@@ -215,7 +215,7 @@ pub struct Options {
     )]
     pub listen: SocketAddr,
 
-    /// Event store: `sqlite:PATH`, `memory`, or `redis://HOST:PORT/[DB]` (builds with the `redis` feature)
+    /// Event store: `sqlite:PATH`, `memory`, `redis://HOST:PORT/[DB]` or a Redis Cluster's `redis+cluster://HOST:PORT,HOST:PORT` (builds with the `redis` feature)
     #[arg(
         long,
         env = "MCP_RESUME_STORE",

@@ -4,7 +4,8 @@
 //! `--save "" --appendonly no`) and its own Redis Cluster (three masters,
 //! three replicas, the same settings: `mcp_resume_testkit::redis_cluster`),
 //! and measures on each, in one run (`redis_*` on the single server,
-//! `cluster_*` on the cluster):
+//! `cluster_*` on the cluster, `cluster_wait1_*` on the cluster with every
+//! write acknowledged by a replica: `RedisOptions::wait_for_replicas(1, ..)`):
 //!
 //! - `redis_append/*`: events per second committed by [`RedisEventStore`]
 //!   with 100 concurrent streams of 256 B events, each caller awaiting its
@@ -89,6 +90,8 @@ impl Size {
 struct Target {
     name: &'static str,
     url: String,
+    /// Replicas each write waits for (`RedisOptions::wait_for_replicas`).
+    replicas: u32,
 }
 /// How often instance A appends to the stream B resumes.
 const PRODUCER_INTERVAL: Duration = Duration::from_millis(5);
@@ -100,8 +103,9 @@ fn unbounded() -> Retention {
     Retention::new().max_events_per_stream(u64::MAX)
 }
 
-async fn open(url: &str, prefix: &str) -> RedisEventStore {
-    RedisOptions::new(url)
+async fn open(target: &Target, prefix: &str) -> RedisEventStore {
+    RedisOptions::new(&target.url)
+        .wait_for_replicas(target.replicas, RedisOptions::DEFAULT_REPLICA_TIMEOUT)
         .key_prefix(prefix)
         .retention(unbounded())
         .open()
@@ -143,7 +147,7 @@ fn xadd_limit(port: u16, requests: usize) -> f64 {
 }
 
 fn append_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, target: &Target, size: Size) {
-    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(&target.url, "bench-append:")));
+    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(target, "bench-append:")));
     let mut group = c.benchmark_group("redis_append");
     group.measurement_time(size.measurement);
     group.throughput(Throughput::Elements(STREAMS as u64));
@@ -162,7 +166,7 @@ fn append_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, target: &Targ
 }
 
 fn replay_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, target: &Target, size: Size) {
-    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(&target.url, "bench-replay:")));
+    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(target, "bench-replay:")));
     let stream = rt.block_on(async {
         let id = store
             .create_stream(NewStream::new(StreamKind::PostResponse))
@@ -281,15 +285,15 @@ struct ResumeFigures {
     warm_delivery: Vec<f64>,
 }
 
-fn resume_latency(rt: &tokio::runtime::Runtime, url: &str, samples: usize) -> ResumeFigures {
+fn resume_latency(rt: &tokio::runtime::Runtime, target: &Target, samples: usize) -> ResumeFigures {
     // Instance A: its own store, on its own runtime (its own worker thread).
     let a_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("a Tokio runtime");
-    let a: Arc<dyn EventStore> = Arc::new(a_rt.block_on(open(url, "bench-resume:")));
-    let b: Arc<dyn EventStore> = Arc::new(rt.block_on(open(url, "bench-resume:")));
+    let a: Arc<dyn EventStore> = Arc::new(a_rt.block_on(open(target, "bench-resume:")));
+    let b: Arc<dyn EventStore> = Arc::new(rt.block_on(open(target, "bench-resume:")));
     let mut figures = ResumeFigures::default();
     rt.block_on(async {
         for sample in 0..samples {
@@ -381,10 +385,17 @@ fn main() {
         Target {
             name: "redis",
             url: server.url(),
+            replicas: 0,
         },
         Target {
             name: "cluster",
             url: cluster.url(),
+            replicas: 0,
+        },
+        Target {
+            name: "cluster_wait1",
+            url: cluster.url(),
+            replicas: 1,
         },
     ];
     let mut xadd = vec![xadd_limit(server.port(), size.xadd_requests)];
@@ -397,12 +408,7 @@ fn main() {
     }
     let runs: Vec<(&Target, ResumeFigures)> = targets
         .iter()
-        .map(|target| {
-            (
-                target,
-                resume_latency(&rt, &target.url, size.resume_samples),
-            )
-        })
+        .map(|target| (target, resume_latency(&rt, target, size.resume_samples)))
         .collect();
     criterion.final_summary();
     print_summary(&xadd, &runs);

@@ -103,11 +103,7 @@ impl RedisCluster {
     /// The index (in [`ports`](Self::ports)) of the node that serves `key`
     /// as master now, asked of any live node.
     pub fn master_of(&self, key: &str) -> usize {
-        let slot: u16 = self
-            .cli_any(&["cluster", "keyslot", key])
-            .trim()
-            .parse()
-            .expect("CLUSTER KEYSLOT");
+        let slot = self.slot_of(key);
         let nodes = self.cli_any(&["cluster", "nodes"]);
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -132,6 +128,99 @@ impl RedisCluster {
             }
         }
         panic!("no master serves slot {slot}:\n{nodes}");
+    }
+
+    /// The indexes of the replicas of node `master`, asked of any live node.
+    pub fn replicas_of(&self, master: usize) -> Vec<usize> {
+        let nodes = self.cli_any(&["cluster", "nodes"]);
+        let port = format!(":{}@", self.nodes[master].port());
+        let Some(master_id) = nodes
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|fields| fields.len() > 1 && fields[1].contains(&port))
+            .map(|fields| fields[0].to_owned())
+        else {
+            panic!("node {master} is not in CLUSTER NODES:\n{nodes}");
+        };
+        nodes
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| fields.len() > 3 && fields[3] == master_id)
+            .filter_map(|fields| {
+                let port: u16 = fields[1].split(['@', ':']).nth(1)?.parse().ok()?;
+                self.ports().iter().position(|&p| p == port)
+            })
+            .collect()
+    }
+
+    /// The hash slot of `key`.
+    pub fn slot_of(&self, key: &str) -> u16 {
+        self.cli_any(&["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// Moves `slot` from master `from` to master `to` with its keys, the
+    /// way `redis-cli --cluster reshard` does (`SETSLOT IMPORTING` and
+    /// `MIGRATING`, `MIGRATE` of its keys a few at a time, `SETSLOT NODE`),
+    /// pausing `pause` at each step so that clients meet the slot while it
+    /// moves: `ASK` for keys already moved, `TRYAGAIN` for a script whose
+    /// keys are split, then `MOVED`.
+    pub fn migrate_slot(&self, slot: u16, from: usize, to: usize, pause: Duration) {
+        let (from_port, to_port) = (self.nodes[from].port(), self.nodes[to].port());
+        let id = |port: u16| {
+            cli(port, &["cluster", "myid"])
+                .map(|id| id.trim().to_owned())
+                .expect("CLUSTER MYID")
+        };
+        let (from_id, to_id) = (id(from_port), id(to_port));
+        let slot = slot.to_string();
+        let run = |port: u16, args: &[&str]| {
+            let out = cli(port, args).unwrap_or_else(|| panic!("{args:?} on port {port} failed"));
+            assert!(
+                !out.starts_with("ERR") && !out.contains("(error)"),
+                "{args:?} on port {port}: {out}"
+            );
+            out
+        };
+        run(
+            to_port,
+            &["cluster", "setslot", &slot, "importing", &from_id],
+        );
+        run(
+            from_port,
+            &["cluster", "setslot", &slot, "migrating", &to_id],
+        );
+        std::thread::sleep(pause);
+        loop {
+            let keys = run(from_port, &["cluster", "getkeysinslot", &slot, "2"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to_port.to_string();
+            let mut args = vec!["migrate", "127.0.0.1", &to_port, "", "0", "5000", "keys"];
+            args.extend(keys);
+            run(from_port, &args);
+            std::thread::sleep(pause);
+        }
+        // The destination first, then the source, then the other masters
+        // (replicas refuse SETSLOT), as redis-cli does.
+        let others: Vec<u16> = self
+            .live_ports()
+            .into_iter()
+            .filter(|&port| {
+                port != to_port
+                    && port != from_port
+                    && cli(port, &["info", "replication"])
+                        .is_some_and(|info| info.contains("role:master"))
+            })
+            .collect();
+        let masters = [to_port, from_port].into_iter().chain(others);
+        for port in masters {
+            run(port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
     }
 
     /// Kills node `index` at once (`SIGKILL`).

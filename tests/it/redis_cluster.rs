@@ -138,12 +138,13 @@ async fn streams_spread_over_the_masters_and_are_followed_on_another_instance() 
 }
 
 /// What a producer saw: the sequence and payload of each acknowledged
-/// append, and how many appends failed.
+/// append, how many appends failed, and how many were acknowledged after
+/// the change under test (a failover, a slot moved).
 #[derive(Default)]
 struct Produced {
     acknowledged: BTreeMap<u64, String>,
     failed: u64,
-    after_failover: u64,
+    after_change: u64,
 }
 
 /// Issue 25, part 2: a master is SIGKILLed while producers append to
@@ -210,7 +211,7 @@ async fn acknowledged_appends_survive_a_master_killed_mid_run() {
                         Ok(receipt) => {
                             produced.acknowledged.insert(receipt.last_seq, data);
                             if failed_over.load(Ordering::Acquire) {
-                                produced.after_failover += 1;
+                                produced.after_change += 1;
                             }
                         }
                         Err(_) => {
@@ -277,7 +278,7 @@ async fn acknowledged_appends_survive_a_master_killed_mid_run() {
             assert_eq!(event.data, data.as_bytes(), "payload of {seq} of {stream}");
         }
         assert!(
-            produced.after_failover > 0,
+            produced.after_change > 0,
             "stream {stream} took no append after the failover ({} failed)",
             produced.failed
         );
@@ -297,6 +298,156 @@ async fn acknowledged_appends_survive_a_master_killed_mid_run() {
     );
     a.close().await.unwrap();
     b.close().await.unwrap();
+}
+
+/// A stream's slot moves to another master (keys migrated a few at a time,
+/// as `redis-cli --cluster reshard` does) while instance A appends to it
+/// and instance B follows it: A's appends meet `ASK`, `TRYAGAIN` and then
+/// `MOVED`, and go on; B's follower, subscribed on the old master, gets
+/// every event, the ones after the move included, and the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_goes_on_while_its_slot_moves_to_another_master() {
+    if skip_without_redis("a_stream_goes_on_while_its_slot_moves_to_another_master") {
+        return;
+    }
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .unwrap(),
+    );
+    let prefix = unique_prefix();
+    let a = open(&cluster.url(), &prefix, |o| o).await;
+    let b = open(&cluster.url(), &prefix, |o| o).await;
+    let meta = |s: StreamId| format!("{prefix}meta:{{{s}}}");
+    let stream = a
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    let from = cluster.master_of(&meta(stream));
+    let to = loop {
+        let other = StreamId::random();
+        let master = cluster.master_of(&meta(other));
+        if master != from {
+            break master;
+        }
+    };
+    let follower = tokio::spawn(collect(store::follow(b.clone(), stream, 0)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let moved = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (a, moved, stop) = (a.clone(), moved.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut produced = Produced::default();
+            let mut attempt = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                attempt += 1;
+                let data = format!("{stream}:{attempt}");
+                match a
+                    .append(stream, vec![NewEvent::message(data.clone())])
+                    .await
+                {
+                    Ok(receipt) => {
+                        produced.acknowledged.insert(receipt.last_seq, data);
+                        if moved.load(Ordering::Acquire) {
+                            produced.after_change += 1;
+                        }
+                    }
+                    Err(error) => {
+                        eprintln!("append failed while the slot moved: {error}");
+                        produced.failed += 1;
+                    }
+                }
+            }
+            produced
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slot = cluster.slot_of(&meta(stream));
+    {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            cluster.migrate_slot(slot, from, to, Duration::from_millis(300))
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(cluster.master_of(&meta(stream)), to, "the slot moved");
+    moved.store(true, Ordering::Release);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Release);
+    let produced = guard("the producer", producer).await.unwrap();
+    a.end_stream(stream, StreamEnd::Complete).await.unwrap();
+
+    let read = collect(store::replay(b.clone(), stream, 0)).await.unwrap();
+    let last = read.last().map_or(0, |e| e.seq);
+    assert_eq!(
+        read.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=last).collect::<Vec<_>>(),
+        "gap-free"
+    );
+    for (seq, data) in &produced.acknowledged {
+        assert_eq!(read[*seq as usize - 1].data, data.as_bytes(), "event {seq}");
+    }
+    assert_eq!(produced.failed, 0, "no append failed while the slot moved");
+    assert!(produced.after_change > 0, "no append after the move");
+    let followed = guard("B's follower", follower).await.unwrap().unwrap();
+    assert_eq!(followed, read, "B's follower");
+    eprintln!(
+        "slot {slot} moved from node {from} to node {to} under {} appends ({} after the move)",
+        produced.acknowledged.len(),
+        produced.after_change
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// A shard with no node left (its master and its replica SIGKILLed):
+/// calls on its streams fail with a store error once the failover timeout
+/// has run out, not sooner and not much later. (With Redis's default
+/// `cluster-require-full-coverage yes` the other shards refuse writes too,
+/// until the shard is back.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_shard_fails_its_calls_after_the_failover_timeout() {
+    if skip_without_redis("a_lost_shard_fails_its_calls_after_the_failover_timeout") {
+        return;
+    }
+    const FAILOVER_TIMEOUT: Duration = Duration::from_secs(3);
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let prefix = unique_prefix();
+    let store = open(&cluster.url(), &prefix, |o| {
+        o.failover_timeout(FAILOVER_TIMEOUT)
+    })
+    .await;
+    let lost = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    let victim = cluster.master_of(&format!("{prefix}meta:{{{lost}}}"));
+    for replica in cluster.replicas_of(victim) {
+        cluster.kill(replica);
+    }
+    cluster.kill(victim);
+
+    let started = Instant::now();
+    let error = store
+        .append(lost, vec![NewEvent::message("lost")])
+        .await
+        .unwrap_err();
+    let failed_after = started.elapsed();
+    assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("failover timeout"),
+        "the error says what ran out: {error}"
+    );
+    assert!(
+        failed_after >= FAILOVER_TIMEOUT.mul_f64(0.9)
+            && failed_after <= FAILOVER_TIMEOUT + Duration::from_secs(2),
+        "failed after {failed_after:?}, the failover timeout being {FAILOVER_TIMEOUT:?}: {error}"
+    );
+    eprintln!("a lost shard's append failed after {failed_after:?}: {error}");
 }
 
 /// A store URL naming no reachable node fails at open with an error that

@@ -364,6 +364,9 @@ struct Shared {
     /// long to wait for them (0: acknowledge at once).
     replicas: u32,
     replica_timeout: Duration,
+    /// The failover timeout, on a cluster: a call that timed out waited
+    /// this long for the cluster.
+    cluster_timeout: Option<Duration>,
 }
 
 /// Key and channel names: the one place that spells them (see the layout
@@ -470,6 +473,8 @@ impl RedisEventStore {
             healthy_since: Mutex::new(None),
             replicas: options.replicas,
             replica_timeout: options.replica_timeout,
+            cluster_timeout: matches!(target, Target::Cluster(_))
+                .then_some(options.failover_timeout),
         });
         shared.heartbeat().await?;
         let tasks = vec![
@@ -519,6 +524,18 @@ impl Shared {
         self.conn.clone()
     }
 
+    /// Wraps a Redis error with what the store was doing; on a cluster, a
+    /// call that timed out says it waited the whole failover timeout.
+    fn backend(&self, context: &'static str) -> impl FnOnce(RedisError) -> StoreError + use<> {
+        let cluster_timeout = self.cluster_timeout;
+        move |error| match cluster_timeout {
+            Some(timeout) if error.is_timeout() => {
+                StoreError::backend(context, ClusterTimedOut { timeout, error })
+            }
+            _ => StoreError::backend(context, error),
+        }
+    }
+
     /// One round trip to Redis (every master of a cluster), within the
     /// response timeout.
     async fn ping(&self, context: &'static str) -> Result<(), StoreError> {
@@ -526,7 +543,7 @@ impl Shared {
             .query_async::<Value>(&mut self.conn())
             .await
             .map(drop)
-            .map_err(backend(context))
+            .map_err(self.backend(context))
     }
 
     /// The expiry of an ended stream's keys: a backstop for the sweep.
@@ -550,7 +567,7 @@ impl Shared {
             .conn
             .wait_replicas(key, self.replicas, self.replica_timeout)
             .await
-            .map_err(backend(context))?;
+            .map_err(self.backend(context))?;
         if acknowledged < u64::from(self.replicas) {
             return Err(StoreError::backend(
                 context,
@@ -573,7 +590,7 @@ impl Shared {
             .invoke_async::<i64>(&mut self.conn())
             .await
             .map(drop)
-            .map_err(backend("renewing this instance's lease in Redis"));
+            .map_err(self.backend("renewing this instance's lease in Redis"));
         let mut healthy = self.healthy_since.lock().unwrap_or_else(|e| e.into_inner());
         match &result {
             Ok(()) => {
@@ -607,7 +624,7 @@ impl Shared {
             .arg(self.keys.channel(stream))
             .invoke_async(&mut self.conn())
             .await
-            .map_err(backend(context))?;
+            .map_err(self.backend(context))?;
         let decode = |value: Value| -> Result<Option<String>, StoreError> {
             ::redis::from_redis_value(value).map_err(|e| StoreError::backend(context, e))
         };
@@ -644,7 +661,7 @@ impl Shared {
             .arg(session.unwrap_or_default())
             .invoke_async::<i64>(&mut self.conn())
             .await
-            .map_err(backend("indexing an ended stream in Redis"))?;
+            .map_err(self.backend("indexing an ended stream in Redis"))?;
         match code {
             0 => {
                 let last_seq = value as u64;
@@ -666,7 +683,7 @@ impl Shared {
             .arg(&owner)
             .query_async(&mut self.conn())
             .await
-            .map_err(backend(context))?;
+            .map_err(self.backend(context))?;
         let mut ended = 0;
         let mut done = Vec::with_capacity(ids.len());
         let results = join_all(
@@ -702,7 +719,7 @@ impl Shared {
         drop_instance
             .invoke_async::<i64>(&mut self.conn())
             .await
-            .map_err(backend(context))?;
+            .map_err(self.backend(context))?;
         Ok(ended)
     }
 
@@ -717,7 +734,7 @@ impl Shared {
                     .arg(SWEEP_BATCH)
                     .invoke_async(&mut self.conn())
                     .await
-                    .map_err(backend(context))?;
+                    .map_err(self.backend(context))?;
                 let mut abandoned = 0;
                 for instance in &dead {
                     abandoned += self.retire_instance(instance, false).await?;
@@ -743,7 +760,7 @@ impl Shared {
                 .arg(SWEEP_BATCH)
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(backend(context))?;
+                .map_err(self.backend(context))?;
             let pairs: Vec<(String, Option<String>)> = idle
                 .chunks_exact(2)
                 .filter_map(|pair| Some((pair[0].clone()?, pair[1].clone())))
@@ -783,7 +800,7 @@ impl Shared {
                 .key(self.keys.log(stream))
                 .invoke_async(&mut self.conn())
                 .await
-                .map_err(backend(context))?;
+                .map_err(self.backend(context))?;
             let mut parts = reply.into_iter();
             let code: i64 = match parts.next() {
                 Some(code) => {
@@ -811,7 +828,7 @@ impl Shared {
                     .arg(id)
                     .query_async::<Value>(&mut self.conn())
                     .await
-                    .map_err(backend(context))?;
+                    .map_err(self.backend(context))?;
             }
         }
         self.forget_ended(id, None).await?;
@@ -830,7 +847,7 @@ impl Shared {
             .invoke_async::<i64>(&mut self.conn())
             .await
             .map(drop)
-            .map_err(backend("updating the ended-streams index in Redis"))
+            .map_err(self.backend("updating the ended-streams index in Redis"))
     }
 
     /// Deletes every stream of a session, in steps that a retry completes:
@@ -844,7 +861,7 @@ impl Shared {
             .arg(&set)
             .query_async(&mut self.conn())
             .await
-            .map_err(backend(context))?;
+            .map_err(self.backend(context))?;
         let results = join_all(
             ids.iter()
                 .filter_map(|id| Some((id, id.parse::<StreamId>().ok()?)))
@@ -857,7 +874,7 @@ impl Shared {
                         .arg(self.keys.channel(stream))
                         .invoke_async(&mut self.conn())
                         .await
-                        .map_err(backend(context))?;
+                        .map_err(self.backend(context))?;
                     let Some((last_seq, owner)) = deleted else {
                         return Ok(false);
                     };
@@ -882,7 +899,7 @@ impl Shared {
             .arg(&set)
             .query_async::<i64>(&mut self.conn())
             .await
-            .map_err(backend(context))?;
+            .map_err(self.backend(context))?;
         Ok(purged)
     }
 
@@ -894,7 +911,7 @@ impl Shared {
             .arg("last")
             .query_async(&mut self.conn())
             .await
-            .map_err(backend("reading a stream's head from Redis"))?;
+            .map_err(self.backend("reading a stream's head from Redis"))?;
         let (Some(state), Some(last_seq)) = (state, last) else {
             return Ok(None);
         };
@@ -912,6 +929,18 @@ enum Ended {
     Already,
     /// It does not exist.
     NotFound,
+}
+
+/// A call to a Redis Cluster that kept failing for the whole failover
+/// timeout.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the Redis Cluster did not answer within the failover timeout ({timeout:?}; RedisOptions::failover_timeout): a shard may have no reachable master (its master and replicas down), or a failover takes longer ({error})"
+)]
+struct ClusterTimedOut {
+    timeout: Duration,
+    #[source]
+    error: RedisError,
 }
 
 /// Fewer replicas than asked for acknowledged a write in time.
@@ -1061,7 +1090,7 @@ impl EventStore for RedisEventStore {
                 }
             };
             let (owner, session) = tokio::join!(owner, session);
-            owner.and(session).map_err(backend(context))?;
+            owner.and(session).map_err(shared.backend(context))?;
             // Redis integers are signed 64-bit; a larger cap means "unbounded" anyway.
             let cap = new.event_cap(&shared.retention).min(i64::MAX as u64);
             let meta = shared.keys.meta(stream);
@@ -1077,7 +1106,7 @@ impl EventStore for RedisEventStore {
                 .arg(new.identity.as_deref().unwrap_or_default())
                 .invoke_async::<i64>(&mut shared.conn())
                 .await
-                .map_err(backend(context))?;
+                .map_err(shared.backend(context))?;
             shared.replicated(&meta, context).await?;
             Ok(stream)
         })
@@ -1110,7 +1139,7 @@ impl EventStore for RedisEventStore {
             let reply: Vec<i64> = invocation
                 .invoke_async(&mut shared.conn())
                 .await
-                .map_err(backend(context))?;
+                .map_err(shared.backend(context))?;
             match *reply.as_slice() {
                 [0, first_seq, last_seq] => {
                     let (first_seq, last_seq) = (first_seq as u64, last_seq as u64);
@@ -1176,7 +1205,7 @@ impl EventStore for RedisEventStore {
                 .arg(limit.max_bytes)
                 .invoke_async(&mut shared.conn())
                 .await
-                .map_err(backend(context))?;
+                .map_err(shared.backend(context))?;
             let (meta, entries) = match reply {
                 Value::Nil => return Err(StoreError::StreamNotFound(stream)),
                 Value::Array(parts) => match <[Value; 2]>::try_from(parts) {
@@ -1229,7 +1258,7 @@ impl EventStore for RedisEventStore {
                 .arg(&META_FIELDS[..])
                 .query_async(&mut shared.conn())
                 .await
-                .map_err(backend("reading stream metadata from Redis"))?;
+                .map_err(shared.backend("reading stream metadata from Redis"))?;
             decode_info(stream, fields)
         })
     }
@@ -1246,7 +1275,7 @@ impl EventStore for RedisEventStore {
                 .arg(shared.keys.session(session))
                 .query_async(&mut shared.conn())
                 .await
-                .map_err(backend(context))?;
+                .map_err(shared.backend(context))?;
             let streams: Vec<StreamId> = ids.iter().filter_map(|id| id.parse().ok()).collect();
             if streams.is_empty() {
                 return Ok(Vec::new());
@@ -1267,7 +1296,7 @@ impl EventStore for RedisEventStore {
             .await;
             let mut infos = Vec::with_capacity(streams.len());
             for (stream, fields) in streams.into_iter().zip(metas) {
-                let fields = fields.map_err(backend(context))?;
+                let fields = fields.map_err(shared.backend(context))?;
                 // Streams expired by the backstop expiry are skipped.
                 infos.extend(decode_info(stream, fields)?);
             }

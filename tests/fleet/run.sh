@@ -62,16 +62,9 @@ ensure_python_sdk "$ROOT/target/interop/venv"
 PY="$ROOT/target/interop/venv/bin/python"
 ensure_typescript_sdk "$ROOT/target/interop/node"
 build_release_binaries
-# Private copies: a build running beside this one cannot swap a binary mid-run.
-mkdir -p "$RUN/bin"
-cp "$MCP_RESUME" "$FAULT_PROXY" "$REFERENCE_CLIENT" "$RUN/bin/"
-MCP_RESUME="$RUN/bin/mcp-resume"
-FAULT_PROXY="$RUN/bin/fault_proxy"
-REFERENCE_CLIENT="$RUN/bin/reference_client"
+private_binaries
 
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# kill_now PID: SIGKILL, and reap it without the shell's "Killed" notice.
-kill_now() { { kill -9 "$1" && wait "$1"; } 2>/dev/null || true; }
 
 problems=()
 problem() { problems+=("$1"); log "problem: $1"; }

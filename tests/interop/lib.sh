@@ -134,6 +134,20 @@ build_release_binaries() {
     REFERENCE_CLIENT="$target_dir/release/examples/reference_client"
 }
 
+# private_binaries: copies the three binaries into $RUN/bin and points MCP_RESUME, FAULT_PROXY
+# and REFERENCE_CLIENT there, so a build running beside this run (CI runs some side by side)
+# cannot swap a binary that is started again mid-run.
+private_binaries() {
+    mkdir -p "$RUN/bin"
+    cp "$MCP_RESUME" "$FAULT_PROXY" "$REFERENCE_CLIENT" "$RUN/bin/"
+    MCP_RESUME="$RUN/bin/mcp-resume"
+    FAULT_PROXY="$RUN/bin/fault_proxy"
+    REFERENCE_CLIENT="$RUN/bin/reference_client"
+}
+
+# kill_now PID: SIGKILL, and reap it without the shell's "Killed" notice.
+kill_now() { { kill -9 "$1" && wait "$1"; } 2>/dev/null || true; }
+
 # start_upstream NAME [PORT]: starts tests/interop/server.py (the Python SDK server, no event
 # store) with the venv's $PY, on PORT (default: a free one); sets UPSTREAM_PID, UPSTREAM.
 start_upstream() {

@@ -31,7 +31,7 @@
 //! the measurements of this same run, the cluster beside the single server.
 //!
 //! `MCP_RESUME_BENCH_QUICK=1` runs a small version (for CI: shorter
-//! measurements, 50 resume samples, a smaller `redis-benchmark`).
+//! warm-ups and measurements, 30 resume samples, a smaller `redis-benchmark`).
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,7 @@ const RESUME_SAMPLES: usize = 500;
 #[derive(Clone, Copy)]
 struct Size {
     measurement: Duration,
+    warm_up: Duration,
     replay_samples: usize,
     resume_samples: usize,
     xadd_requests: usize,
@@ -69,14 +70,16 @@ impl Size {
     fn from_env() -> Self {
         if std::env::var("MCP_RESUME_BENCH_QUICK").is_ok_and(|v| v == "1") {
             Self {
-                measurement: Duration::from_secs(2),
+                measurement: Duration::from_secs(1),
+                warm_up: Duration::from_millis(500),
                 replay_samples: 10,
-                resume_samples: 50,
+                resume_samples: 30,
                 xadd_requests: XADD_REQUESTS / 10,
             }
         } else {
             Self {
                 measurement: Duration::from_secs(6),
+                warm_up: Duration::from_secs(3),
                 replay_samples: 20,
                 resume_samples: RESUME_SAMPLES,
                 xadd_requests: XADD_REQUESTS,
@@ -150,6 +153,7 @@ fn append_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, target: &Targ
     let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(target, "bench-append:")));
     let mut group = c.benchmark_group("redis_append");
     group.measurement_time(size.measurement);
+    group.warm_up_time(size.warm_up);
     group.throughput(Throughput::Elements(STREAMS as u64));
     group.bench_function(
         BenchmarkId::new(
@@ -186,6 +190,7 @@ fn replay_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, target: &Targ
     group.throughput(Throughput::Elements(REPLAY_EVENTS));
     group.sample_size(size.replay_samples);
     group.measurement_time(size.measurement);
+    group.warm_up_time(size.warm_up);
     group.bench_function(
         BenchmarkId::new(
             format!("{}_10k_events", target.name),

@@ -1,7 +1,11 @@
 //! Redis event store benchmarks: `cargo bench --bench redis --features redis`.
 //!
 //! Starts its own `redis-server` on a free loopback port (no persistence:
-//! `--save "" --appendonly no`) and measures, in one run:
+//! `--save "" --appendonly no`) and its own Redis Cluster (three masters,
+//! three replicas, the same settings: `mcp_resume_testkit::redis_cluster`),
+//! and measures on each, in one run (`redis_*` on the single server,
+//! `cluster_*` on the cluster, `cluster_wait1_*` on the cluster with every
+//! write acknowledged by a replica: `RedisOptions::wait_for_replicas(1, ..)`):
 //!
 //! - `redis_append/*`: events per second committed by [`RedisEventStore`]
 //!   with 100 concurrent streams of 256 B events, each caller awaiting its
@@ -24,7 +28,10 @@
 //!   after (the channel already subscribed) is reported beside it.
 //!
 //! At the end it prints a summary computed from criterion's estimates and
-//! the measurements of this same run.
+//! the measurements of this same run, the cluster beside the single server.
+//!
+//! `MCP_RESUME_BENCH_QUICK=1` runs a small version (for CI: shorter
+//! warm-ups and measurements, 30 resume samples, a smaller `redis-benchmark`).
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -39,6 +46,7 @@ use mcp_resume::store::{
     self, EventStore, NewEvent, NewStream, RedisEventStore, RedisOptions, Retention, StreamEnd,
     StreamId, StreamKind,
 };
+use mcp_resume_testkit::redis_cluster::RedisCluster;
 use mcp_resume_testkit::redis_server::RedisServer;
 
 const EVENT_SIZE: usize = 256;
@@ -47,6 +55,47 @@ const REPLAY_EVENTS: u64 = 10_000;
 const XADD_CLIENTS: usize = 100;
 const XADD_REQUESTS: usize = 200_000;
 const RESUME_SAMPLES: usize = 500;
+
+/// The run's size: full, or quick (`MCP_RESUME_BENCH_QUICK=1`).
+#[derive(Clone, Copy)]
+struct Size {
+    measurement: Duration,
+    warm_up: Duration,
+    replay_samples: usize,
+    resume_samples: usize,
+    xadd_requests: usize,
+}
+
+impl Size {
+    fn from_env() -> Self {
+        if std::env::var("MCP_RESUME_BENCH_QUICK").is_ok_and(|v| v == "1") {
+            Self {
+                measurement: Duration::from_secs(1),
+                warm_up: Duration::from_millis(500),
+                replay_samples: 10,
+                resume_samples: 30,
+                xadd_requests: XADD_REQUESTS / 10,
+            }
+        } else {
+            Self {
+                measurement: Duration::from_secs(6),
+                warm_up: Duration::from_secs(3),
+                replay_samples: 20,
+                resume_samples: RESUME_SAMPLES,
+                xadd_requests: XADD_REQUESTS,
+            }
+        }
+    }
+}
+
+/// Where a series of the run ran: its name in the criterion ids and the
+/// summary, and the store URL.
+struct Target {
+    name: &'static str,
+    url: String,
+    /// Replicas each write waits for (`RedisOptions::wait_for_replicas`).
+    replicas: u32,
+}
 /// How often instance A appends to the stream B resumes.
 const PRODUCER_INTERVAL: Duration = Duration::from_millis(5);
 /// B resumes once A has committed this many events: mid-stream.
@@ -57,8 +106,9 @@ fn unbounded() -> Retention {
     Retention::new().max_events_per_stream(u64::MAX)
 }
 
-async fn open(url: &str, prefix: &str) -> RedisEventStore {
-    RedisOptions::new(url)
+async fn open(target: &Target, prefix: &str) -> RedisEventStore {
+    RedisOptions::new(&target.url)
+        .wait_for_replicas(target.replicas, RedisOptions::DEFAULT_REPLICA_TIMEOUT)
         .key_prefix(prefix)
         .retention(unbounded())
         .open()
@@ -67,12 +117,12 @@ async fn open(url: &str, prefix: &str) -> RedisEventStore {
 }
 
 /// `redis-benchmark`'s XADD rate against the server (requests per second).
-fn xadd_limit(port: u16) -> f64 {
+fn xadd_limit(port: u16, requests: usize) -> f64 {
     let value = "x".repeat(EVENT_SIZE);
     let output = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-c", &XADD_CLIENTS.to_string()])
-        .args(["-n", &XADD_REQUESTS.to_string()])
+        .args(["-n", &requests.to_string()])
         .args(["-P", "1", "-q"])
         .args(["XADD", "benchstream", "*", "d", &value])
         .stdin(Stdio::null())
@@ -99,13 +149,17 @@ fn xadd_limit(port: u16) -> f64 {
         })
 }
 
-fn append_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
-    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(url, "bench-append:")));
+fn append_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, target: &Target, size: Size) {
+    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(target, "bench-append:")));
     let mut group = c.benchmark_group("redis_append");
-    group.measurement_time(Duration::from_secs(6));
+    group.measurement_time(size.measurement);
+    group.warm_up_time(size.warm_up);
     group.throughput(Throughput::Elements(STREAMS as u64));
     group.bench_function(
-        BenchmarkId::new("redis_store", format!("{EVENT_SIZE}B/{STREAMS}streams")),
+        BenchmarkId::new(
+            format!("{}_store", target.name),
+            format!("{EVENT_SIZE}B/{STREAMS}streams"),
+        ),
         |b| {
             b.to_async(rt)
                 .iter_custom(|iters| timed_appends(store.clone(), STREAMS, EVENT_SIZE, iters));
@@ -115,8 +169,8 @@ fn append_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
     rt.block_on(store.close()).unwrap();
 }
 
-fn replay_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
-    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(url, "bench-replay:")));
+fn replay_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, target: &Target, size: Size) {
+    let store: Arc<dyn EventStore> = Arc::new(rt.block_on(open(target, "bench-replay:")));
     let stream = rt.block_on(async {
         let id = store
             .create_stream(NewStream::new(StreamKind::PostResponse))
@@ -134,9 +188,14 @@ fn replay_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
     });
     let mut group = c.benchmark_group("redis_replay");
     group.throughput(Throughput::Elements(REPLAY_EVENTS));
-    group.sample_size(20);
+    group.sample_size(size.replay_samples);
+    group.measurement_time(size.measurement);
+    group.warm_up_time(size.warm_up);
     group.bench_function(
-        BenchmarkId::new("redis_10k_events", format!("store_{REPLAY_EVENTS}")),
+        BenchmarkId::new(
+            format!("{}_10k_events", target.name),
+            format!("store_{REPLAY_EVENTS}"),
+        ),
         |b| {
             b.to_async(rt).iter(|| async {
                 let mut batches = store::replay(store.clone(), stream, 0);
@@ -231,18 +290,18 @@ struct ResumeFigures {
     warm_delivery: Vec<f64>,
 }
 
-fn resume_latency(rt: &tokio::runtime::Runtime, url: &str) -> ResumeFigures {
+fn resume_latency(rt: &tokio::runtime::Runtime, target: &Target, samples: usize) -> ResumeFigures {
     // Instance A: its own store, on its own runtime (its own worker thread).
     let a_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("a Tokio runtime");
-    let a: Arc<dyn EventStore> = Arc::new(a_rt.block_on(open(url, "bench-resume:")));
-    let b: Arc<dyn EventStore> = Arc::new(rt.block_on(open(url, "bench-resume:")));
+    let a: Arc<dyn EventStore> = Arc::new(a_rt.block_on(open(target, "bench-resume:")));
+    let b: Arc<dyn EventStore> = Arc::new(rt.block_on(open(target, "bench-resume:")));
     let mut figures = ResumeFigures::default();
     rt.block_on(async {
-        for sample in 0..RESUME_SAMPLES {
+        for sample in 0..samples {
             let production = Arc::new(Production {
                 started: Mutex::new(Vec::new()),
                 committed: watch::Sender::new(0),
@@ -278,68 +337,86 @@ fn resume_latency(rt: &tokio::runtime::Runtime, url: &str) -> ResumeFigures {
     figures
 }
 
-fn print_summary(xadd: &[f64], resume: &ResumeFigures) {
+fn print_summary(xadd: &[f64], runs: &[(&Target, ResumeFigures)]) {
     println!("\n== redis benchmark summary (this run) ==");
     let label = format!("{EVENT_SIZE}B/{STREAMS}streams");
-    let store_rate =
-        mean_seconds("redis_append", "redis_store", &label).map(|s| STREAMS as f64 / s);
     let xadd_mean = xadd.iter().sum::<f64>() / xadd.len() as f64;
-    let runs: Vec<String> = xadd.iter().map(|rate| format!("{rate:.0}")).collect();
-    match store_rate {
-        Some(rate) => println!("store appends ({label}, each awaited): {rate:.0} events/s"),
-        None => println!("store appends: - (filtered out of this run)"),
-    }
+    let rates: Vec<String> = xadd.iter().map(|rate| format!("{rate:.0}")).collect();
     println!(
-        "redis-benchmark XADD (-c {XADD_CLIENTS} -P 1, {EVENT_SIZE} B): {xadd_mean:.0} req/s (runs: {})",
-        runs.join(", ")
+        "redis-benchmark XADD on the single server (-c {XADD_CLIENTS} -P 1, {EVENT_SIZE} B): {xadd_mean:.0} req/s (runs: {})",
+        rates.join(", ")
     );
-    if let Some(rate) = store_rate {
-        println!("ratio store/XADD: {:.2} (target >= 0.30)", rate / xadd_mean);
-    }
-    match mean_seconds(
-        "redis_replay",
-        "redis_10k_events",
-        &format!("store_{REPLAY_EVENTS}"),
-    ) {
-        Some(s) => println!("replay 10k events from 0: {:.2} ms", s * 1e3),
-        None => println!("replay 10k events: - (filtered out of this run)"),
-    }
     let ms = |sorted: &[f64], fraction| common::percentile(sorted, fraction) * 1e3;
     println!(
-        "cross-instance resume, {} samples, producer every {} ms:",
-        resume.cold.len(),
+        "| target | appends ({label}, each awaited) | ratio to XADD | replay 10k events | resume cold p50 / p99 | resume warm p50 / p99 | cold less the producer's wait p50 / p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (target, resume) in runs {
+        let store_rate = mean_seconds("redis_append", &format!("{}_store", target.name), &label)
+            .map(|s| STREAMS as f64 / s);
+        let replay = mean_seconds(
+            "redis_replay",
+            &format!("{}_10k_events", target.name),
+            &format!("store_{REPLAY_EVENTS}"),
+        );
+        println!(
+            "| {} | {} | {} | {} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            target.name,
+            store_rate.map_or("-".into(), |r| format!("{r:.0} events/s")),
+            store_rate.map_or("-".into(), |r| format!("{:.2}", r / xadd_mean)),
+            replay.map_or("-".into(), |s| format!("{:.2} ms", s * 1e3)),
+            ms(&resume.cold, 0.5),
+            ms(&resume.cold, 0.99),
+            ms(&resume.warm, 0.5),
+            ms(&resume.warm, 0.99),
+            ms(&resume.cold_delivery, 0.5),
+            ms(&resume.cold_delivery, 0.99),
+        );
+    }
+    println!(
+        "cross-instance resume: {} samples per target, producer every {} ms; target: p99 < 50 ms on loopback",
+        runs.first().map_or(0, |(_, r)| r.cold.len()),
         PRODUCER_INTERVAL.as_millis()
     );
-    println!(
-        "  cold (B subscribes):  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; less the producer's wait: p50 {:.2} ms, p99 {:.2} ms",
-        ms(&resume.cold, 0.5),
-        ms(&resume.cold, 0.99),
-        ms(&resume.cold, 1.0),
-        ms(&resume.cold_delivery, 0.5),
-        ms(&resume.cold_delivery, 0.99),
-    );
-    println!(
-        "  warm (already subscribed): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; less the producer's wait: p50 {:.2} ms, p99 {:.2} ms",
-        ms(&resume.warm, 0.5),
-        ms(&resume.warm, 0.99),
-        ms(&resume.warm, 1.0),
-        ms(&resume.warm_delivery, 0.5),
-        ms(&resume.warm_delivery, 0.99),
-    );
-    println!("  target: p99 < 50 ms on loopback");
 }
 
 fn main() {
     let mut criterion = Criterion::default().configure_from_args();
+    let size = Size::from_env();
     let rt = runtime();
     let server = RedisServer::start();
-    let url = server.url();
-    let mut xadd = vec![xadd_limit(server.port())];
-    append_benches(&mut criterion, &rt, &url);
-    xadd.push(xadd_limit(server.port()));
-    replay_benches(&mut criterion, &rt, &url);
-    let resume = resume_latency(&rt, &url);
+    let cluster = RedisCluster::start();
+    let targets = [
+        Target {
+            name: "redis",
+            url: server.url(),
+            replicas: 0,
+        },
+        Target {
+            name: "cluster",
+            url: cluster.url(),
+            replicas: 0,
+        },
+        Target {
+            name: "cluster_wait1",
+            url: cluster.url(),
+            replicas: 1,
+        },
+    ];
+    let mut xadd = vec![xadd_limit(server.port(), size.xadd_requests)];
+    for target in &targets {
+        append_benches(&mut criterion, &rt, target, size);
+    }
+    xadd.push(xadd_limit(server.port(), size.xadd_requests));
+    for target in &targets {
+        replay_benches(&mut criterion, &rt, target, size);
+    }
+    let runs: Vec<(&Target, ResumeFigures)> = targets
+        .iter()
+        .map(|target| (target, resume_latency(&rt, target, size.resume_samples)))
+        .collect();
     criterion.final_summary();
-    print_summary(&xadd, &resume);
+    print_summary(&xadd, &runs);
+    drop(cluster);
     drop(server);
 }

@@ -55,6 +55,7 @@ pub(crate) struct Config {
     pub(crate) on_store_failure: StoreFailurePolicy,
     pub(crate) poll_after: Option<Duration>,
     pub(crate) authorize_resumes_with_service: bool,
+    pub(crate) lease_period: Duration,
 }
 
 impl Config {
@@ -66,6 +67,24 @@ impl Config {
     /// When a response starting now ends in poll mode, if it is on.
     pub(crate) fn poll_deadline(&self) -> Option<Instant> {
         self.poll_after.map(|after| Instant::now() + after)
+    }
+
+    /// The shortest lease period: below it, renewals would load the store
+    /// more than they protect anything.
+    pub(crate) const MIN_LEASE_PERIOD: Duration = Duration::from_millis(10);
+
+    /// How long one renewal of an attachment lease holds: the detach
+    /// timeout, counted from the reader's last renewal, plus the period it
+    /// may have left since.
+    pub(crate) fn attachment_ttl(&self) -> Duration {
+        self.detach_timeout.saturating_add(self.lease_period)
+    }
+
+    /// How long one renewal of a producer lease holds: three periods, so
+    /// two renewals can be late or lost before readers call the producer
+    /// dead.
+    pub(crate) fn producer_ttl(&self) -> Duration {
+        self.lease_period.saturating_mul(3)
     }
 
     pub(crate) fn binds_identity(&self) -> bool {
@@ -92,6 +111,7 @@ impl fmt::Debug for Config {
                 "authorize_resumes_with_service",
                 &self.authorize_resumes_with_service,
             )
+            .field("lease_period", &self.lease_period)
             .finish()
     }
 }

@@ -3,6 +3,7 @@
 //! response to a client starts (priming event, `retry` hint, poll deadline).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
@@ -12,7 +13,7 @@ use super::hot_tail::{Attachment, TailRead};
 use super::protocol::ResumableVersion;
 use super::shared::Shared;
 use super::wire;
-use crate::store::{self, EventBatches, StoredEvent, StreamId};
+use crate::store::{self, EventBatches, LeaseKind, StoredEvent, StreamEnd, StreamId};
 
 /// Where a feed reads its stream from.
 enum Source {
@@ -40,6 +41,21 @@ pub(crate) struct Feed {
     replayed: Option<u64>,
     /// Where to continue when this stream ends (a fresh standalone stream).
     then: Option<Box<Feed>>,
+    /// For a stream read from the store: the leases its reader keeps.
+    leases: Option<ReaderLeases>,
+}
+
+/// What a reader of a stream produced elsewhere does every lease period
+/// (see [`ResumabilityLayer::lease_period`](crate::ResumabilityLayer::lease_period)):
+/// renew the stream's attachment lease, so its producer keeps it running,
+/// and check the producer's lease, so a dead producer's stream ends.
+struct ReaderLeases {
+    period: Duration,
+    attachment_ttl: Duration,
+    next: Instant,
+    /// The producer lease is checked from the second round on: by then a
+    /// live producer has renewed it at least once.
+    checks_producer: bool,
 }
 
 impl Feed {
@@ -71,6 +87,7 @@ impl Feed {
             deadline: None,
             replayed: None,
             then: None,
+            leases: None,
         }
     }
 
@@ -81,6 +98,14 @@ impl Feed {
     /// mode) leaves them able to reconnect where they were; and the poll
     /// deadline. Other clients get the hint on the first event.
     pub(crate) fn start_response(mut self, version: ResumableVersion, config: &Config) -> Self {
+        if matches!(self.source, Source::Store(_)) {
+            self.leases = Some(ReaderLeases {
+                period: config.lease_period,
+                attachment_ttl: config.attachment_ttl(),
+                next: Instant::now(),
+                checks_producer: false,
+            });
+        }
         let retry = config.retry_millis();
         if version.primes() {
             self.preamble = Some(wire::priming(self.stream, self.position, retry));
@@ -173,9 +198,14 @@ impl Feed {
                 }
             }
             Source::Store(batches) => {
+                let leases_due = self.leases.as_ref().map(|leases| leases.next);
                 let next = tokio::select! {
                     next = batches.next_batch() => next,
                     () = sleep_until(deadline) => return Read::Again,
+                    () = sleep_until(leases_due) => {
+                        self.keep_leases().await;
+                        return Read::Again;
+                    }
                 };
                 match next {
                     Some(Ok(events)) => Read::Chunk(self.encode(&events)),
@@ -185,6 +215,52 @@ impl Feed {
                     }
                     None => Read::End,
                 }
+            }
+        }
+    }
+
+    /// Renews the stream's attachment lease and, from the second round on,
+    /// ends the stream as abandoned in the store if its producer's lease
+    /// lapsed: the follow then delivers what was stored and ends, here and
+    /// on every other instance.
+    async fn keep_leases(&mut self) {
+        let stream = self.stream;
+        let Some(leases) = self.leases.as_mut() else {
+            return;
+        };
+        leases.next = Instant::now() + leases.period;
+        let store = &self.shared.store;
+        let renewed = store
+            .renew_lease(stream, LeaseKind::Attachment, leases.attachment_ttl)
+            .await;
+        if let Err(error) = renewed {
+            tracing::warn!(%stream, %error, "could not renew the attachment lease of the stream");
+        }
+        if !std::mem::replace(&mut leases.checks_producer, true) {
+            return;
+        }
+        match store.lease(stream, LeaseKind::Producer).await {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(%stream, %error, "could not read the producer lease of the stream");
+                return;
+            }
+        }
+        // Only a live stream has a producer to lose.
+        match store.stream_info(stream).await {
+            Ok(Some(info)) if !info.state.is_ended() => {}
+            Ok(_) => return,
+            Err(error) => {
+                tracing::debug!(%stream, %error, "could not read the state of the stream");
+                return;
+            }
+        }
+        tracing::warn!(%stream, "the producer of the stream stopped renewing its lease (its instance died or lost the store); ending the stream as abandoned");
+        match store.end_stream(stream, StreamEnd::Abandoned).await {
+            Ok(()) => self.leases = None,
+            Err(error) => {
+                tracing::warn!(%stream, %error, "could not end the stream whose producer is gone; trying again next period");
             }
         }
     }

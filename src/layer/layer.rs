@@ -39,6 +39,8 @@ impl ResumabilityLayer {
     /// The default of
     /// [`max_live_streams_per_session`](Self::max_live_streams_per_session): 64.
     pub const DEFAULT_MAX_LIVE_STREAMS_PER_SESSION: usize = 64;
+    /// The default of [`lease_period`](Self::lease_period): 1 second.
+    pub const DEFAULT_LEASE_PERIOD: Duration = Duration::from_secs(1);
 
     /// A layer storing streams in `store`, with every setting at its default.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
@@ -58,6 +60,7 @@ impl ResumabilityLayer {
                 on_store_failure: StoreFailurePolicy::default(),
                 poll_after: None,
                 authorize_resumes_with_service: false,
+                lease_period: Self::DEFAULT_LEASE_PERIOD,
             },
             shared: Arc::new(Shared::new(store)),
         }
@@ -93,8 +96,40 @@ impl ResumabilityLayer {
     /// dropped (which cancels the work behind it in most servers) and the
     /// stream is marked abandoned: a resume replays what was stored, then
     /// ends. Default: 5 minutes.
+    ///
+    /// A client reading the stream on another instance of a fleet counts as
+    /// attached (see [`lease_period`](Self::lease_period)): the stream is
+    /// abandoned between `detach_timeout` and `detach_timeout` plus one lease
+    /// period after its last reader, on any instance, left. Give every
+    /// instance of a fleet the same detach timeout and lease period.
     pub fn detach_timeout(mut self, timeout: Duration) -> Self {
         self.config.detach_timeout = timeout;
+        self
+    }
+
+    /// How often the leases that keep a fleet's instances in step are
+    /// renewed ([`EventStore::renew_lease`]). Default: 1 second.
+    ///
+    /// - An instance serving a reader of a stream produced elsewhere renews
+    ///   the stream's [attachment lease](crate::store::LeaseKind::Attachment)
+    ///   for `detach_timeout` plus one period, every period; the producer
+    ///   consults it when its own clients have been gone for the detach
+    ///   timeout, and keeps the stream running while it is held.
+    /// - The producing instance renews the stream's
+    ///   [producer lease](crate::store::LeaseKind::Producer) for three
+    ///   periods, every period. A reader elsewhere checks it every period
+    ///   from one period after it started; once it has lapsed (the producer
+    ///   died, or lost the store for three periods) the reader ends the
+    ///   stream in the store as abandoned, so it and every other reader get
+    ///   what was stored and then the end, within about four periods of the
+    ///   producer's last renewal. A resume of it is then refused like that
+    ///   of any finished stream.
+    ///
+    /// Each renewal is one small store write per stream per period; with a
+    /// single-process store (memory, SQLite) every reader is local and only
+    /// producer leases are written.
+    pub fn lease_period(mut self, period: Duration) -> Self {
+        self.config.lease_period = period.max(Config::MIN_LEASE_PERIOD);
         self
     }
 

@@ -17,7 +17,9 @@ use super::hot_tail::{HotTail, MAX_READER_LAG, Published};
 use super::shared::Shared;
 use super::wire;
 use crate::sse::{Block, SseError, SseParser};
-use crate::store::{AppendReceipt, BoxFuture, NewEvent, StoreError, StreamEnd, StreamId};
+use crate::store::{
+    AppendReceipt, BoxFuture, LeaseKind, NewEvent, StoreError, StreamEnd, StreamId,
+};
 
 /// The inner body is read on while a commit is in flight (so the store's
 /// latency does not hold the service back) until the events waiting for the
@@ -220,11 +222,15 @@ impl Pending {
     }
 }
 
-/// When a pump gives up on a stream nobody is attached to.
+/// When a pump gives up on a stream nobody is attached to, here or on
+/// another instance.
 struct DetachTimer {
     timeout: Duration,
     /// When the last client left, while none is attached.
     detached_since: Option<Instant>,
+    /// Until when the stream's attachment lease was last seen held: a reader
+    /// on another instance keeps the stream running that long.
+    held_elsewhere_until: Option<Instant>,
 }
 
 impl DetachTimer {
@@ -232,14 +238,17 @@ impl DetachTimer {
         Self {
             timeout,
             detached_since: None,
+            held_elsewhere_until: None,
         }
     }
 
     /// The detach deadline with `clients` attached now: none while one is,
-    /// else the detach timeout after the last one left (logged then).
+    /// else the detach timeout after the last one left (logged then), or
+    /// the end of the attachment lease last seen, whichever is later.
     fn deadline(&mut self, clients: usize) -> Option<Instant> {
         if clients > 0 {
             self.detached_since = None;
+            self.held_elsewhere_until = None;
             return None;
         }
         let timeout = self.timeout;
@@ -247,7 +256,15 @@ impl DetachTimer {
             tracing::info!(?timeout, "client detached; stream keeps running");
             Instant::now()
         });
-        Some(since + timeout)
+        Some((since + timeout).max(self.held_elsewhere_until.unwrap_or(since)))
+    }
+
+    /// A reader elsewhere holds the attachment lease for `left` more.
+    fn held_elsewhere_for(&mut self, left: Duration) {
+        if self.held_elsewhere_until.is_none() {
+            tracing::info!("a client reads the stream on another instance; stream keeps running");
+        }
+        self.held_elsewhere_until = Some(Instant::now() + left);
     }
 }
 
@@ -265,6 +282,8 @@ enum Woke {
     Committed(Result<AppendReceipt, StoreError>),
     /// Something to look at again: readers, clients, a trailers frame.
     Again,
+    /// The detach deadline passed: time to consult the attachment lease.
+    DetachDue,
 }
 
 /// Why a pump stopped.
@@ -307,6 +326,7 @@ impl Pump {
         let mut ended: Option<Stop> = None;
         let mut attached = self.tail.watch_attached();
         let mut detach = DetachTimer::new(self.config.detach_timeout);
+        let mut producer_lease = ProducerLease::new(&self.config);
         loop {
             if in_flight.is_none() {
                 in_flight = self.next_commit(&mut pending);
@@ -348,15 +368,23 @@ impl Pump {
                     _ = self.readers.changed(), if waiting_for_readers => Woke::Again,
                     _ = attached.changed() => Woke::Again,
                     () = self.tail.stopped() => return Stop::Gone,
-                    () = sleep_until(deadline) => {
-                        tracing::info!("detach timeout passed with no client; stream abandoned");
-                        return Stop::GaveUp;
+                    () = sleep_until(deadline) => Woke::DetachDue,
+                    () = producer_lease.due(), if self.stored => {
+                        producer_lease.renew(&self.shared, self.tail.stream);
+                        Woke::Again
                     }
                 }
             };
             let data = match woke {
                 Woke::Data(data) => data,
                 Woke::Again => continue,
+                Woke::DetachDue => {
+                    match self.attachment_elsewhere().await {
+                        Some(left) => detach.held_elsewhere_for(left),
+                        None => return Stop::GaveUp,
+                    }
+                    continue;
+                }
                 Woke::Ended(stop) => {
                     ended = Some(stop);
                     continue;
@@ -370,6 +398,30 @@ impl Pump {
                 }
             };
             ended = take_ready(data, body.as_mut(), &mut parser, &mut pending).await;
+        }
+    }
+
+    /// How long a reader on another instance still holds the stream's
+    /// attachment lease, once the detach timeout passed with no client
+    /// here; `None` (logged) when the stream is to be abandoned.
+    async fn attachment_elsewhere(&self) -> Option<Duration> {
+        let lease = self
+            .shared
+            .store
+            .lease(self.tail.stream, LeaseKind::Attachment)
+            .await;
+        match lease {
+            Ok(Some(left)) => Some(left),
+            Ok(None) => {
+                tracing::info!(
+                    "detach timeout passed with no client on any instance; stream abandoned"
+                );
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "detach timeout passed with no client here, and the store cannot say whether one reads elsewhere; stream abandoned");
+                None
+            }
         }
     }
 
@@ -527,6 +579,56 @@ impl Pump {
             StreamEnd::Abandoned => self.shared.counters.streams_abandoned.increment(),
         }
         tracing::info!(events = self.tail.last_seq(), state = ?end, "stream ended");
+    }
+}
+
+/// The producer lease a pump renews (see
+/// [`ResumabilityLayer::lease_period`](crate::ResumabilityLayer::lease_period)):
+/// one renewal in flight at a time, in a task of its own so a slow store
+/// never holds the stream back.
+struct ProducerLease {
+    period: Duration,
+    ttl: Duration,
+    next: Instant,
+    renewing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProducerLease {
+    /// Due at once: the lease is taken before the first client can resume
+    /// the stream anywhere else.
+    fn new(config: &Config) -> Self {
+        Self {
+            period: config.lease_period,
+            ttl: config.producer_ttl(),
+            next: Instant::now(),
+            renewing: None,
+        }
+    }
+
+    async fn due(&self) {
+        tokio::time::sleep_until(self.next).await;
+    }
+
+    fn renew(&mut self, shared: &Arc<Shared>, stream: StreamId) {
+        self.next = Instant::now() + self.period;
+        if self
+            .renewing
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+        {
+            tracing::debug!("the previous renewal of the producer lease is still in flight");
+            return;
+        }
+        let (shared, ttl) = (Arc::clone(shared), self.ttl);
+        self.renewing = Some(tokio::spawn(async move {
+            let renewed = shared
+                .store
+                .renew_lease(stream, LeaseKind::Producer, ttl)
+                .await;
+            if let Err(error) = renewed {
+                tracing::warn!(%error, "could not renew the producer lease of the stream");
+            }
+        }));
     }
 }
 

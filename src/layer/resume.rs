@@ -142,7 +142,10 @@ async fn authorize(
     let id = EventId::parse(last_event_id).map_err(|_| Refused(Refusal::Malformed))?;
     let info = match shared.store.stream_info(id.stream).await {
         Ok(Some(info)) => info,
-        Ok(None) => return Err(Refused(Refusal::Unknown)),
+        Ok(None) => {
+            warn_once_of_a_foreign_stream();
+            return Err(Refused(Refusal::Unknown));
+        }
         Err(error) if error.is_cannot_resume() => return Err(Refused(Refusal::Unknown)),
         Err(error) => {
             shared.store_failed();
@@ -180,6 +183,21 @@ async fn authorize(
         session,
         identity,
     })
+}
+
+/// Says once per process what a well-formed id of a stream the store does
+/// not have usually means when it is not an expired stream: a fleet whose
+/// instances do not share their store. Nothing else can tell: an instance
+/// sees neither the other instances nor their stores.
+fn warn_once_of_a_foreign_stream() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "a resume named a stream this event store does not have (expired, or produced by another \
+             instance): if several instances serve this endpoint behind a load balancer, they must \
+             share one store (Redis), or resumes that land on another instance are refused"
+        );
+    }
 }
 
 /// Whether the service's answer to a resume's request says the caller may

@@ -3,12 +3,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::lease::LeaseTable;
 use super::live::LiveStreams;
 use super::{
-    AppendReceipt, Batch, BoxFuture, EventStore, NewEvent, NewStream, ReadLimit, Retention,
-    StoreError, StoredEvent, StreamEnd, StreamId, StreamInfo, StreamState, Subscription,
+    AppendReceipt, Batch, BoxFuture, EventStore, LeaseKind, NewEvent, NewStream, ReadLimit,
+    Retention, StoreError, StoredEvent, StreamEnd, StreamId, StreamInfo, StreamState, Subscription,
     SweepReport,
 };
 
@@ -29,6 +30,7 @@ use super::{
 pub struct MemoryEventStore {
     inner: Mutex<Inner>,
     live: LiveStreams,
+    leases: LeaseTable,
     retention: Retention,
 }
 
@@ -65,6 +67,7 @@ impl MemoryEventStore {
                 closed: false,
             }),
             live: LiveStreams::default(),
+            leases: LeaseTable::default(),
             retention,
         }
     }
@@ -349,7 +352,32 @@ impl EventStore for MemoryEventStore {
             inner.closed = true;
             inner.streams.clear();
             inner.sessions.clear();
+            self.leases.clear();
             Ok(())
+        })
+    }
+
+    fn renew_lease(
+        &self,
+        stream: StreamId,
+        kind: LeaseKind,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            drop(self.lock()?);
+            self.leases.renew(stream, kind, ttl);
+            Ok(())
+        })
+    }
+
+    fn lease(
+        &self,
+        stream: StreamId,
+        kind: LeaseKind,
+    ) -> BoxFuture<'_, Result<Option<Duration>, StoreError>> {
+        Box::pin(async move {
+            drop(self.lock()?);
+            Ok(self.leases.remaining(stream, kind))
         })
     }
 }

@@ -91,6 +91,7 @@
 //! ```
 
 mod error;
+mod lease;
 mod live;
 mod memory;
 mod read;
@@ -104,6 +105,7 @@ mod types;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisEventStore, RedisOptions};
 pub use error::StoreError;
+pub use lease::LeaseKind;
 pub use live::Subscription;
 pub use memory::MemoryEventStore;
 pub(crate) use read::read_page_known_to_follow;
@@ -214,4 +216,36 @@ pub trait EventStore: Send + Sync + 'static {
     /// and releases the store's resources. Later calls fail with
     /// [`StoreError::Closed`]. Closing twice is fine.
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    // ---- Leases across the instances of a fleet (issue 25) ----
+
+    /// Holds the `kind` lease on `stream` for `ttl` from now, whichever
+    /// instance held it before: a renewal replaces the expiry. Renewing a
+    /// lease on a stream that does not exist is allowed and harmless (the
+    /// lease lapses on its own).
+    ///
+    /// The layer renews a [`LeaseKind::Producer`] lease on each stream it
+    /// produces, and a [`LeaseKind::Attachment`] lease on each stream it
+    /// serves a reader of without producing it, every
+    /// [lease period](crate::ResumabilityLayer::lease_period). The producer
+    /// consults the attachment lease before abandoning a stream whose
+    /// clients have all left it locally; readers elsewhere consult the
+    /// producer lease, and end the stream as abandoned once it lapsed.
+    /// Backends shared by several processes keep leases where all of them
+    /// see them (Redis: a key with an expiry in the stream's hash slot);
+    /// single-process ones in memory.
+    fn renew_lease(
+        &self,
+        stream: StreamId,
+        kind: LeaseKind,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// How long the `kind` lease on `stream` is still held, or `None` if it
+    /// lapsed or was never taken.
+    fn lease(
+        &self,
+        stream: StreamId,
+        kind: LeaseKind,
+    ) -> BoxFuture<'_, Result<Option<std::time::Duration>, StoreError>>;
 }

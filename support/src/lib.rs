@@ -6,6 +6,7 @@
 //!   or inside the event streams of chosen HTTP responses ([`proxy::http::HttpFaults`]).
 //! - [`progress_server`]: an rmcp MCP server with one tool that streams progress.
 //! - [`redis_server`]: a throwaway `redis-server` on a free loopback port.
+//! - [`redis_cluster`]: a throwaway Redis Cluster of six such servers.
 //! - [`cli`]: `--flag value` command lines, for the interop runs' programs.
 //!
 //! Not published: it exists to keep one copy of each of these.
@@ -15,4 +16,5 @@
 pub mod cli;
 pub mod progress_server;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod redis_server;

@@ -27,6 +27,8 @@ pub struct RedisServer {
     port: u16,
     /// Append-only file directory, for a server whose data survives restarts.
     aof_dir: Option<PathBuf>,
+    /// More `redis-server` arguments (a cluster node's), kept for restarts.
+    extra_args: Vec<String>,
     process: Option<Running>,
 }
 
@@ -51,6 +53,16 @@ impl RedisServer {
     }
 
     fn start_with(aof_dir: Option<PathBuf>) -> Self {
+        Self::start_with_args(aof_dir, |_| Vec::new())
+    }
+
+    /// A server with more arguments, given its port (a Redis Cluster node's:
+    /// see [`crate::redis_cluster`]); they are passed again on a
+    /// [`restart`](Self::restart).
+    pub fn start_with_args(
+        aof_dir: Option<PathBuf>,
+        extra_args: impl Fn(u16) -> Vec<String>,
+    ) -> Self {
         let mut last_error = String::new();
         // Another process may take the free port before the server binds it:
         // try a few.
@@ -59,6 +71,7 @@ impl RedisServer {
             let mut server = Self {
                 port,
                 aof_dir: aof_dir.clone(),
+                extra_args: extra_args(port),
                 process: None,
             };
             match server.spawn() {
@@ -77,6 +90,11 @@ impl RedisServer {
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// True unless the server was [killed](Self::kill) (and not restarted).
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
     }
 
     /// Kills the server at once (`SIGKILL`: no shutdown, no final save).
@@ -127,6 +145,7 @@ impl RedisServer {
                 .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
                 .arg(dir),
         };
+        command.args(&self.extra_args);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -172,11 +191,23 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (free now: another process may take it).
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .expect("no free loopback port")
         .port()
+}
+
+/// True when `redis-server` can be run (the Redis Cluster tests skip
+/// themselves, saying so, when it cannot).
+pub fn installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Waits until the server answers `PING` with `PONG` (not `LOADING`).

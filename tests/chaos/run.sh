@@ -44,16 +44,7 @@ fi
 ensure_python_sdk "$ROOT/target/interop/venv"
 PY="$ROOT/target/interop/venv/bin/python"
 build_release_binaries
-# Private copies: a build running beside this one (CI runs it alongside others) cannot swap the
-# binary that is started again mid-run.
-mkdir -p "$RUN/bin"
-cp "$MCP_RESUME" "$FAULT_PROXY" "$REFERENCE_CLIENT" "$RUN/bin/"
-MCP_RESUME="$RUN/bin/mcp-resume"
-FAULT_PROXY="$RUN/bin/fault_proxy"
-REFERENCE_CLIENT="$RUN/bin/reference_client"
-
-# kill_now PID: SIGKILL, and reap it without the shell's "Killed" notice.
-kill_now() { { kill -9 "$1" && wait "$1"; } 2>/dev/null || true; }
+private_binaries
 
 problems=()
 # problem POLICY TEXT: one reason the run fails.

@@ -7,6 +7,27 @@
 # shellcheck source=python-sdk.sh
 source "$ROOT/tests/interop/python-sdk.sh"
 
+TS_SDK_RANGE="~1.32.0"
+
+# ensure_typescript_sdk NODE_DIR: installs @modelcontextprotocol/sdk $TS_SDK_RANGE (npm) under
+# NODE_DIR when missing, checks Node 20 or later, and exports INTEROP_NODE_MODULES for client.mjs.
+ensure_typescript_sdk() {
+    local node_dir=$1 major
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    if [[ "$major" -lt 20 ]]; then
+        echo "$RUN_NAME: Node 20 or later is needed, found $(node --version)" >&2
+        return 1
+    fi
+    local package="$node_dir/node_modules/@modelcontextprotocol/sdk/package.json"
+    if [[ "$(node -p "require('$package').version" 2>/dev/null || true)" != 1.32.* ]]; then
+        mkdir -p "$node_dir"
+        [[ -f "$node_dir/package.json" ]] || echo '{"name": "mcp-resume-interop", "private": true}' >"$node_dir/package.json"
+        (cd "$node_dir" && npm install --no-audit --no-fund --loglevel=error "@modelcontextprotocol/sdk@$TS_SDK_RANGE" >/dev/null)
+    fi
+    log "typescript sdk: @modelcontextprotocol/sdk $(node -p "require('$package').version") (node $(node --version))"
+    export INTEROP_NODE_MODULES="$node_dir/node_modules"
+}
+
 # begin_run NAME WORK: makes RUN, a fresh run directory under WORK (kept on failure, or always
 # when KEEP_LOGS is set), starts the clock T0 and installs the exit trap. NAME prefixes messages.
 begin_run() {
@@ -112,6 +133,20 @@ build_release_binaries() {
     FAULT_PROXY="$target_dir/release/examples/fault_proxy"
     REFERENCE_CLIENT="$target_dir/release/examples/reference_client"
 }
+
+# private_binaries: copies the three binaries into $RUN/bin and points MCP_RESUME, FAULT_PROXY
+# and REFERENCE_CLIENT there, so a build running beside this run (CI runs some side by side)
+# cannot swap a binary that is started again mid-run.
+private_binaries() {
+    mkdir -p "$RUN/bin"
+    cp "$MCP_RESUME" "$FAULT_PROXY" "$REFERENCE_CLIENT" "$RUN/bin/"
+    MCP_RESUME="$RUN/bin/mcp-resume"
+    FAULT_PROXY="$RUN/bin/fault_proxy"
+    REFERENCE_CLIENT="$RUN/bin/reference_client"
+}
+
+# kill_now PID: SIGKILL, and reap it without the shell's "Killed" notice.
+kill_now() { { kill -9 "$1" && wait "$1"; } 2>/dev/null || true; }
 
 # start_upstream NAME [PORT]: starts tests/interop/server.py (the Python SDK server, no event
 # store) with the venv's $PY, on PORT (default: a free one); sets UPSTREAM_PID, UPSTREAM.

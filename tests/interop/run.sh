@@ -20,7 +20,6 @@ HERE="$ROOT/tests/interop"
 WORK="$ROOT/target/interop"
 VENV="$WORK/venv"
 NODE_DIR="$WORK/node"
-TS_SDK_RANGE="~1.32.0"
 SEED="${INTEROP_SEED:-20261124}"
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
@@ -33,20 +32,7 @@ section "interop: tools (pinned, under target/interop)"
 ensure_python_sdk "$VENV"
 log "python sdk: mcp $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))') ($("$VENV/bin/python" --version))"
 
-NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]')
-if [[ "$NODE_MAJOR" -lt 20 ]]; then
-    echo "interop: Node 20 or later is needed, found $(node --version)" >&2
-    exit 1
-fi
-TS_SDK_PKG="$NODE_DIR/node_modules/@modelcontextprotocol/sdk/package.json"
-ts_version() { node -p "require('$TS_SDK_PKG').version" 2>/dev/null || true; }
-if [[ "$(ts_version)" != 1.32.* ]]; then
-    mkdir -p "$NODE_DIR"
-    [[ -f "$NODE_DIR/package.json" ]] || echo '{"name": "mcp-resume-interop", "private": true}' >"$NODE_DIR/package.json"
-    (cd "$NODE_DIR" && npm install --no-audit --no-fund --loglevel=error "@modelcontextprotocol/sdk@$TS_SDK_RANGE" >/dev/null)
-fi
-log "typescript sdk: @modelcontextprotocol/sdk $(ts_version) (node $(node --version))"
-export INTEROP_NODE_MODULES="$NODE_DIR/node_modules"
+ensure_typescript_sdk "$NODE_DIR"
 PY="$VENV/bin/python"
 
 # ---------------------------------------------------------------------------------------------

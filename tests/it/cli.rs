@@ -438,7 +438,7 @@ fn sqlite_arg(path: &Path) -> String {
 // ---------------------------------------------------------------------------
 
 /// Every option of the contract: flag, environment variable, default.
-const OPTIONS: [(&str, &str, &str); 28] = [
+const OPTIONS: [(&str, &str, &str); 29] = [
     ("--listen", "MCP_RESUME_LISTEN", "127.0.0.1:8080"),
     ("--store", "MCP_RESUME_STORE", "sqlite:./mcp_events.db"),
     ("--sync", "MCP_RESUME_SYNC", "normal"),
@@ -446,6 +446,7 @@ const OPTIONS: [(&str, &str, &str); 28] = [
     ("--max-wal-bytes", "MCP_RESUME_MAX_WAL_BYTES", "67108864"),
     ("--retry", "MCP_RESUME_RETRY", "1s"),
     ("--detach-timeout", "MCP_RESUME_DETACH_TIMEOUT", "5m"),
+    ("--lease-period", "MCP_RESUME_LEASE_PERIOD", "1s"),
     ("--max-age", "MCP_RESUME_MAX_AGE", "1h"),
     (
         "--max-events-per-stream",

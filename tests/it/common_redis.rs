@@ -31,3 +31,20 @@ pub fn open_store(retention: Retention) -> Arc<dyn EventStore> {
     });
     Arc::new(store)
 }
+
+/// For `backend_suite!` on a Redis Cluster: a fresh store (a fresh prefix on
+/// the process's shared cluster of three masters and three replicas).
+pub fn open_cluster_store(retention: Retention) -> Arc<dyn EventStore> {
+    let cluster = mcp_resume_testkit::redis_cluster::shared();
+    let prefix = unique_prefix();
+    let store = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(
+            RedisOptions::new(cluster.url())
+                .key_prefix(&prefix)
+                .retention(retention)
+                .open(),
+        )
+    })
+    .expect("open the Redis store on the cluster");
+    Arc::new(store)
+}

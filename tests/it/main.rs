@@ -11,6 +11,7 @@ mod suite;
 
 // The tests.
 mod cli;
+mod fleet;
 mod infra;
 mod layer_compose;
 mod layer_faults;
@@ -22,6 +23,8 @@ mod layer_tracing;
 mod proxy_faults;
 mod proxy_rebinding;
 mod proxy_tls;
+#[cfg(feature = "redis")]
+mod redis_cluster;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod rmcp_resume;

@@ -714,7 +714,7 @@ async fn events_evicted_behind_the_store_fail_the_replay_instead_of_cutting_it_s
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let deleted: i64 = redis::cmd("DEL")
-        .arg(format!("{prefix}log:{stream}"))
+        .arg(format!("{prefix}log:{{{stream}}}"))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -748,7 +748,7 @@ async fn streams_expired_while_no_instance_swept_leave_no_session_set_behind() {
     let retention = Retention::new()
         .max_age(Duration::from_millis(100))
         .sweep_interval(Duration::from_millis(200));
-    let session_key = format!("{prefix}session:s-1");
+    let session_key = format!("{prefix}session:{{s-1}}");
     let client = redis::Client::open(server.url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     let exists = |key: String| {
@@ -784,7 +784,7 @@ async fn streams_expired_while_no_instance_swept_leave_no_session_set_behind() {
     // The fleet goes away before its sweep deleted them.
     first.close().await.unwrap();
     guard("the backstop expiry", async {
-        while exists(format!("{prefix}meta:{}", streams[2])).await == 1 {
+        while exists(format!("{prefix}meta:{{{}}}", streams[2])).await == 1 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -802,7 +802,7 @@ async fn streams_expired_while_no_instance_swept_leave_no_session_set_behind() {
         "expired streams listed"
     );
     assert_eq!(
-        exists(format!("{prefix}ended-sessions")).await,
+        exists(format!("{prefix}{{index}}:ended-sessions")).await,
         0,
         "the sweep left its own bookkeeping behind"
     );

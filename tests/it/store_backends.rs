@@ -29,3 +29,10 @@ use crate::common_redis;
 backend_suite!(redis, |retention| -> suite::Store {
     suite::Store::new(common_redis::open_store(retention))
 });
+
+// The same on a Redis Cluster (three masters, three replicas), one per test
+// binary, each store under its own prefix.
+#[cfg(feature = "redis")]
+backend_suite!(redis_cluster, |retention| -> suite::Store {
+    suite::Store::new(common_redis::open_cluster_store(retention))
+});

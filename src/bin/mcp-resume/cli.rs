@@ -215,7 +215,7 @@ pub struct Options {
     )]
     pub listen: SocketAddr,
 
-    /// Event store: `sqlite:PATH`, `memory`, or `redis://HOST:PORT/[DB]` (builds with the `redis` feature)
+    /// Event store: `sqlite:PATH`, `memory`, `redis://HOST:PORT/[DB]` or a Redis Cluster's `redis+cluster://HOST:PORT,HOST:PORT` (builds with the `redis` feature)
     #[arg(
         long,
         env = "MCP_RESUME_STORE",
@@ -277,6 +277,16 @@ pub struct Options {
         global = true
     )]
     detach_timeout: CliDuration,
+
+    /// How often leases are renewed that keep a fleet's instances in step (a stream read on another instance keeps running; a dead producer's readers end)
+    #[arg(
+        long,
+        env = "MCP_RESUME_LEASE_PERIOD",
+        value_name = "DUR",
+        default_value_t = CliDuration(ResumabilityLayer::DEFAULT_LEASE_PERIOD),
+        global = true
+    )]
+    lease_period: CliDuration,
 
     /// Ended streams idle this long are deleted
     #[arg(
@@ -454,6 +464,7 @@ impl Options {
         let layer = ResumabilityLayer::new(store)
             .retry(self.retry.0)
             .detach_timeout(self.detach_timeout.0)
+            .lease_period(self.lease_period.0)
             // The event cap needs no setting here: the layer takes the store's
             // retention, which `retention` set from the same option.
             .max_event_bytes(self.max_event_bytes)

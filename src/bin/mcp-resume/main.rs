@@ -158,6 +158,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     // The one line scripts wait for.
     print_stdout(&format!("mcp-resume listening on {scheme}://{addr}"));
     tracing::info!(store = %options.store, "serving on {scheme}://{addr}");
+    if matches!(options.store, StoreSpec::Sqlite(_) | StoreSpec::Memory) {
+        // Nothing here can see the other instances of a fleet (each has
+        // its own file), so this is said to every one, once.
+        tracing::info!(
+            "this store serves this instance alone: behind a load balancer with several instances, \
+             a resume that lands on another instance than the one that produced the stream is refused; \
+             give every instance the same `--store redis://...` instead"
+        );
+    }
     let certificate_reloads = listener_tls
         .as_ref()
         .map(|tls| tls.reload_when_changed(ListenerTls::DEFAULT_RELOAD_INTERVAL));

@@ -16,7 +16,8 @@ pub enum StoreSpec {
     Sqlite(PathBuf),
     /// Memory: resumes survive dropped connections, not restarts.
     Memory,
-    /// A Redis server shared by a fleet of proxies (`redis://` or `redis+unix://` URL).
+    /// A Redis server shared by a fleet of proxies (`redis://` or `redis+unix://` URL), or a
+    /// Redis Cluster (`redis+cluster://host:port,host:port,...`).
     Redis(String),
 }
 
@@ -73,7 +74,10 @@ pub fn parse_store(text: &str) -> Result<StoreSpec, String> {
     if text == "memory" {
         return Ok(StoreSpec::Memory);
     }
-    if text.starts_with("redis://") || text.starts_with("redis+unix://") {
+    if text.starts_with("redis://")
+        || text.starts_with("redis+unix://")
+        || text.starts_with("redis+cluster://")
+    {
         if !cfg!(feature = "redis") {
             return Err(
                 "this build has no Redis support; build with `--features redis` (e.g. `cargo install mcp-resume --features redis`)"
@@ -83,7 +87,7 @@ pub fn parse_store(text: &str) -> Result<StoreSpec, String> {
         return Ok(StoreSpec::Redis(text.to_owned()));
     }
     let forms = format!(
-        "expected `sqlite:PATH` (e.g. {}), `memory` (nothing kept across restarts) or `redis://HOST:PORT/` (a fleet sharing one Redis)",
+        "expected `sqlite:PATH` (e.g. {}), `memory` (nothing kept across restarts) or `redis://HOST:PORT/` (a fleet sharing one Redis) or `redis+cluster://HOST:PORT,HOST:PORT` (a fleet sharing a Redis Cluster)",
         StoreSpec::default_sqlite()
     );
     match text.strip_prefix("sqlite:") {
@@ -168,6 +172,10 @@ mod tests {
             ("redis://app:p@ss@db/", "redis://app:***@db/"),
             ("rediss://app@db:6380", "rediss://app@db:6380"),
             ("redis://db:6379/", "redis://db:6379/"),
+            (
+                "redis+cluster://app:s3cret@a:7000,b:7001",
+                "redis+cluster://app:***@a:7000,b:7001",
+            ),
             (
                 "redis+unix:///run/redis.sock",
                 "redis+unix:///run/redis.sock",

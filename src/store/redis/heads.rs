@@ -7,6 +7,14 @@
 //! - Only streams somebody here follows are subscribed to (one channel per
 //!   stream), so an instance receives the traffic of what it serves, not of
 //!   the whole fleet.
+//! - On one Redis, plain pub/sub on a dedicated connection, reconnected by
+//!   this task. On a Redis Cluster, sharded pub/sub (`SSUBSCRIBE`) on a
+//!   RESP3 cluster connection, whose messages arrive as pushes: the client
+//!   sends each subscription to the master of the channel's slot and moves
+//!   it to the new master after a failover; every subscription it confirms
+//!   (a first one or a move) is followed by a read of that stream's head,
+//!   and every check re-reads all of them, so nothing is missed while a
+//!   shard changes hands.
 //! - Pub/sub is at-most-once: messages published while the connection is
 //!   down are lost. So every (re)subscription is followed by a read of the
 //!   heads from the stream metadata, and a subscriber is only handed its
@@ -21,13 +29,16 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
-use ::redis::{Client, Msg, Value};
+use ::redis::aio::{PubSubSink, PubSubStream};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Client, Msg, PushInfo, PushKind, RedisResult, Value};
 use futures_core::Stream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::Keys;
-use crate::store::{StreamHead, StreamId, StreamState};
+use super::conn::{Conn, Target, cluster_client, join_all};
+use super::{Keys, RedisOptions, backend};
+use crate::store::{StoreError, StreamHead, StreamId, StreamState};
 
 /// How often the relay drops the watchers nobody follows any more, subscribes
 /// any it could not subscribe at once, and pings its connection.
@@ -39,6 +50,91 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const REFRESH_CHUNK: usize = 256;
 
 type RelayError = tower::BoxError;
+
+/// How the relay reaches Redis's pub/sub.
+pub(super) enum LiveTail {
+    /// One Redis: a dedicated pub/sub connection from this client.
+    Single(Client),
+    /// A cluster: a RESP3 cluster client whose pushes (messages,
+    /// subscription confirmations, disconnections) arrive on `pushes`.
+    Cluster {
+        client: Box<ClusterClient>,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+    },
+}
+
+impl LiveTail {
+    pub(super) fn new(target: &Target, options: &RedisOptions) -> Result<Self, StoreError> {
+        match target {
+            Target::Single(url) => Ok(Self::Single(
+                Client::open(url.as_str()).map_err(backend("parsing the Redis URL"))?,
+            )),
+            Target::Cluster(nodes) => {
+                let (tx, pushes) = mpsc::unbounded_channel();
+                Ok(Self::Cluster {
+                    client: Box::new(cluster_client(nodes, options, Some(tx))?),
+                    pushes,
+                })
+            }
+        }
+    }
+}
+
+/// The command side of the live-tail connection.
+#[derive(Clone)]
+enum Sink {
+    Single(PubSubSink),
+    Cluster(ClusterConnection),
+}
+
+impl Sink {
+    async fn subscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.subscribe(channels).await,
+            // One command per channel: channels of different slots live on
+            // different masters.
+            Self::Cluster(conn) => join_all(
+                channels
+                    .into_iter()
+                    .map(|channel| {
+                        let mut conn = conn.clone();
+                        async move { conn.ssubscribe(channel).await }
+                    })
+                    .collect(),
+            )
+            .await
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: Vec<String>) -> RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.unsubscribe(channels).await,
+            Self::Cluster(conn) => join_all(
+                channels
+                    .into_iter()
+                    .map(|channel| {
+                        let mut conn = conn.clone();
+                        async move { conn.sunsubscribe(channel).await }
+                    })
+                    .collect(),
+            )
+            .await
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    /// Notices a dead connection on one Redis (a cluster connection
+    /// reconnects by itself).
+    async fn ping(&mut self) -> RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.ping::<Value>().await.map(drop),
+            Self::Cluster(_) => Ok(()),
+        }
+    }
+}
 
 /// The watch channels of the streams followed in this process, and the
 /// pub/sub subscriptions that feed them.
@@ -54,7 +150,7 @@ pub(super) struct HeadRelay {
 #[derive(Default)]
 struct SubState {
     /// The connection's command side; `None` while reconnecting.
-    sink: Option<PubSubSink>,
+    sink: Option<Sink>,
     /// The streams whose channel the connection is subscribed to.
     subscribed: HashSet<StreamId>,
 }
@@ -104,7 +200,7 @@ impl HeadRelay {
             return;
         };
         let channel = self.keys.channel(stream);
-        match tokio::time::timeout(self.timeout, sink.subscribe(channel)).await {
+        match tokio::time::timeout(self.timeout, sink.subscribe(vec![channel])).await {
             Ok(Ok(())) => {
                 sub.subscribed.insert(stream);
             }
@@ -151,13 +247,20 @@ impl HeadRelay {
 
     /// The task: connect, subscribe what is followed, deliver messages, and
     /// start over whenever the connection is lost. Runs until aborted.
-    pub(super) async fn run(self: Arc<Self>, client: Client, conn: ConnectionManager) {
+    pub(super) async fn run(self: Arc<Self>, tail: LiveTail, conn: Conn) {
+        match tail {
+            LiveTail::Single(client) => self.run_single(client, conn).await,
+            LiveTail::Cluster { client, pushes } => self.run_cluster(*client, pushes, conn).await,
+        }
+    }
+
+    async fn run_single(&self, client: Client, conn: Conn) {
         let mut backoff = MIN_BACKOFF;
         loop {
             match tokio::time::timeout(self.timeout, client.get_async_pubsub()).await {
                 Ok(Ok(pubsub)) => {
                     let (sink, mut messages) = pubsub.split();
-                    match self.resubscribe_all(sink, &conn).await {
+                    match self.resubscribe_all(Sink::Single(sink), &conn).await {
                         Ok(()) => {
                             backoff = MIN_BACKOFF;
                             let error = self.listen(&mut messages, &conn).await;
@@ -182,14 +285,87 @@ impl HeadRelay {
         }
     }
 
+    /// The cluster connection reconnects and resubscribes by itself, so
+    /// after the first connection this only relays pushes and checks.
+    async fn run_cluster(
+        &self,
+        client: ClusterClient,
+        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        conn: Conn,
+    ) {
+        let mut backoff = MIN_BACKOFF;
+        let sink = loop {
+            match tokio::time::timeout(self.timeout, client.get_async_connection()).await {
+                Ok(Ok(connection)) => break Sink::Cluster(connection),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "event store: live-tail connection to the Redis Cluster failed")
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        "event store: live-tail connection to the Redis Cluster timed out"
+                    )
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        };
+        while let Err(error) = self.resubscribe_all(sink.clone(), &conn).await {
+            tracing::warn!(%error, "event store: could not subscribe the live tail; retrying");
+            tokio::time::sleep(MAX_BACKOFF).await;
+        }
+        let mut check = tokio::time::interval(CHECK_INTERVAL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await;
+        loop {
+            tokio::select! {
+                push = pushes.recv() => match push {
+                    Some(push) => self.on_push(push, &conn).await,
+                    None => return,
+                },
+                _ = check.tick() => {
+                    if let Err(error) = self.check(&conn).await {
+                        tracing::warn!(%error, "event store: live-tail check failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A push from the cluster connection: a head, or a subscription
+    /// confirmed (first or after a move), after which the head is re-read.
+    async fn on_push(&self, push: PushInfo, conn: &Conn) {
+        let channel = |value: Option<&Value>| -> Option<StreamId> {
+            match value? {
+                Value::BulkString(bytes) => self
+                    .keys
+                    .stream_of_channel(std::str::from_utf8(bytes).ok()?),
+                _ => None,
+            }
+        };
+        match push.kind {
+            PushKind::SMessage | PushKind::Message => {
+                let (Some(stream), Some(Value::BulkString(payload))) =
+                    (channel(push.data.first()), push.data.get(1))
+                else {
+                    return;
+                };
+                self.on_head(stream, payload);
+            }
+            PushKind::SSubscribe | PushKind::Subscribe => {
+                if let Some(stream) = channel(push.data.first())
+                    && let Err(error) = self.refresh(conn, &[stream]).await
+                {
+                    tracing::debug!(%error, %stream, "live tail: head refresh failed");
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// On a fresh connection: subscribes every watched stream, then reads
     /// their heads, which catches up with whatever was published while the
     /// connection was down (and ends the watchers of streams that ended).
-    async fn resubscribe_all(
-        &self,
-        sink: PubSubSink,
-        conn: &ConnectionManager,
-    ) -> Result<(), RelayError> {
+    async fn resubscribe_all(&self, sink: Sink, conn: &Conn) -> Result<(), RelayError> {
         let streams: Vec<StreamId> = {
             let mut sub = self.sub.lock().await;
             let streams: Vec<StreamId> = self.lock().keys().copied().collect();
@@ -211,11 +387,7 @@ impl HeadRelay {
     }
 
     /// Delivers messages until the connection is lost (returns why, if known).
-    async fn listen(
-        &self,
-        messages: &mut PubSubStream,
-        conn: &ConnectionManager,
-    ) -> Option<RelayError> {
+    async fn listen(&self, messages: &mut PubSubStream, conn: &Conn) -> Option<RelayError> {
         let mut check = tokio::time::interval(CHECK_INTERVAL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         check.tick().await;
@@ -238,7 +410,11 @@ impl HeadRelay {
         let Some(stream) = self.keys.stream_of_channel(message.get_channel_name()) else {
             return;
         };
-        match parse_head(message.get_payload_bytes()) {
+        self.on_head(stream, message.get_payload_bytes());
+    }
+
+    fn on_head(&self, stream: StreamId, payload: &[u8]) {
+        match parse_head(payload) {
             Some(head) => self.merge(stream, head),
             None => tracing::warn!(%stream, "event store: malformed head announcement ignored"),
         }
@@ -246,8 +422,9 @@ impl HeadRelay {
 
     /// Drops the watchers nobody follows and unsubscribes them, subscribes
     /// (and refreshes) watchers that are not subscribed yet, and pings the
-    /// connection so a dead one is noticed.
-    async fn check(&self, conn: &ConnectionManager) -> Result<(), RelayError> {
+    /// connection so a dead one is noticed. On a cluster, whose connection
+    /// is never declared dead here, it re-reads every head instead.
+    async fn check(&self, conn: &Conn) -> Result<(), RelayError> {
         let (mut sink, added) = {
             let mut sub = self.sub.lock().await;
             let Some(mut sink) = sub.sink.clone() else {
@@ -283,29 +460,39 @@ impl HeadRelay {
             }
             (sink, missing)
         };
-        self.refresh(conn, &added).await?;
-        tokio::time::timeout(self.timeout, sink.ping::<Value>()).await??;
+        if matches!(sink, Sink::Cluster(_)) {
+            let watched: Vec<StreamId> = self.lock().keys().copied().collect();
+            self.refresh(conn, &watched).await?;
+        } else {
+            self.refresh(conn, &added).await?;
+        }
+        tokio::time::timeout(self.timeout, sink.ping()).await??;
         Ok(())
     }
 
     /// Reads the heads of `streams` from their metadata and merges them.
-    async fn refresh(
-        &self,
-        conn: &ConnectionManager,
-        streams: &[StreamId],
-    ) -> Result<(), RelayError> {
+    async fn refresh(&self, conn: &Conn, streams: &[StreamId]) -> Result<(), RelayError> {
         for chunk in streams.chunks(REFRESH_CHUNK) {
-            let mut pipe = ::redis::pipe();
-            for &stream in chunk {
-                pipe.cmd("HMGET")
-                    .arg(self.keys.meta(stream))
-                    .arg("state")
-                    .arg("last");
-            }
-            let heads: Vec<(Option<i64>, Option<u64>)> =
-                pipe.query_async(&mut conn.clone()).await?;
+            // One command per stream, all at once: on a cluster the streams
+            // are in different slots, which one pipeline cannot span.
+            let heads = join_all(
+                chunk
+                    .iter()
+                    .map(|&stream| {
+                        let mut conn = conn.clone();
+                        let mut command = ::redis::cmd("HMGET");
+                        command.arg(self.keys.meta(stream)).arg("state").arg("last");
+                        async move {
+                            command
+                                .query_async::<(Option<i64>, Option<u64>)>(&mut conn)
+                                .await
+                        }
+                    })
+                    .collect(),
+            )
+            .await;
             for (&stream, head) in chunk.iter().zip(heads) {
-                match head {
+                match head? {
                     (Some(state), Some(last_seq)) => match StreamState::from_code(state) {
                         Some(state) => self.merge(stream, StreamHead { last_seq, state }),
                         None => tracing::warn!(%stream, "event store: malformed stream state"),

@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use self::file_watch::FileWatch;
 use self::schema::{HEAD_COLUMNS, classify, head_from};
 use self::writer::{Command, Writer};
+use super::lease::{LeaseKind, LeaseTable};
 use super::live::LiveStreams;
 use super::memory::check_position;
 use super::{
@@ -253,6 +254,9 @@ pub struct SqliteEventStore {
     closed: AtomicBool,
     last_sweep_millis: AtomicI64,
     file_watch: Arc<FileWatch>,
+    /// In memory: the lock file keeps the database to one process, so no
+    /// other process can hold or consult a lease.
+    leases: LeaseTable,
 }
 
 impl SqliteEventStore {
@@ -345,6 +349,7 @@ impl SqliteEventStore {
             closed: AtomicBool::new(false),
             last_sweep_millis: AtomicI64::new(unix_millis()),
             file_watch,
+            leases: LeaseTable::default(),
         })
     }
 
@@ -585,7 +590,36 @@ impl EventStore for SqliteEventStore {
             }
             let result = answer.await.unwrap_or(Ok(()));
             self.readers.close();
+            self.leases.clear();
             result
+        })
+    }
+
+    fn renew_lease(
+        &self,
+        stream: StreamId,
+        kind: LeaseKind,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StoreError::Closed);
+            }
+            self.leases.renew(stream, kind, ttl);
+            Ok(())
+        })
+    }
+
+    fn lease(
+        &self,
+        stream: StreamId,
+        kind: LeaseKind,
+    ) -> BoxFuture<'_, Result<Option<Duration>, StoreError>> {
+        Box::pin(async move {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StoreError::Closed);
+            }
+            Ok(self.leases.remaining(stream, kind))
         })
     }
 }

@@ -198,4 +198,27 @@ impl EventStore for FailingStore {
             self.inner.close().await
         })
     }
+
+    fn renew_lease(
+        &self,
+        stream: StreamId,
+        kind: mcp_resume::store::LeaseKind,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.check(ops::OTHER, "renewing a lease")?;
+            self.inner.renew_lease(stream, kind, ttl).await
+        })
+    }
+
+    fn lease(
+        &self,
+        stream: StreamId,
+        kind: mcp_resume::store::LeaseKind,
+    ) -> BoxFuture<'_, Result<Option<Duration>, StoreError>> {
+        Box::pin(async move {
+            self.check(ops::OTHER, "reading a lease")?;
+            self.inner.lease(stream, kind).await
+        })
+    }
 }

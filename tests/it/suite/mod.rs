@@ -686,6 +686,65 @@ pub fn small_retention() -> Retention {
         .sweep_interval(Duration::from_secs(3600))
 }
 
+/// Leases (issue 25): held for their time to live from the last renewal,
+/// whoever renewed it; the two kinds apart; none on a stream never leased;
+/// refused once the store is closed.
+pub async fn leases_are_held_for_their_ttl_then_lapse(open: Open) {
+    use mcp_resume::store::LeaseKind::{Attachment, Producer};
+    let store = open(Retention::default());
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    assert_eq!(store.lease(stream, Attachment).await.unwrap(), None);
+    assert_eq!(store.lease(stream, Producer).await.unwrap(), None);
+
+    let ttl = Duration::from_millis(600);
+    store.renew_lease(stream, Producer, ttl).await.unwrap();
+    let left = store.lease(stream, Producer).await.unwrap().expect("held");
+    assert!(
+        left <= ttl && left > Duration::from_millis(300),
+        "{left:?} left of {ttl:?}"
+    );
+    assert_eq!(
+        store.lease(stream, Attachment).await.unwrap(),
+        None,
+        "kinds are apart"
+    );
+    assert_eq!(
+        store.lease(StreamId::random(), Producer).await.unwrap(),
+        None
+    );
+
+    // Renewed before it lapses, it outlives its first time to live.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    store.renew_lease(stream, Producer, ttl).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        store.lease(stream, Producer).await.unwrap().is_some(),
+        "renewed"
+    );
+    // Not renewed, it lapses.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.lease(stream, Producer).await.unwrap(), None, "lapsed");
+
+    // A renewal replaces the expiry, shorter or longer.
+    store
+        .renew_lease(stream, Attachment, Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .renew_lease(stream, Attachment, Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.lease(stream, Attachment).await.unwrap(), None);
+
+    store.close().await.unwrap();
+    assert!(store.renew_lease(stream, Producer, ttl).await.is_err());
+    assert!(store.lease(stream, Producer).await.is_err());
+}
+
 /// Instantiates every suite test for one backend. `$open` is a closure
 /// `Fn(Retention) -> Store` that opens a fresh store; it runs inside a Tokio runtime.
 #[macro_export]
@@ -710,6 +769,7 @@ macro_rules! backend_suite {
                 sweep_removes_idle_ended_streams_only,
                 close_ends_live_streams_and_refuses_work,
                 health_is_ok_until_the_store_is_closed,
+                leases_are_held_for_their_ttl_then_lapse,
             );
         }
     };

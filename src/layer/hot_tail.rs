@@ -26,6 +26,9 @@ pub(crate) const MAX_READER_LAG: u64 = 4096;
 pub(crate) struct HotTail {
     pub(crate) stream: StreamId,
     pub(crate) session: Option<String>,
+    /// When the stream was opened, and what it answers: for the status
+    /// snapshot (see [`super::snapshot`]).
+    pub(crate) opened: super::snapshot::Opened,
     state: Mutex<HotTailState>,
     /// Bumped on every change a reader may care about: new events, a
     /// keep-alive, the end, a takeover.
@@ -152,6 +155,7 @@ impl HotTail {
         Arc::new(Self {
             stream,
             session,
+            opened: super::snapshot::Opened::now(),
             state: Mutex::new(HotTailState::default()),
             version: watch::Sender::new(0),
             attached: watch::Sender::new(0),
@@ -228,6 +232,11 @@ impl HotTail {
 
     pub(crate) fn last_seq(&self) -> u64 {
         self.lock().last_seq
+    }
+
+    /// Whether a client body is attached now.
+    pub(crate) fn is_attached(&self) -> bool {
+        *self.attached.borrow() > 0
     }
 
     /// Attaches a client body that has read up to `position`. The previous

@@ -102,6 +102,7 @@ mod registry;
 mod resume;
 mod service;
 mod shared;
+mod snapshot;
 mod stats;
 mod wire;
 
@@ -110,4 +111,5 @@ pub use config::StoreFailurePolicy;
 pub use future::ResponseFuture;
 pub use layer::ResumabilityLayer;
 pub use service::Resumability;
+pub use snapshot::{LiveStream, RecentResume, RefusalReason, ResumeOutcome, StatusSnapshot};
 pub use stats::ResumabilityStats;

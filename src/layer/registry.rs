@@ -119,6 +119,12 @@ impl LiveStreams {
             .cloned()
     }
 
+    /// The live streams (not those only kept until their end is
+    /// recorded), for a status snapshot.
+    pub(crate) fn live(&self) -> Vec<Arc<HotTail>> {
+        self.lock().streams.values().cloned().collect()
+    }
+
     /// The streams of a session here, to stop when the session is deleted.
     pub(crate) fn of_session(&self, session: &str) -> Vec<Arc<HotTail>> {
         let state = self.lock();

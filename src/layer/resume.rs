@@ -16,6 +16,7 @@ use super::hot_tail::HotTail;
 use super::open::{Exchange, Opened};
 use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, ResumableVersion};
 use super::shared::Shared;
+use super::snapshot::{RefusalReason, ResumeOutcome};
 use crate::store::{EventId, StreamInfo, StreamKind};
 
 /// Why a resume was refused: for the log only, never for the client.
@@ -30,6 +31,19 @@ enum Refusal {
     Ahead,
     /// At the end of a stream whose producer is gone: nothing to resume.
     Finished,
+}
+
+impl Refusal {
+    /// The reason operators see (the status snapshot).
+    fn reason(&self) -> RefusalReason {
+        match self {
+            Self::Malformed => RefusalReason::Malformed,
+            Self::Unknown | Self::Ahead => RefusalReason::Unknown,
+            Self::Foreign => RefusalReason::Foreign,
+            Self::Trimmed => RefusalReason::Trimmed,
+            Self::Finished => RefusalReason::Ended,
+        }
+    }
 }
 
 /// Why a resume is not served.
@@ -75,6 +89,12 @@ where
         Ok(resume) => resume,
         Err(NotServed::Refused(reason)) => {
             shared.counters.rejections.increment();
+            let stream = parts.headers.get(&LAST_EVENT_ID);
+            let stream = stream.and_then(|id| EventId::parse(id.as_bytes()).ok());
+            let outcome = ResumeOutcome::Refused(reason.reason());
+            shared
+                .recent_resumes
+                .record(stream.map(|id| id.stream), outcome);
             tracing::info!(?reason, "resume refused");
             return Ok(protocol::cannot_resume().map(ResponseBody::full));
         }
@@ -100,6 +120,10 @@ where
 
     let id = resume.id;
     shared.counters.resumes.increment();
+    let newest = resume.local.as_ref().map_or(0, |tail| tail.last_seq());
+    let behind = newest.max(resume.info.last_seq).saturating_sub(id.seq);
+    let outcome = ResumeOutcome::Replayed { behind };
+    shared.recent_resumes.record(Some(id.stream), outcome);
     tracing::info!(stream = %id.stream, after = id.seq, state = %resume.info.state, "resuming stream");
     let mut feed = match resume.local {
         Some(tail) => Feed::from_tail(tail.attach(id.seq), shared.clone()),

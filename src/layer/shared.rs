@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::registry::LiveStreams;
+use super::snapshot::RecentResumes;
 use super::stats::Counters;
 use crate::store::EventStore;
 
@@ -21,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) live_streams: LiveStreams,
     pub(crate) counters: Counters,
+    /// The latest resumes, for [`super::ResumabilityLayer::snapshot`].
+    pub(crate) recent_resumes: RecentResumes,
     store_health: StoreHealth,
 }
 
@@ -30,6 +33,7 @@ impl Shared {
             store,
             live_streams: LiveStreams::default(),
             counters: Counters::default(),
+            recent_resumes: RecentResumes::default(),
             store_health: StoreHealth::default(),
         }
     }

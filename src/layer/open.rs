@@ -15,7 +15,7 @@ use super::protocol::{self, MCP_SESSION_ID, ResumableVersion};
 use super::pump;
 use super::registry::CapReached;
 use super::shared::Shared;
-use crate::store::{BoxFuture, NewStream, StreamEnd, StreamKind};
+use crate::store::{BoxFuture, NewStream, StreamCall, StreamEnd, StreamKind};
 
 /// What the layer knows about a request while its response is on the way.
 #[derive(Debug)]
@@ -78,7 +78,7 @@ impl Exchange {
     /// requesting client to it.
     pub(crate) async fn open<B>(
         self,
-        response: Response<B>,
+        mut response: Response<B>,
         config: &Arc<Config>,
         shared: &Arc<Shared>,
     ) -> Opened<B>
@@ -108,6 +108,9 @@ impl Exchange {
             session: session.clone(),
             identity: self.identity,
             max_events: config.max_events_per_stream,
+            // An inner service that read the request body says what it was
+            // (the proxy does): kept in the stream's history.
+            call: response.extensions_mut().remove::<StreamCall>(),
         };
         let event_cap = new.event_cap(&shared.store.retention());
         let stream = match shared.store.create_stream(new).await {

@@ -120,6 +120,7 @@ where
 
     let id = resume.id;
     shared.counters.resumes.increment();
+    record_resume(&shared, id.stream);
     let newest = resume.local.as_ref().map_or(0, |tail| tail.last_seq());
     let behind = newest.max(resume.info.last_seq).saturating_sub(id.seq);
     let outcome = ResumeOutcome::Replayed { behind };
@@ -240,4 +241,15 @@ where
             None
         }
     }
+}
+
+/// Counts the resume in the stream's history, off the resume's path: a
+/// store that fails to count it loses the count, not the resume.
+fn record_resume(shared: &Shared, stream: crate::store::StreamId) {
+    let store = shared.store.clone();
+    tokio::spawn(async move {
+        if let Err(error) = store.record_resume(stream).await {
+            tracing::debug!(%stream, %error, "event store did not count a resume in the stream's history");
+        }
+    });
 }

@@ -267,6 +267,8 @@ impl ReverseProxy {
             None => UpstreamBody::streamed(Default::default(), body),
         };
         let progress = body.progress();
+        // For the stream's history (the layer takes it from the response).
+        let call = body.call();
         let mut response = self.client.request(Request::from_parts(parts, body));
         let answered = match self.upstream_header_timeout {
             None => Ok(response.await),
@@ -286,7 +288,13 @@ impl ReverseProxy {
             }
         };
         match answered {
-            Ok(Ok(response)) => downstream_response(response),
+            Ok(Ok(response)) => {
+                let mut response = downstream_response(response);
+                if let Some(call) = call {
+                    response.extensions_mut().insert(call);
+                }
+                response
+            }
             Ok(Err(error)) => match progress.failure() {
                 // The client's body broke while it streamed upstream.
                 Some(failure) => unreadable_request(&failure, true),

@@ -12,6 +12,8 @@ mod suite;
 // The tests.
 mod cli;
 mod infra;
+#[cfg(feature = "sqlite")]
+mod inspect;
 mod layer_compose;
 mod layer_faults;
 mod layer_passthrough;

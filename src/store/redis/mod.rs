@@ -2,6 +2,7 @@
 //! load balancer.
 
 mod heads;
+mod history;
 mod scripts;
 
 use std::fmt;
@@ -144,6 +145,16 @@ impl RedisOptions {
     /// Connects and opens the store; see [`RedisEventStore`].
     pub async fn open(self) -> Result<RedisEventStore, StoreError> {
         RedisEventStore::open_with(self).await
+    }
+
+    /// Connects to look at the store only (what `mcp-resume inspect` does):
+    /// no instance is registered and no head relay or maintenance task
+    /// starts, so reading ([`list_streams`](EventStore::list_streams),
+    /// [`read_batch`](EventStore::read_batch), [`stream_info`](EventStore::stream_info))
+    /// changes nothing in Redis. Not for serving: nothing would sweep, and
+    /// followers would not be woken.
+    pub async fn open_read_only(self) -> Result<RedisEventStore, StoreError> {
+        RedisEventStore::connect_with(self, false).await
     }
 }
 
@@ -336,6 +347,11 @@ impl RedisEventStore {
     /// Fails with [`StoreError::Backend`] if the URL is invalid or Redis
     /// cannot be reached now; once open, the store rides out Redis restarts.
     pub async fn open_with(options: RedisOptions) -> Result<Self, StoreError> {
+        Self::connect_with(options, true).await
+    }
+
+    /// Connects; with `serve`, registers this instance and starts the tasks.
+    async fn connect_with(options: RedisOptions, serve: bool) -> Result<Self, StoreError> {
         let client =
             Client::open(options.url.as_str()).map_err(backend("parsing the Redis URL"))?;
         let config = ConnectionManagerConfig::new()
@@ -365,11 +381,16 @@ impl RedisEventStore {
             heads: heads.clone(),
             healthy_since: Mutex::new(None),
         });
-        shared.heartbeat().await?;
-        let tasks = vec![
-            tokio::spawn(heads.run(client, conn)).abort_handle(),
-            tokio::spawn(maintain(shared.clone())).abort_handle(),
-        ];
+        let tasks = if serve {
+            shared.heartbeat().await?;
+            vec![
+                tokio::spawn(heads.run(client, conn)).abort_handle(),
+                tokio::spawn(maintain(shared.clone())).abort_handle(),
+            ]
+        } else {
+            shared.ping("connecting to Redis").await?;
+            Vec::new()
+        };
         Ok(Self {
             shared,
             tasks: Mutex::new(tasks),
@@ -659,6 +680,9 @@ impl EventStore for RedisEventStore {
                 .invoke_async::<i64>(&mut shared.conn())
                 .await
                 .map_err(backend("creating a stream in Redis"))?;
+            if let Some(call) = &new.call {
+                shared.record_call(stream, call).await?;
+            }
             Ok(stream)
         })
     }
@@ -878,6 +902,20 @@ impl EventStore for RedisEventStore {
                 .map_err(backend("purging a session's streams in Redis"))?;
             shared.abandoned_locally(purged)
         })
+    }
+
+    fn record_resume(&self, stream: StreamId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.shared.check_open()?;
+            self.shared.record_resume(stream).await
+        })
+    }
+
+    fn list_streams<'a>(
+        &'a self,
+        query: &'a crate::store::StreamQuery,
+    ) -> BoxFuture<'a, Result<Vec<crate::store::StreamRecord>, StoreError>> {
+        Box::pin(self.list_history(query))
     }
 
     fn sweep(&self) -> BoxFuture<'_, Result<SweepReport, StoreError>> {

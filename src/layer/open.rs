@@ -15,6 +15,7 @@ use super::protocol::{self, MCP_SESSION_ID, ResumableVersion};
 use super::pump;
 use super::registry::CapReached;
 use super::shared::Shared;
+use super::snapshot::StreamLabel;
 use crate::store::{BoxFuture, NewStream, StreamCall, StreamEnd, StreamKind};
 
 /// What the layer knows about a request while its response is on the way.
@@ -113,6 +114,7 @@ impl Exchange {
             call: response.extensions_mut().remove::<StreamCall>(),
         };
         let event_cap = new.event_cap(&shared.store.retention());
+        let label = new.call.as_ref().map(StreamLabel::of);
         let stream = match shared.store.create_stream(new).await {
             Ok(stream) => {
                 shared.store_wrote();
@@ -132,6 +134,9 @@ impl Exchange {
             }
         };
         let tail = HotTail::new(stream, session);
+        if let Some(label) = label {
+            tail.opened.set_label(label);
+        }
         if let Err(cap) = shared.live_streams.insert(&tail, config.live_streams) {
             // Another stream got the last place meanwhile.
             let _ = shared.store.end_stream(stream, StreamEnd::Abandoned).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::shared::Shared;
 use super::stats::ResumabilityStats;
-use crate::store::StreamId;
+use crate::store::{StreamCall, StreamId};
 
 /// When a stream was opened, and what it answers once that is known.
 #[derive(Debug)]
@@ -24,6 +24,16 @@ pub(crate) struct StreamLabel {
     pub(crate) tool: Option<String>,
 }
 
+impl StreamLabel {
+    /// What a stream's history records of its request.
+    pub(crate) fn of(call: &StreamCall) -> Self {
+        Self {
+            method: Some(call.method.clone()),
+            tool: call.tool.clone(),
+        }
+    }
+}
+
 impl Opened {
     pub(crate) fn now() -> Self {
         Self {
@@ -33,7 +43,6 @@ impl Opened {
     }
 
     /// Records what the stream answers; the first label set stays.
-    #[allow(dead_code)] // Set where the request's method is read (the history records it too).
     pub(crate) fn set_label(&self, label: StreamLabel) {
         let _ = self.label.set(label);
     }

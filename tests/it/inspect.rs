@@ -31,8 +31,9 @@ impl ClientHandler for Client {
     }
 }
 
-/// The progress server on a port of its own; its address.
-async fn progress_upstream() -> SocketAddr {
+/// The progress server on a port of its own; its address. The admin
+/// listener's tests use it too.
+pub(crate) async fn progress_upstream() -> SocketAddr {
     let (mcp, _shutdown) = mcp_service();
     let app = axum::Router::new().route_service("/mcp", mcp);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -390,4 +391,56 @@ fn inspect_refuses_what_is_not_an_mcp_resume_store() {
     );
     let (code, stdout, _) = inspect(&store("events.db"), &["calls"]);
     assert_eq!((code, stdout.as_str()), (Some(0), "no calls\n"));
+}
+
+/// A proxy on a Redis of its own (the default key prefix): `inspect` reads
+/// the calls it recorded, and registers no instance of its own.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_reads_a_redis_store_the_proxy_wrote() {
+    use mcp_resume_testkit::redis_server::RedisServer;
+
+    let redis = RedisServer::start();
+    let store = redis.url();
+    let upstream = progress_upstream().await;
+    let _server = proxy(upstream, &store);
+    let client = connect(&_server).await;
+    let (id, answer) = call(&client, "stream_progress", json!({ "count": 3 })).await;
+    assert!(
+        matches!(answer, Ok(ServerResult::CallToolResult(_))),
+        "{answer:?}"
+    );
+
+    let listed = calls(&store);
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(listed[0]["tool"], "stream_progress");
+    assert_eq!(listed[0]["request_id"], id.as_str());
+    assert_eq!(listed[0]["outcome"], "result");
+    assert_eq!(listed[0]["events"], 4);
+    assert!(listed[0]["bytes"].as_u64().unwrap() > 0);
+    let stream = listed[0]["stream"].as_str().unwrap().to_owned();
+    let events = inspect_json(&store, &["events", &stream]);
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[3]["data"]["result"]["isError"], false);
+    let session = listed[0]["session"].as_str().unwrap().to_owned();
+    let sessions = inspect_json(&store, &["sessions"]);
+    assert_eq!(sessions["sessions"][0]["session"], session.as_str());
+    assert_eq!(sessions["sessions"][0]["tool_calls"], 1);
+    let (code, table, stderr) = inspect(&store, &["summary"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(table.contains("stream_progress"), "{table}");
+
+    // Inspecting registered no instance: the proxy's lease is the only one.
+    let mut redis_client = redis::Client::open(store.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let instances: u64 = redis::cmd("ZCARD")
+        .arg("mcp-resume:instances")
+        .query_async(&mut redis_client)
+        .await
+        .unwrap();
+    assert_eq!(instances, 1);
 }

@@ -268,7 +268,9 @@ impl ReverseProxy {
         };
         let progress = body.progress();
         // For the stream's history (the layer takes it from the response).
-        let call = body.call();
+        let call = body
+            .call()
+            .or_else(|| crate::store::StreamCall::from_headers(&parts.headers));
         let mut response = self.client.request(Request::from_parts(parts, body));
         let answered = match self.upstream_header_timeout {
             None => Ok(response.await),

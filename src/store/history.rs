@@ -74,6 +74,26 @@ impl StreamCall {
     }
 }
 
+impl StreamCall {
+    /// Reads the call from the `Mcp-Method` and `Mcp-Name` headers that
+    /// 2026-07-28 requests carry (the name is the tool's for `tools/call`);
+    /// `None` without a method. The request id is only in the body.
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+        };
+        let mut call = Self::new(text("mcp-method")?);
+        if call.method == "tools/call" {
+            call.tool = text("mcp-name").map(|name| bounded(name.to_owned()));
+        }
+        Some(call)
+    }
+}
+
 /// Cuts `text` to [`StreamCall::MAX_FIELD_BYTES`].
 fn bounded(mut text: String) -> String {
     if text.len() > StreamCall::MAX_FIELD_BYTES {
@@ -590,6 +610,23 @@ mod tests {
         let long = format!(r#"{{"method":"{}"}}"#, "é".repeat(300));
         let call = StreamCall::from_json_rpc(long.as_bytes()).unwrap();
         assert!(call.method.len() <= StreamCall::MAX_FIELD_BYTES);
+    }
+
+    #[test]
+    fn the_call_is_read_from_2026_headers() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(StreamCall::from_headers(&headers), None);
+        headers.insert("mcp-method", "tools/call".parse().unwrap());
+        headers.insert("mcp-name", "countdown".parse().unwrap());
+        assert_eq!(
+            StreamCall::from_headers(&headers),
+            Some(StreamCall::new("tools/call").tool("countdown"))
+        );
+        headers.insert("mcp-method", "prompts/get".parse().unwrap());
+        assert_eq!(
+            StreamCall::from_headers(&headers),
+            Some(StreamCall::new("prompts/get"))
+        );
     }
 
     #[test]

@@ -680,8 +680,12 @@ impl EventStore for RedisEventStore {
                 .invoke_async::<i64>(&mut shared.conn())
                 .await
                 .map_err(backend("creating a stream in Redis"))?;
-            if let Some(call) = &new.call {
-                shared.record_call(stream, call).await?;
+            // The stream exists now: a history that cannot be written is
+            // lost, not the stream (which nobody would end if created in vain).
+            if let Some(call) = &new.call
+                && let Err(error) = shared.record_call(stream, call).await
+            {
+                tracing::warn!(%stream, %error, "Redis did not record the call a stream answers");
             }
             Ok(stream)
         })

@@ -44,7 +44,7 @@ pub(super) fn list_streams_on(
                AND (?2 IS NULL OR s.created_at >= ?2)
                AND (?3 IS NULL OR s.created_at < ?3)
                AND (?4 = 0 OR s.rpc_method = 'tools/call')
-             ORDER BY s.created_at DESC, s.stream_id DESC
+             ORDER BY s.stream_no DESC
              LIMIT ?5",
             info_columns()
         ))?;

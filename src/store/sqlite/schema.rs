@@ -96,14 +96,15 @@ const MIGRATIONS: &[&str] = &[
     // many times it was resumed. Written at creation, at the end and at a
     // resume, never per event; the outcome, the event count and the bytes
     // are read from the events when a stream is listed. Streams of earlier
-    // versions have no call and no end time.
+    // versions have no call and no end time. No index: listings go newest
+    // first by `stream_no` (the creation order), and the empty store stays
+    // within its 10 pages.
     "
     ALTER TABLE streams ADD COLUMN rpc_method TEXT;
     ALTER TABLE streams ADD COLUMN tool_name TEXT;
     ALTER TABLE streams ADD COLUMN request_id TEXT;
     ALTER TABLE streams ADD COLUMN ended_at INTEGER;
     ALTER TABLE streams ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX streams_by_creation ON streams (created_at);
     ",
 ];
 

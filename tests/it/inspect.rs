@@ -151,6 +151,22 @@ async fn inspect_shows_what_the_proxy_recorded_while_it_runs_and_after_a_sigkill
         assert!(record["duration_ms"].is_u64() && record["bytes"].as_u64().unwrap() > 0);
     }
 
+    // Windows and sessions select streams.
+    for window in [
+        ["--since", "2099-01-01"],
+        ["--until", "2000-01-01T00:00:00Z"],
+        ["--session", "nobody"],
+    ] {
+        let (code, stdout, stderr) = inspect(&store, &["calls", window[0], window[1]]);
+        assert_eq!(
+            (code, stdout.as_str()),
+            (Some(0), "no calls\n"),
+            "{window:?}: {stderr}"
+        );
+    }
+    let recent = inspect_json(&store, &["calls", "--since", "10m", "--session", &session]);
+    assert_eq!(recent["calls"].as_array().unwrap().len(), 4);
+
     // The session: its four tool calls, among its streams (initialize's
     // answer, the client's GET stream).
     let sessions = inspect_json(&store, &["sessions"]);

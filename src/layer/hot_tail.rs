@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
+use crate::metrics;
 use crate::store::{StreamId, StreamState};
 
 /// At most this many entries stay in a tail, however far behind a reader is;
@@ -63,6 +64,11 @@ struct HotTailState {
     /// it at once: a superseded body whose connection is no longer polled
     /// must not hold the ring, or the pump (see [`HotTail::lag`]), for it.
     reader: Option<(u64, Reader)>,
+    /// When the last client left, while none is attached: a resume then
+    /// measures how long its client was away.
+    left_at: Option<std::time::Instant>,
+    /// Counted in the detached-streams gauge: no client, and not ended.
+    counted_detached: bool,
 }
 
 /// Where an attached reader is.
@@ -221,7 +227,14 @@ impl HotTail {
 
     /// Marks the end of the stream; readers finish what is left and stop.
     pub(crate) fn end(&self, state: StreamState) {
-        self.lock().ended.get_or_insert(state);
+        let was_detached = {
+            let mut locked = self.lock();
+            locked.ended.get_or_insert(state);
+            std::mem::take(&mut locked.counted_detached)
+        };
+        if was_detached {
+            metrics::record::detached_streams(-1.0);
+        }
         self.bump();
     }
 
@@ -253,6 +266,12 @@ impl HotTail {
             };
             state.reader = Some((generation, reader));
             state.release();
+            if std::mem::take(&mut state.counted_detached) {
+                metrics::record::detached_streams(-1.0);
+            }
+            if let Some(left_at) = state.left_at.take() {
+                metrics::record::reconnect_delay(left_at.elapsed());
+            }
             generation
         };
         self.attached.send_replace(1);
@@ -409,6 +428,11 @@ impl Drop for Attachment {
             }
             state.reader = None;
             state.release();
+            state.left_at = Some(std::time::Instant::now());
+            if state.ended.is_none() {
+                state.counted_detached = true;
+                metrics::record::detached_streams(1.0);
+            }
         }
         self.tail.attached.send_replace(0);
         self.tail.readers_moved.send_modify(|n| *n += 1);

@@ -101,6 +101,7 @@ mod pump;
 mod registry;
 mod resume;
 mod service;
+mod sessions;
 mod shared;
 mod snapshot;
 mod stats;

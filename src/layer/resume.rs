@@ -17,6 +17,7 @@ use super::open::{Exchange, Opened};
 use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, ResumableVersion};
 use super::shared::Shared;
 use super::snapshot::{RefusalReason, ResumeOutcome};
+use crate::metrics::{self, ResumeResult, StoreOperation};
 use crate::store::{EventId, StreamInfo, StreamKind};
 
 /// Why a resume was refused: for the log only, never for the client.
@@ -95,10 +96,12 @@ where
             shared
                 .recent_resumes
                 .record(stream.map(|id| id.stream), outcome);
+            metrics::record::resume_refused(reason.reason());
             tracing::info!(?reason, "resume refused");
             return Ok(protocol::cannot_resume().map(ResponseBody::full));
         }
         Err(NotServed::StoreFailed) => {
+            metrics::record::resume(ResumeResult::StoreFailed);
             return Ok(protocol::unavailable().map(ResponseBody::full));
         }
     };
@@ -111,6 +114,7 @@ where
         let answer = inner.call(Request::from_parts(parts, body)).await?;
         if config.authorize_resumes_with_service && refuses_the_caller(answer.status()) {
             tracing::info!(status = %answer.status(), "the service refused the caller of a resume; passing its answer on");
+            metrics::record::resume(ResumeResult::RefusedByService);
             return Ok(answer.map(ResponseBody::inner));
         }
         Some(answer)
@@ -121,6 +125,7 @@ where
     let id = resume.id;
     shared.counters.resumes.increment();
     record_resume(&shared, id.stream);
+    metrics::record::resume(ResumeResult::Replayed);
     let newest = resume.local.as_ref().map_or(0, |tail| tail.last_seq());
     let behind = newest.max(resume.info.last_seq).saturating_sub(id.seq);
     let outcome = ResumeOutcome::Replayed { behind };
@@ -139,6 +144,7 @@ where
             version,
             session: resume.session,
             identity: resume.identity,
+            received: std::time::Instant::now(),
         };
         if let Some(fresh) = fresh_standalone(answer, exchange, &config, &shared).await {
             feed = feed.then(fresh);
@@ -170,7 +176,7 @@ async fn authorize(
         Ok(None) => return Err(Refused(Refusal::Unknown)),
         Err(error) if error.is_cannot_resume() => return Err(Refused(Refusal::Unknown)),
         Err(error) => {
-            shared.store_failed();
+            shared.store_failed(StoreOperation::Lookup, &error);
             tracing::error!(%error, "event store failed while looking up a resume");
             return Err(NotServed::StoreFailed);
         }

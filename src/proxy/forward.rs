@@ -394,11 +394,12 @@ fn unreadable_request(error: &dyn fmt::Display, partly_sent: bool) -> Response<P
 /// `502 Bad Gateway` for an upstream that could not be reached or failed
 /// before answering. The client learns which upstream; the log gets why.
 fn bad_gateway(upstream: &Upstream, error: &legacy::Error) -> Response<ProxyBody> {
-    let what = match tls::handshake_failure(error) {
-        Some(why) => format!("cannot be reached securely: {why}"),
-        None if error.is_connect() => "cannot be reached".to_owned(),
-        None => "failed before answering".to_owned(),
+    let (what, kind) = match tls::handshake_failure(error) {
+        Some(why) => (format!("cannot be reached securely: {why}"), "tls"),
+        None if error.is_connect() => ("cannot be reached".to_owned(), "connect"),
+        None => ("failed before answering".to_owned(), "failed"),
     };
+    crate::metrics::record::proxy_upstream_error(kind);
     tracing::warn!(
         upstream = %upstream,
         error = %ErrorChain(error),
@@ -411,6 +412,7 @@ fn bad_gateway(upstream: &Upstream, error: &legacy::Error) -> Response<ProxyBody
 /// `504 Gateway Timeout` for an upstream that sent no response headers
 /// within `timeout`.
 fn gateway_timeout(upstream: &Upstream, timeout: Duration) -> Response<ProxyBody> {
+    crate::metrics::record::proxy_upstream_error("timeout");
     tracing::warn!(
         upstream = %upstream,
         ?timeout,

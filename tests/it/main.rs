@@ -21,6 +21,7 @@ mod layer_resume;
 mod layer_rewrite;
 mod layer_session;
 mod layer_tracing;
+mod metrics;
 mod proxy_faults;
 mod proxy_rebinding;
 mod proxy_tls;

@@ -81,6 +81,7 @@
 //!   [`MemoryEventStore`](store::MemoryEventStore) (tests, ephemeral
 //!   servers) and `RedisEventStore` (feature `redis`: a fleet behind a load
 //!   balancer), with the replay and follow that every backend shares.
+//! - [`metrics`]: the names, labels and meaning of the metrics recorded.
 //! - [`sse`]: the exact, incremental Server-Sent-Events codec the layer
 //!   parses the service's streams and writes its own with.
 //!
@@ -90,11 +91,14 @@
 //! - `cli` (default): the `mcp-resume` binary; implies `proxy` and `sqlite`.
 //! - `proxy`: the [`proxy`] module.
 //! - `redis`: the Redis Streams store.
+//! - `metrics` (default): the layer and the proxy record [`metrics`] through
+//!   the `metrics` facade, for the recorder the embedder (or the binary) installs.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod layer;
+pub mod metrics;
 #[cfg(feature = "proxy")]
 #[cfg_attr(docsrs, doc(cfg(feature = "proxy")))]
 pub mod proxy;

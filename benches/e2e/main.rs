@@ -28,6 +28,9 @@
 //!    load on this disk, which the `SQLite` rows' added p99 is set against.
 //!    And how long this disk takes to sync one appended WAL frame: what a
 //!    `FULL` commit waits for at least.
+//!    And the cost of metrics: the same flood through the layer (memory
+//!    store, SQLite `NORMAL`) with a Prometheus recorder receiving the
+//!    layer's metrics, against without a recorder, in the same rounds.
 //! 3. rmcp's `StreamableHttpService` alone against behind the layer on
 //!    SQLite: rmcp's client, 20 tool calls at once, 1,000 progress
 //!    notifications each, timed until every result and notification arrived.
@@ -47,7 +50,7 @@
 //! HTML comments that mark it): machine, date, commit, the targets met and
 //! the headline rows, for the README to link to or quote.
 //!
-//! Environment: `MCP_RESUME_BENCH_ONLY=json,sse,rmcp,python,resume,memory,scaling`
+//! Environment: `MCP_RESUME_BENCH_ONLY=json,sse,metrics,rmcp,python,resume,memory,scaling`
 //! runs some sections; `MCP_RESUME_BENCH_QUICK=1` runs a small version of
 //! everything (a smoke test: it writes under `target/` instead);
 //! `MCP_RESUME_BENCH_PYTHON` and `MCP_RESUME_BENCH_PY_EXAMPLE` (set by
@@ -60,6 +63,7 @@ use std::time::{Duration, Instant};
 mod common;
 mod mcp;
 mod memory;
+mod metrics_overhead;
 mod net;
 mod raw;
 mod report;
@@ -195,6 +199,9 @@ fn main() {
         }
         if runs("sse") {
             raw::sse(&mut report, &plan, &dir).await;
+        }
+        if runs("metrics") {
+            metrics_overhead::overhead(&mut report, &plan, &dir).await;
         }
         let mut rmcp_layer = None;
         if runs("rmcp") {

@@ -41,7 +41,7 @@ async fn json_rate(
 /// Events per second delivered to `streams` concurrent clients whose
 /// producers emit as fast as they can for `window`: every event produced is
 /// read, and the clock stops when the last client has read its last one.
-async fn flood_rate(
+pub async fn flood_rate(
     client: &HttpClient,
     addr: SocketAddr,
     streams: usize,

@@ -312,6 +312,7 @@ impl Feed {
 fn report_caught_up(replayed: &mut Option<u64>, shared: &Shared, stream: StreamId) {
     if let Some(replayed) = replayed.take() {
         shared.counters.events_replayed.add(replayed);
+        crate::metrics::record::replayed(replayed);
         tracing::info!(%stream, replayed, "resume caught up with the stream");
     }
 }

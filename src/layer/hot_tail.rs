@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
+use crate::metrics;
 use crate::store::{StreamId, StreamState};
 
 /// At most this many entries stay in a tail, however far behind a reader is;
@@ -26,6 +27,9 @@ pub(crate) const MAX_READER_LAG: u64 = 4096;
 pub(crate) struct HotTail {
     pub(crate) stream: StreamId,
     pub(crate) session: Option<String>,
+    /// When the stream was opened, and what it answers: for the status
+    /// snapshot (see [`super::snapshot`]).
+    pub(crate) opened: super::snapshot::Opened,
     state: Mutex<HotTailState>,
     /// Bumped on every change a reader may care about: new events, a
     /// keep-alive, the end, a takeover.
@@ -60,6 +64,11 @@ struct HotTailState {
     /// it at once: a superseded body whose connection is no longer polled
     /// must not hold the ring, or the pump (see [`HotTail::lag`]), for it.
     reader: Option<(u64, Reader)>,
+    /// When the last client left, while none is attached: a resume then
+    /// measures how long its client was away.
+    left_at: Option<std::time::Instant>,
+    /// Counted in the detached-streams gauge: no client, and not ended.
+    counted_detached: bool,
 }
 
 /// Where an attached reader is.
@@ -152,6 +161,7 @@ impl HotTail {
         Arc::new(Self {
             stream,
             session,
+            opened: super::snapshot::Opened::now(),
             state: Mutex::new(HotTailState::default()),
             version: watch::Sender::new(0),
             attached: watch::Sender::new(0),
@@ -217,7 +227,14 @@ impl HotTail {
 
     /// Marks the end of the stream; readers finish what is left and stop.
     pub(crate) fn end(&self, state: StreamState) {
-        self.lock().ended.get_or_insert(state);
+        let was_detached = {
+            let mut locked = self.lock();
+            locked.ended.get_or_insert(state);
+            std::mem::take(&mut locked.counted_detached)
+        };
+        if was_detached {
+            metrics::record::detached_streams(-1.0);
+        }
         self.bump();
     }
 
@@ -228,6 +245,11 @@ impl HotTail {
 
     pub(crate) fn last_seq(&self) -> u64 {
         self.lock().last_seq
+    }
+
+    /// Whether a client body is attached now.
+    pub(crate) fn is_attached(&self) -> bool {
+        *self.attached.borrow() > 0
     }
 
     /// Attaches a client body that has read up to `position`. The previous
@@ -244,6 +266,12 @@ impl HotTail {
             };
             state.reader = Some((generation, reader));
             state.release();
+            if std::mem::take(&mut state.counted_detached) {
+                metrics::record::detached_streams(-1.0);
+            }
+            if let Some(left_at) = state.left_at.take() {
+                metrics::record::reconnect_delay(left_at.elapsed());
+            }
             generation
         };
         self.attached.send_replace(1);
@@ -400,6 +428,11 @@ impl Drop for Attachment {
             }
             state.reader = None;
             state.release();
+            state.left_at = Some(std::time::Instant::now());
+            if state.ended.is_none() {
+                state.counted_detached = true;
+                metrics::record::detached_streams(1.0);
+            }
         }
         self.tail.attached.send_replace(0);
         self.tail.readers_moved.send_modify(|n| *n += 1);

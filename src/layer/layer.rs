@@ -9,6 +9,7 @@ use super::config::{Config, StoreFailurePolicy};
 use super::registry::Caps;
 use super::service::Resumability;
 use super::shared::Shared;
+use super::snapshot::StatusSnapshot;
 use super::stats::ResumabilityStats;
 use crate::sse::SseLimits;
 use crate::store::EventStore;
@@ -259,6 +260,16 @@ impl ResumabilityLayer {
     /// What this layer (and its clones) has done so far.
     pub fn stats(&self) -> ResumabilityStats {
         self.shared.counters.snapshot()
+    }
+
+    /// What this layer (and its clones) is doing now, for a status page:
+    /// the counters, how many streams are live and attached, the newest
+    /// `max_streams` live streams, and the latest resumes (at most
+    /// [`StatusSnapshot::RECENT_RESUMES`]). Costs a walk over the live
+    /// streams (at most [`max_live_streams`](Self::max_live_streams)); take
+    /// it about once a second, not per request.
+    pub fn snapshot(&self, max_streams: usize) -> StatusSnapshot {
+        super::snapshot::take(&self.shared, max_streams)
     }
 }
 

@@ -101,7 +101,9 @@ mod pump;
 mod registry;
 mod resume;
 mod service;
+mod sessions;
 mod shared;
+mod snapshot;
 mod stats;
 mod wire;
 
@@ -110,4 +112,5 @@ pub use config::StoreFailurePolicy;
 pub use future::ResponseFuture;
 pub use layer::ResumabilityLayer;
 pub use service::Resumability;
+pub use snapshot::{LiveStream, RecentResume, RefusalReason, ResumeOutcome, StatusSnapshot};
 pub use stats::ResumabilityStats;

@@ -16,6 +16,7 @@ use super::config::{Config, StoreFailurePolicy, sleep_until};
 use super::hot_tail::{HotTail, MAX_READER_LAG, Published};
 use super::shared::Shared;
 use super::wire;
+use crate::metrics::{self, Operation, StoreOperation, Unresumable};
 use crate::sse::{Block, SseError, SseParser};
 use crate::store::{
     AppendReceipt, BoxFuture, LeaseKind, NewEvent, StoreError, StreamEnd, StreamId,
@@ -100,6 +101,7 @@ pub(crate) fn spawn<B>(
     body: B,
     tail: Arc<HotTail>,
     event_cap: u64,
+    operation: Option<Operation>,
     config: Arc<Config>,
     shared: Arc<Shared>,
 ) where
@@ -126,6 +128,7 @@ pub(crate) fn spawn<B>(
             max_lag,
             readers,
             end_recorded: false,
+            operation,
         }
         .run(body),
         span,
@@ -147,6 +150,8 @@ struct Pump {
     /// The store already holds the stream's end (marked abandoned when a
     /// commit failed under the fail-open policy).
     end_recorded: bool,
+    /// The MCP request this stream answers, timed until the stream ends.
+    operation: Option<Operation>,
 }
 
 /// What the inner service sent, in order.
@@ -272,6 +277,10 @@ impl DetachTimer {
 struct Commit {
     receipt: BoxFuture<'static, Result<AppendReceipt, StoreError>>,
     items: Vec<Item>,
+    /// What it commits, and since when, for the metrics.
+    events: u64,
+    bytes: u64,
+    started: std::time::Instant,
 }
 
 /// What woke the pump up.
@@ -461,7 +470,14 @@ impl Pump {
         }
         let shared = Arc::clone(&self.shared);
         let stream = self.tail.stream;
+        let bytes = events
+            .iter()
+            .map(|event| event.data.len() + event.event_type.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>() as u64;
         Some(Commit {
+            events: events.len() as u64,
+            bytes,
+            started: std::time::Instant::now(),
             receipt: Box::pin(async move { shared.store.append(stream, events).await }),
             items,
         })
@@ -476,6 +492,7 @@ impl Pump {
         let first_seq = match receipt {
             Ok(receipt) => {
                 self.shared.store_wrote();
+                metrics::record::committed(commit.events, commit.bytes, commit.started.elapsed());
                 receipt.first_seq
             }
             Err(StoreError::StreamNotFound(_) | StoreError::StreamEnded { .. }) => {
@@ -483,7 +500,7 @@ impl Pump {
                 return Some(Stop::Gone);
             }
             Err(error) => {
-                self.shared.store_failed();
+                self.shared.store_failed(StoreOperation::Append, &error);
                 tracing::error!(%error, "event store failed to commit");
                 if self.config.on_store_failure == StoreFailurePolicy::FailClosed {
                     return Some(Stop::GaveUp);
@@ -491,6 +508,7 @@ impl Pump {
                 tracing::warn!("serving the rest of this stream without resumability (fail open)");
                 self.stored = false;
                 self.shared.counters.passthrough_streams.increment();
+                metrics::record::unresumable(Unresumable::StoreFailure);
                 // What the store holds ends here; if it cannot say so now,
                 // `finish` records it (and retries until it can).
                 self.end_recorded = self
@@ -555,7 +573,7 @@ impl Pump {
                 // Purged with its session meanwhile: nothing left to record.
                 Err(StoreError::StreamNotFound(_) | StoreError::StreamEnded { .. }) => true,
                 Err(error) => {
-                    self.shared.store_failed();
+                    self.shared.store_failed(StoreOperation::End, &error);
                     tracing::error!(
                         %error,
                         "event store failed to record the end of the stream; retrying until it does"
@@ -577,6 +595,10 @@ impl Pump {
         match end {
             StreamEnd::Complete => self.shared.counters.streams_completed.increment(),
             StreamEnd::Abandoned => self.shared.counters.streams_abandoned.increment(),
+        }
+        metrics::record::stream_ended(end == StreamEnd::Complete);
+        if let Some(operation) = self.operation {
+            operation.finished();
         }
         tracing::info!(events = self.tail.last_seq(), state = ?end, "stream ended");
     }

@@ -46,6 +46,7 @@ impl LiveStreamsState {
     /// Takes a stream out of the live ones and its session's count.
     fn release(&mut self, stream: StreamId) -> Option<Arc<HotTail>> {
         let tail = self.streams.remove(&stream)?;
+        crate::metrics::record::live_streams(-1.0);
         if let Some(session) = &tail.session
             && let Some(count) = self.per_session.get_mut(session)
         {
@@ -88,6 +89,7 @@ impl LiveStreams {
             *state.per_session.entry(session.clone()).or_default() += 1;
         }
         state.streams.insert(tail.stream, tail.clone());
+        crate::metrics::record::live_streams(1.0);
         Ok(())
     }
 
@@ -117,6 +119,12 @@ impl LiveStreams {
             .get(&stream)
             .or_else(|| state.ending.get(&stream))
             .cloned()
+    }
+
+    /// The live streams (not those only kept until their end is
+    /// recorded), for a status snapshot.
+    pub(crate) fn live(&self) -> Vec<Arc<HotTail>> {
+        self.lock().streams.values().cloned().collect()
     }
 
     /// The streams of a session here, to stop when the session is deleted.

@@ -16,6 +16,8 @@ use super::hot_tail::HotTail;
 use super::open::{Exchange, Opened};
 use super::protocol::{self, LAST_EVENT_ID, MCP_SESSION_ID, ResumableVersion};
 use super::shared::Shared;
+use super::snapshot::{RefusalReason, ResumeOutcome};
+use crate::metrics::{self, ResumeResult, StoreOperation};
 use crate::store::{EventId, StreamInfo, StreamKind};
 
 /// Why a resume was refused: for the log only, never for the client.
@@ -30,6 +32,19 @@ enum Refusal {
     Ahead,
     /// At the end of a stream whose producer is gone: nothing to resume.
     Finished,
+}
+
+impl Refusal {
+    /// The reason operators see (the status snapshot).
+    fn reason(&self) -> RefusalReason {
+        match self {
+            Self::Malformed => RefusalReason::Malformed,
+            Self::Unknown | Self::Ahead => RefusalReason::Unknown,
+            Self::Foreign => RefusalReason::Foreign,
+            Self::Trimmed => RefusalReason::Trimmed,
+            Self::Finished => RefusalReason::Ended,
+        }
+    }
 }
 
 /// Why a resume is not served.
@@ -75,10 +90,18 @@ where
         Ok(resume) => resume,
         Err(NotServed::Refused(reason)) => {
             shared.counters.rejections.increment();
+            let stream = parts.headers.get(&LAST_EVENT_ID);
+            let stream = stream.and_then(|id| EventId::parse(id.as_bytes()).ok());
+            let outcome = ResumeOutcome::Refused(reason.reason());
+            shared
+                .recent_resumes
+                .record(stream.map(|id| id.stream), outcome);
+            metrics::record::resume_refused(reason.reason());
             tracing::info!(?reason, "resume refused");
             return Ok(protocol::cannot_resume().map(ResponseBody::full));
         }
         Err(NotServed::StoreFailed) => {
+            metrics::record::resume(ResumeResult::StoreFailed);
             return Ok(protocol::unavailable().map(ResponseBody::full));
         }
     };
@@ -91,6 +114,7 @@ where
         let answer = inner.call(Request::from_parts(parts, body)).await?;
         if config.authorize_resumes_with_service && refuses_the_caller(answer.status()) {
             tracing::info!(status = %answer.status(), "the service refused the caller of a resume; passing its answer on");
+            metrics::record::resume(ResumeResult::RefusedByService);
             return Ok(answer.map(ResponseBody::inner));
         }
         Some(answer)
@@ -100,6 +124,12 @@ where
 
     let id = resume.id;
     shared.counters.resumes.increment();
+    record_resume(&shared, id.stream);
+    metrics::record::resume(ResumeResult::Replayed);
+    let newest = resume.local.as_ref().map_or(0, |tail| tail.last_seq());
+    let behind = newest.max(resume.info.last_seq).saturating_sub(id.seq);
+    let outcome = ResumeOutcome::Replayed { behind };
+    shared.recent_resumes.record(Some(id.stream), outcome);
     tracing::info!(stream = %id.stream, after = id.seq, state = %resume.info.state, "resuming stream");
     let mut feed = match resume.local {
         Some(tail) => Feed::from_tail(tail.attach(id.seq), shared.clone()),
@@ -114,6 +144,7 @@ where
             version,
             session: resume.session,
             identity: resume.identity,
+            received: std::time::Instant::now(),
         };
         if let Some(fresh) = fresh_standalone(answer, exchange, &config, &shared).await {
             feed = feed.then(fresh);
@@ -148,7 +179,7 @@ async fn authorize(
         }
         Err(error) if error.is_cannot_resume() => return Err(Refused(Refusal::Unknown)),
         Err(error) => {
-            shared.store_failed();
+            shared.store_failed(StoreOperation::Lookup, &error);
             tracing::error!(%error, "event store failed while looking up a resume");
             return Err(NotServed::StoreFailed);
         }
@@ -234,4 +265,15 @@ where
             None
         }
     }
+}
+
+/// Counts the resume in the stream's history, off the resume's path: a
+/// store that fails to count it loses the count, not the resume.
+fn record_resume(shared: &Shared, stream: crate::store::StreamId) {
+    let store = shared.store.clone();
+    tokio::spawn(async move {
+        if let Err(error) = store.record_resume(stream).await {
+            tracing::debug!(%stream, %error, "event store did not count a resume in the stream's history");
+        }
+    });
 }

@@ -115,6 +115,7 @@ where
             version,
             session: protocol::header_text(&parts.headers, &MCP_SESSION_ID),
             identity: self.config.identity_of(&parts),
+            received: std::time::Instant::now(),
         };
         let inner = self.inner.call(Request::from_parts(parts, body));
         ResponseFuture::intercept(inner, exchange, self.config.clone(), self.shared.clone())

@@ -8,8 +8,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::registry::LiveStreams;
+use super::sessions::SessionClock;
+use super::snapshot::RecentResumes;
 use super::stats::Counters;
-use crate::store::EventStore;
+use crate::metrics::{self, StoreOperation};
+use crate::store::{EventStore, StoreError};
 
 /// While the store is known to be failing, the fail-closed policy lets one
 /// request through this often, to find out whether it has recovered.
@@ -21,6 +24,10 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) live_streams: LiveStreams,
     pub(crate) counters: Counters,
+    /// When the sessions seen began, for the session-duration metric.
+    pub(crate) sessions: SessionClock,
+    /// The latest resumes, for [`super::ResumabilityLayer::snapshot`].
+    pub(crate) recent_resumes: RecentResumes,
     store_health: StoreHealth,
 }
 
@@ -30,14 +37,17 @@ impl Shared {
             store,
             live_streams: LiveStreams::default(),
             counters: Counters::default(),
+            sessions: SessionClock::default(),
+            recent_resumes: RecentResumes::default(),
             store_health: StoreHealth::default(),
         }
     }
 
     /// Counts a failed store operation; the store is failing until a write
     /// succeeds again, and the next probe waits a [`STORE_PROBE_INTERVAL`].
-    pub(crate) fn store_failed(&self) {
+    pub(crate) fn store_failed(&self, operation: StoreOperation, error: &StoreError) {
         self.counters.store_failures.increment();
+        metrics::record::store_error(operation, error);
         *self.store_health.lock_next_probe() = Some(Instant::now() + STORE_PROBE_INTERVAL);
         self.store_health.failing.store(true, Ordering::Relaxed);
     }

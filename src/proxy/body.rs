@@ -50,7 +50,13 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut self.get_mut().kind {
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(body) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    crate::metrics::record::proxy_upstream_error("body");
+                }
+                polled
+            }
             Kind::Local(data) => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
         }
     }

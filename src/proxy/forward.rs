@@ -267,6 +267,10 @@ impl ReverseProxy {
             None => UpstreamBody::streamed(Default::default(), body),
         };
         let progress = body.progress();
+        // For the stream's history (the layer takes it from the response).
+        let call = body
+            .call()
+            .or_else(|| crate::store::StreamCall::from_headers(&parts.headers));
         let mut response = self.client.request(Request::from_parts(parts, body));
         let answered = match self.upstream_header_timeout {
             None => Ok(response.await),
@@ -286,7 +290,13 @@ impl ReverseProxy {
             }
         };
         match answered {
-            Ok(Ok(response)) => downstream_response(response),
+            Ok(Ok(response)) => {
+                let mut response = downstream_response(response);
+                if let Some(call) = call {
+                    response.extensions_mut().insert(call);
+                }
+                response
+            }
             Ok(Err(error)) => match progress.failure() {
                 // The client's body broke while it streamed upstream.
                 Some(failure) => unreadable_request(&failure, true),
@@ -384,11 +394,12 @@ fn unreadable_request(error: &dyn fmt::Display, partly_sent: bool) -> Response<P
 /// `502 Bad Gateway` for an upstream that could not be reached or failed
 /// before answering. The client learns which upstream; the log gets why.
 fn bad_gateway(upstream: &Upstream, error: &legacy::Error) -> Response<ProxyBody> {
-    let what = match tls::handshake_failure(error) {
-        Some(why) => format!("cannot be reached securely: {why}"),
-        None if error.is_connect() => "cannot be reached".to_owned(),
-        None => "failed before answering".to_owned(),
+    let (what, kind) = match tls::handshake_failure(error) {
+        Some(why) => (format!("cannot be reached securely: {why}"), "tls"),
+        None if error.is_connect() => ("cannot be reached".to_owned(), "connect"),
+        None => ("failed before answering".to_owned(), "failed"),
     };
+    crate::metrics::record::proxy_upstream_error(kind);
     tracing::warn!(
         upstream = %upstream,
         error = %ErrorChain(error),
@@ -401,6 +412,7 @@ fn bad_gateway(upstream: &Upstream, error: &legacy::Error) -> Response<ProxyBody
 /// `504 Gateway Timeout` for an upstream that sent no response headers
 /// within `timeout`.
 fn gateway_timeout(upstream: &Upstream, timeout: Duration) -> Response<ProxyBody> {
+    crate::metrics::record::proxy_upstream_error("timeout");
     tracing::warn!(
         upstream = %upstream,
         ?timeout,

@@ -82,6 +82,11 @@ impl Progress {
     }
 }
 
+/// How much of a buffered request body is read for its method, id and
+/// tool: these come first in the requests clients send, and a tool's
+/// arguments after them may be large.
+const CALL_PEEK_BYTES: usize = 64 * 1024;
+
 /// The body of a request sent upstream: frames already read, then (for a
 /// streamed body) the rest of the client's body as it arrives.
 pub(crate) struct UpstreamBody {
@@ -124,6 +129,20 @@ impl UpstreamBody {
         };
         body.note_if_sent();
         body
+    }
+
+    /// The JSON-RPC request the buffered part of the body starts with, read
+    /// from at most its first [`CALL_PEEK_BYTES`], for the stream's history.
+    pub(crate) fn call(&self) -> Option<crate::store::StreamCall> {
+        let mut prefix = Vec::new();
+        for data in self.read.iter().filter_map(Frame::data_ref) {
+            let room = CALL_PEEK_BYTES - prefix.len();
+            prefix.extend_from_slice(&data[..data.len().min(room)]);
+            if prefix.len() == CALL_PEEK_BYTES {
+                break;
+            }
+        }
+        crate::store::StreamCall::from_json_rpc(&prefix)
     }
 
     /// Shared with the request's future: when the body was sent, or why it failed.

@@ -305,6 +305,7 @@ where
                     if let Err(error) = stream.set_nodelay(true) {
                         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
                     }
+                    let open = crate::metrics::record::ProxyConnection::opened();
                     let first_request = Arc::new(Notify::new());
                     let service = NoteRequests {
                         inner: TowerToHyperService::new(service.clone()),
@@ -323,13 +324,17 @@ where
                             .serve_connection(TokioIo::new(stream), service)
                             .into_owned();
                         let connection = graceful.watch(connection);
-                        connections.spawn(until_first_request(connection, first_request, deadline, peer));
+                        connections.spawn(async move {
+                            let _open = open;
+                            until_first_request(connection, first_request, deadline, peer).await;
+                        });
                         continue;
                     };
                     let builder = builder.clone();
                     let watcher = graceful.watcher();
                     let mut handshakes_stopped = handshakes_stopped.clone();
                     connections.spawn(async move {
+                        let _open = open;
                         let mut deadline = std::pin::pin!(deadline);
                         let stream = tokio::select! {
                             accepted = tls.accept(stream) => match accepted {

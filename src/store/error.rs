@@ -159,6 +159,33 @@ pub enum StoreError {
         path: PathBuf,
     },
 
+    /// The file's schema is older than this build reads without migrating
+    /// it, and it was opened read-only (as `mcp-resume inspect` does), so
+    /// it was not migrated. Nothing was changed in the file.
+    #[error(
+        "{path} has event store schema version {found}, older than the {required} this build \
+         reads; open it once with this build's proxy (or SqliteEventStore::open) to migrate it, \
+         or inspect it with the mcp-resume that wrote it"
+    )]
+    SchemaTooOld {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The version this build reads.
+        required: i64,
+    },
+
+    /// The store cannot do this: it was opened read-only, or the backend
+    /// does not implement it.
+    #[error("this event store cannot {operation}: {reason}")]
+    Unsupported {
+        /// What was asked.
+        operation: &'static str,
+        /// Why not.
+        reason: &'static str,
+    },
+
     /// An operating-system I/O error.
     #[error("I/O error on {path}: {source}")]
     Io {

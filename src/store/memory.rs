@@ -9,8 +9,8 @@ use super::lease::LeaseTable;
 use super::live::LiveStreams;
 use super::{
     AppendReceipt, Batch, BoxFuture, EventStore, LeaseKind, NewEvent, NewStream, ReadLimit,
-    Retention, StoreError, StoredEvent, StreamEnd, StreamId, StreamInfo, StreamState, Subscription,
-    SweepReport,
+    Retention, StoreError, StoredEvent, StreamCall, StreamEnd, StreamId, StreamInfo, StreamOutcome,
+    StreamQuery, StreamRecord, StreamState, Subscription, SweepReport,
 };
 
 /// An [`EventStore`] that keeps everything in memory.
@@ -49,6 +49,28 @@ struct MemStream {
     cap: u64,
     /// Retained events; `events[i].seq == info.first_seq + i`.
     events: VecDeque<StoredEvent>,
+    /// Its history: the request it answers, when it ended, its resumes.
+    call: Option<StreamCall>,
+    ended_at: Option<SystemTime>,
+    resumes: u64,
+}
+
+impl MemStream {
+    fn record(&self) -> StreamRecord {
+        let last = self.events.back().map(|event| &event.data[..]);
+        StreamRecord {
+            info: self.info.clone(),
+            call: self.call.clone(),
+            ended_at: self.ended_at,
+            outcome: StreamOutcome::derive(self.info.kind, self.info.state, last),
+            bytes: self
+                .events
+                .iter()
+                .map(|e| (e.data.len() + e.event_type.as_ref().map_or(0, |t| t.len())) as u64)
+                .sum(),
+            resumes: self.resumes,
+        }
+    }
 }
 
 impl MemoryEventStore {
@@ -165,6 +187,9 @@ impl EventStore for MemoryEventStore {
                     },
                     events: VecDeque::new(),
                     cap,
+                    call: new.call,
+                    ended_at: None,
+                    resumes: 0,
                 },
             );
             self.live.started(id, 0);
@@ -227,6 +252,7 @@ impl EventStore for MemoryEventStore {
             }
             entry.info.state = end.into();
             entry.info.last_activity = SystemTime::now();
+            entry.ended_at = Some(entry.info.last_activity);
             let (last_seq, state) = (entry.info.last_seq, entry.info.state);
             drop(inner);
             self.live.ended(stream, last_seq, state);
@@ -334,6 +360,31 @@ impl EventStore for MemoryEventStore {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move { self.lock().map(drop) })
+    }
+
+    fn record_resume(&self, stream: StreamId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if let Some(entry) = self.lock()?.streams.get_mut(&stream) {
+                entry.resumes += 1;
+            }
+            Ok(())
+        })
+    }
+
+    fn list_streams<'a>(
+        &'a self,
+        query: &'a StreamQuery,
+    ) -> BoxFuture<'a, Result<Vec<StreamRecord>, StoreError>> {
+        Box::pin(async move {
+            let inner = self.lock()?;
+            let records = inner
+                .streams
+                .values()
+                .filter(|s| query.admits(&s.info, s.call.as_ref()))
+                .map(MemStream::record)
+                .collect();
+            Ok(query.finish(records))
+        })
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {

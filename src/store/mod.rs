@@ -91,6 +91,7 @@
 //! ```
 
 mod error;
+pub mod history;
 mod lease;
 mod live;
 mod memory;
@@ -105,6 +106,7 @@ mod types;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisEventStore, RedisOptions};
 pub use error::StoreError;
+pub use history::{StreamCall, StreamOutcome, StreamQuery, StreamRecord};
 pub use lease::LeaseKind;
 pub use live::Subscription;
 pub use memory::MemoryEventStore;
@@ -112,7 +114,7 @@ pub(crate) use read::read_page_known_to_follow;
 pub use read::{EventBatches, ReadLimit, follow, replay};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::{SqliteEventStore, SqliteOptions, SyncMode};
+pub use sqlite::{SqliteEventStore, SqliteOptions, SqliteReadOnlyStore, SyncMode};
 pub use types::{
     AppendReceipt, Batch, EventId, InvalidId, NewEvent, NewStream, Retention, StoredEvent,
     StreamEnd, StreamHead, StreamId, StreamInfo, StreamKind, StreamState, SweepReport,
@@ -248,4 +250,30 @@ pub trait EventStore: Send + Sync + 'static {
         stream: StreamId,
         kind: LeaseKind,
     ) -> BoxFuture<'_, Result<Option<std::time::Duration>, StoreError>>;
+
+    // History: what each stream was, for operators (see [`history`]).
+
+    /// Counts one resume of `stream` in its history
+    /// ([`StreamRecord::resumes`]). A stream that no longer exists is not
+    /// an error. The default records nothing.
+    fn record_resume(&self, stream: StreamId) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = stream;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The streams `query` selects, with their history, newest first.
+    /// [`history::sessions`] and [`history::summary`] are built on it. The
+    /// default fails with [`StoreError::Unsupported`].
+    fn list_streams<'a>(
+        &'a self,
+        query: &'a StreamQuery,
+    ) -> BoxFuture<'a, Result<Vec<StreamRecord>, StoreError>> {
+        let _ = query;
+        Box::pin(async {
+            Err(StoreError::Unsupported {
+                operation: "list streams",
+                reason: "the backend keeps no history",
+            })
+        })
+    }
 }

@@ -223,6 +223,9 @@ pub struct NewStream {
     /// Keep at most this many events of this stream, instead of the store's
     /// [`Retention::max_events_per_stream`]. Values below 1 are treated as 1.
     pub max_events: Option<u64>,
+    /// The request the stream answers, kept for its history (see
+    /// [`EventStore::list_streams`](super::EventStore::list_streams)).
+    pub call: Option<super::StreamCall>,
 }
 
 impl NewStream {
@@ -233,7 +236,14 @@ impl NewStream {
             session: None,
             identity: None,
             max_events: None,
+            call: None,
         }
+    }
+
+    /// Records the request the stream answers.
+    pub fn call(mut self, call: super::StreamCall) -> Self {
+        self.call = Some(call);
+        self
     }
 
     /// Binds the stream to an MCP session.

@@ -42,10 +42,10 @@ async fn guard<F: Future>(what: &str, fut: F) -> F::Output {
 // ---------------------------------------------------------------------------
 
 /// A running `mcp-resume`, killed when dropped. Its stderr (the log) is
-/// printed if the test fails.
-struct Server {
+/// printed if the test fails. Other areas' tests of the binary use it too.
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Everything printed on stdout, the listening line included.
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -65,7 +65,7 @@ fn command(args: &[&str]) -> Command {
 }
 
 impl Server {
-    fn start(args: &[&str]) -> Self {
+    pub(crate) fn start(args: &[&str]) -> Self {
         Self::start_with_env(args, &[])
     }
 
@@ -149,7 +149,7 @@ impl Server {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/mcp", self.addr)
     }
 
@@ -166,7 +166,7 @@ impl Server {
     }
 
     /// SIGKILL: no shutdown at all.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.exited = Some(self.child.wait().expect("reaped"));
     }
@@ -203,7 +203,7 @@ impl Drop for Server {
 }
 
 /// Runs the binary to completion (for `--help` and bad options).
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
+pub(crate) fn run(args: &[&str]) -> (Option<i32>, String, String) {
     let output = command(args).output().expect("the binary runs");
     (
         output.status.code(),
@@ -217,7 +217,7 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
 // ---------------------------------------------------------------------------
 
 /// Sends one request on a fresh HTTP/1.1 connection.
-async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Response<Incoming> {
+pub(crate) async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Response<Incoming> {
     let tcp = guard("connect", TcpStream::connect(addr))
         .await
         .expect("connect");
@@ -231,7 +231,12 @@ async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Response<Incom
 }
 
 /// A resume: GET with `Last-Event-ID`.
-fn resume(url: &str, session: &str, version: &str, last_event_id: &str) -> Request<Full<Bytes>> {
+pub(crate) fn resume(
+    url: &str,
+    session: &str,
+    version: &str,
+    last_event_id: &str,
+) -> Request<Full<Bytes>> {
     Request::get(url)
         .header("accept", "text/event-stream")
         .header("mcp-session-id", session)
@@ -429,7 +434,7 @@ fn assert_countdown(events: &[&Event], id: u64, steps: u64) {
     assert_eq!(result["result"]["isError"], false);
 }
 
-fn sqlite_arg(path: &Path) -> String {
+pub(crate) fn sqlite_arg(path: &Path) -> String {
     format!("sqlite:{}", path.display())
 }
 

@@ -84,6 +84,14 @@ fn has_field(events: &[Captured], name: &str) -> bool {
 #[tokio::test(flavor = "current_thread")]
 async fn tracing_reports_every_step() {
     let capture = Capture::default();
+    // While one subscriber is registered, tracing-core caches a callsite's
+    // interest from the subscriber of whichever thread hits it first: a test
+    // running beside this one, without a subscriber, would make it `never`
+    // and this test's events would be lost. With a second one registered
+    // for the whole process, every callsite asks them all.
+    static SECOND_SUBSCRIBER: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SECOND_SUBSCRIBER
+        .get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
     let failing = FailingStore::new();

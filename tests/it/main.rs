@@ -13,6 +13,8 @@ mod suite;
 mod cli;
 mod fleet;
 mod infra;
+#[cfg(feature = "sqlite")]
+mod inspect;
 mod layer_compose;
 mod layer_faults;
 mod layer_passthrough;
@@ -20,6 +22,7 @@ mod layer_resume;
 mod layer_rewrite;
 mod layer_session;
 mod layer_tracing;
+mod metrics;
 mod proxy_faults;
 mod proxy_rebinding;
 mod proxy_tls;

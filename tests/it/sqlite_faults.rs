@@ -226,7 +226,7 @@ async fn a_newer_schema_is_refused_without_changes() {
             error,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 3,
+                supported: 4,
                 ..
             }
         ),
@@ -874,6 +874,11 @@ async fn a_version_2_file_is_migrated_and_keeps_its_events() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE recent_alt;
+             ALTER TABLE streams DROP COLUMN rpc_method;
+             ALTER TABLE streams DROP COLUMN tool_name;
+             ALTER TABLE streams DROP COLUMN request_id;
+             ALTER TABLE streams DROP COLUMN ended_at;
+             ALTER TABLE streams DROP COLUMN resumes;
              INSERT INTO events SELECT stream_no, seq, event_type, data FROM recent WHERE seq <= 4;
              PRAGMA user_version = 2;",
         )
@@ -881,6 +886,14 @@ async fn a_version_2_file_is_migrated_and_keeps_its_events() {
     }
     let store = Arc::new(SqliteEventStore::open(&path).unwrap());
     assert_reads_one_to_ten(&store, stream).await;
+    // Streams from before the history columns list without a call.
+    let listed = store
+        .list_streams(&mcp_resume::store::StreamQuery::new())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].info.id, listed[0].events()), (stream, 10));
+    assert_eq!((&listed[0].call, listed[0].resumes), (&None, 0));
     let more = one_event_in_a_new_stream(&store, "after the migration").await;
     assert_eq!(seqs_of(replay_all(&store, more).await), vec![1]);
     store.close().await.unwrap();
@@ -888,7 +901,7 @@ async fn a_version_2_file_is_migrated_and_keeps_its_events() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 /// A process that stops during a settle leaves rows in both `recent`

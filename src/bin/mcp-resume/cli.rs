@@ -59,6 +59,12 @@ pub enum Command {
     /// Prints a walkthrough to paste into another terminal: it calls the
     /// tool with curl, cuts the stream, and resumes it.
     Demo,
+    /// The history in a store: sessions, tool calls, one stream's events, a summary.
+    ///
+    /// Reads the store given by --store, as the proxy does; an SQLite file
+    /// is opened read-only, so it can be inspected while a proxy writes it.
+    /// A table for people, --json for scripts.
+    Inspect(crate::inspect::InspectArgs),
 }
 
 /// The options of the proxy command only: how requests go upstream.
@@ -626,7 +632,7 @@ mod tests {
         all.extend_from_slice(args);
         match parse(&all).command {
             Command::Proxy { proxy, .. } => *proxy,
-            Command::Demo => unreachable!("parsed as the proxy command"),
+            Command::Demo | Command::Inspect(_) => unreachable!("parsed as the proxy command"),
         }
     }
 

@@ -16,6 +16,7 @@
 
 mod cli;
 mod demo;
+mod inspect;
 mod shutdown;
 mod store;
 mod values;
@@ -52,6 +53,8 @@ enum Failure {
     },
     #[error("cannot set up TLS: {0}")]
     Tls(TlsConfigError),
+    #[error("{0}")]
+    Inspect(inspect::InspectError),
     #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
@@ -117,6 +120,11 @@ fn init_tracing() {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Inspect(inspect) = &cli.command {
+        return inspect::run(inspect, &cli.options.store)
+            .await
+            .map_err(Failure::Inspect);
+    }
     let options = cli.options;
     // Read first, so that a bad certificate file stops the start before
     // anything is opened.
@@ -124,6 +132,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let upstream_tls = match &cli.command {
         Command::Proxy { upstream, proxy } => proxy.upstream_tls(upstream).map_err(Failure::Tls)?,
         Command::Demo => None,
+        Command::Inspect(_) => unreachable!("inspect returned above"),
     };
     let scheme = if listener_tls.is_some() {
         "https"
@@ -141,6 +150,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let layer = match &cli.command {
         Command::Proxy { proxy, .. } => proxy.caller_checks(options.layer(store.clone())),
         Command::Demo => options.layer(store.clone()),
+        Command::Inspect(_) => unreachable!("inspect returned above"),
     };
     let listener = TcpListener::bind(options.listen)
         .await
@@ -193,6 +203,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let service = guard.layer(layer.layer(DemoServer::new()));
             serve_until_signalled(listener, listener_tls, service, signals, &options).await;
         }
+        Command::Inspect(_) => unreachable!("inspect returned above"),
     }
     if let Some(reloads) = certificate_reloads {
         reloads.abort();

@@ -3,6 +3,7 @@
 
 mod conn;
 mod heads;
+mod history;
 mod lease;
 mod scripts;
 
@@ -196,6 +197,16 @@ impl RedisOptions {
     /// Connects and opens the store; see [`RedisEventStore`].
     pub async fn open(self) -> Result<RedisEventStore, StoreError> {
         RedisEventStore::open_with(self).await
+    }
+
+    /// Connects to look at the store only (what `mcp-resume inspect` does):
+    /// no instance is registered and no head relay or maintenance task
+    /// starts, so reading ([`list_streams`](EventStore::list_streams),
+    /// [`read_batch`](EventStore::read_batch), [`stream_info`](EventStore::stream_info))
+    /// changes nothing in Redis. Not for serving: nothing would sweep, and
+    /// followers would not be woken.
+    pub async fn open_read_only(self) -> Result<RedisEventStore, StoreError> {
+        RedisEventStore::connect_with(self, false).await
     }
 }
 
@@ -455,6 +466,11 @@ impl RedisEventStore {
     /// Fails with [`StoreError::Backend`] if the URL is invalid or Redis
     /// cannot be reached now; once open, the store rides out Redis restarts.
     pub async fn open_with(options: RedisOptions) -> Result<Self, StoreError> {
+        Self::connect_with(options, true).await
+    }
+
+    /// Connects; with `serve`, registers this instance and starts the tasks.
+    async fn connect_with(options: RedisOptions, serve: bool) -> Result<Self, StoreError> {
         let target = Target::parse(&options.url)?;
         let conn = Conn::open(&target, &options).await?;
         let keys = Keys {
@@ -476,11 +492,16 @@ impl RedisEventStore {
             cluster_timeout: matches!(target, Target::Cluster(_))
                 .then_some(options.failover_timeout),
         });
-        shared.heartbeat().await?;
-        let tasks = vec![
-            tokio::spawn(heads.run(tail, conn)).abort_handle(),
-            tokio::spawn(maintain(shared.clone())).abort_handle(),
-        ];
+        let tasks = if serve {
+            shared.heartbeat().await?;
+            vec![
+                tokio::spawn(heads.run(tail, conn)).abort_handle(),
+                tokio::spawn(maintain(shared.clone())).abort_handle(),
+            ]
+        } else {
+            shared.ping("connecting to Redis").await?;
+            Vec::new()
+        };
         Ok(Self {
             shared,
             tasks: Mutex::new(tasks),
@@ -1108,6 +1129,13 @@ impl EventStore for RedisEventStore {
                 .await
                 .map_err(shared.backend(context))?;
             shared.replicated(&meta, context).await?;
+            // The stream exists now: a history that cannot be written is
+            // lost, not the stream (which nobody would end if created in vain).
+            if let Some(call) = &new.call
+                && let Err(error) = shared.record_call(stream, call).await
+            {
+                tracing::warn!(%stream, %error, "Redis did not record the call a stream answers");
+            }
             Ok(stream)
         })
     }
@@ -1311,6 +1339,20 @@ impl EventStore for RedisEventStore {
             shared.check_open()?;
             shared.purge(session).await
         })
+    }
+
+    fn record_resume(&self, stream: StreamId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.shared.check_open()?;
+            self.shared.record_resume(stream).await
+        })
+    }
+
+    fn list_streams<'a>(
+        &'a self,
+        query: &'a crate::store::StreamQuery,
+    ) -> BoxFuture<'a, Result<Vec<crate::store::StreamRecord>, StoreError>> {
+        Box::pin(self.list_history(query))
     }
 
     fn sweep(&self) -> BoxFuture<'_, Result<SweepReport, StoreError>> {

@@ -28,6 +28,8 @@ enum Outcome {
     Purged(Reply<u64>, Result<Vec<(StreamId, u64)>, StoreError>),
     Swept(Option<Reply<SweepReport>>, Result<SweepReport, StoreError>),
     Failed(Reply<()>, StoreError),
+    /// A history record, answered once committed.
+    Recorded(Reply<()>),
 }
 
 /// What applying a group's commands produced, to act on once its
@@ -205,6 +207,21 @@ impl Group {
                 self.close = Some(reply);
                 return Ok(());
             }
+            Command::RecordResume { stream, reply } => {
+                match tx
+                    .prepare_cached("UPDATE streams SET resumes = resumes + 1 WHERE stream_id = ?1")
+                    .and_then(|mut stmt| stmt.execute([&stream.as_bytes()[..]]))
+                {
+                    Ok(_) => Outcome::Recorded(reply),
+                    Err(error) => {
+                        let error = classify(&ledger.path, "recording a resume", error);
+                        return Err(Failure {
+                            command: Some(Outcome::Failed(reply, error.clone())),
+                            error,
+                        });
+                    }
+                }
+            }
         };
         self.outcomes.push(outcome);
         Ok(())
@@ -280,6 +297,9 @@ impl Outcome {
             Outcome::Failed(reply, error) => {
                 let _ = reply.send(Err(error));
             }
+            Outcome::Recorded(reply) => {
+                let _ = reply.send(Ok(()));
+            }
         }
     }
 
@@ -287,7 +307,9 @@ impl Outcome {
     fn fail(self, error: &StoreError) {
         let error = error.clone();
         match self {
-            Self::Created(reply, _) | Self::Failed(reply, _) => drop(reply.send(Err(error))),
+            Self::Created(reply, _) | Self::Failed(reply, _) | Self::Recorded(reply) => {
+                drop(reply.send(Err(error)))
+            }
             Self::Appended(reply, _) => drop(reply.send(Err(error))),
             Self::Ended(reply, _) => drop(reply.send(Err(error))),
             Self::Purged(reply, _) => drop(reply.send(Err(error))),
@@ -305,7 +327,8 @@ impl Command {
             Self::Create { reply, .. }
             | Self::End { reply, .. }
             | Self::Flush { reply }
-            | Self::Close { reply } => drop(reply.send(Err(error))),
+            | Self::Close { reply }
+            | Self::RecordResume { reply, .. } => drop(reply.send(Err(error))),
             Self::Append { reply, .. } => drop(reply.send(Err(error))),
             Self::PurgeSession { reply, .. } => drop(reply.send(Err(error))),
             Self::Sweep { reply: Some(reply) } => drop(reply.send(Err(error))),

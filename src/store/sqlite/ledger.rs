@@ -189,9 +189,11 @@ impl Ledger {
             },
         };
         let state = StreamState::from(end);
-        tx.prepare_cached("UPDATE streams SET state = ?1, last_activity = ?2 WHERE stream_no = ?3")
-            .and_then(|mut stmt| stmt.execute(params![state.code(), unix_millis(), head.stream_no]))
-            .map_err(|e| classify(&self.path, "ending a stream", e))?;
+        tx.prepare_cached(
+            "UPDATE streams SET state = ?1, last_activity = ?2, ended_at = ?2 WHERE stream_no = ?3",
+        )
+        .and_then(|mut stmt| stmt.execute(params![state.code(), unix_millis(), head.stream_no]))
+        .map_err(|e| classify(&self.path, "ending a stream", e))?;
         self.cache.remove(&stream);
         Ok(Some((stream, head.last_seq, state)))
     }
@@ -295,8 +297,9 @@ fn insert_stream(
 ) -> rusqlite::Result<(i64, i64)> {
     let now = unix_millis();
     tx.prepare_cached(
-        "INSERT INTO streams (stream_id, kind, state, session_id, identity, max_events, created_at, last_activity)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        "INSERT INTO streams (stream_id, kind, state, session_id, identity, max_events, created_at, last_activity,
+                              rpc_method, tool_name, request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         &id.as_bytes()[..],
@@ -305,7 +308,10 @@ fn insert_stream(
         new.session,
         new.identity,
         new.max_events.map(|cap| cap.min(i64::MAX as u64) as i64),
-        now
+        now,
+        new.call.as_ref().map(|call| &call.method),
+        new.call.as_ref().and_then(|call| call.tool.as_ref()),
+        new.call.as_ref().and_then(|call| call.request_id.as_ref()),
     ])?;
     Ok((tx.last_insert_rowid(), now))
 }

@@ -3,6 +3,7 @@
 mod checkpointer;
 mod commit;
 mod file_watch;
+mod history;
 mod ledger;
 mod schema;
 mod settle;
@@ -19,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use self::file_watch::FileWatch;
+pub use self::history::SqliteReadOnlyStore;
 use self::schema::{HEAD_COLUMNS, classify, head_from};
 use self::writer::{Command, Writer};
 use super::lease::{LeaseKind, LeaseTable};
@@ -26,8 +28,8 @@ use super::live::LiveStreams;
 use super::memory::check_position;
 use super::{
     AppendReceipt, Batch, BoxFuture, EventStore, NewEvent, NewStream, ReadLimit, Retention,
-    StoreError, StoredEvent, StreamEnd, StreamId, StreamInfo, StreamKind, StreamState,
-    Subscription, SweepReport,
+    StoreError, StoredEvent, StreamEnd, StreamId, StreamInfo, StreamKind, StreamQuery,
+    StreamRecord, StreamState, Subscription, SweepReport,
 };
 
 /// How SQLite syncs commits to disk. Default: [`SqliteOptions::DEFAULT_SYNC`]
@@ -445,55 +447,7 @@ impl EventStore for SqliteEventStore {
     ) -> BoxFuture<'_, Result<Batch, StoreError>> {
         Box::pin(async move {
             self.read("reading events", move |conn| {
-                // One read transaction: the head and the events are one snapshot.
-                let tx = conn.transaction()?;
-                let Some(info) = query_info(&tx, stream)? else {
-                    return Ok(Err(StoreError::StreamNotFound(stream)));
-                };
-                if let Err(error) = check_position(&info.info, after) {
-                    return Ok(Err(error));
-                }
-                // Settled events first, then recent ones: for a stream, all
-                // of the first precede all of the second. The two `recent`
-                // tables are merged in sequence order (each through its index).
-                let mut events = Vec::new();
-                let mut bytes = 0;
-                let mut position = after;
-                for table in [
-                    "SELECT seq, event_type, data FROM events
-                     WHERE stream_no = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                    "SELECT seq, event_type, data FROM recent WHERE stream_no = ?1 AND seq > ?2
-                     UNION ALL
-                     SELECT seq, event_type, data FROM recent_alt WHERE stream_no = ?1 AND seq > ?2
-                     ORDER BY seq LIMIT ?3",
-                ] {
-                    if limit.is_full(events.len(), bytes) {
-                        break;
-                    }
-                    let mut select = tx.prepare_cached(table)?;
-                    let mut rows = select.query(rusqlite::params![
-                        info.stream_no,
-                        position as i64,
-                        limit.max_events.max(1).saturating_sub(events.len()) as i64
-                    ])?;
-                    while let Some(row) = rows.next()? {
-                        if limit.is_full(events.len(), bytes) {
-                            break;
-                        }
-                        let data: Vec<u8> = row.get(2)?;
-                        bytes += data.len();
-                        position = row.get::<_, i64>(0)? as u64;
-                        events.push(StoredEvent {
-                            seq: position,
-                            event_type: row.get::<_, Option<Vec<u8>>>(1)?.map(Into::into),
-                            data: data.into(),
-                        });
-                    }
-                }
-                Ok(Ok(Batch {
-                    events,
-                    head: info.info.head(),
-                }))
+                read_batch_on(conn, stream, after, limit)
             })
             .await?
         })
@@ -532,11 +486,7 @@ impl EventStore for SqliteEventStore {
     ) -> BoxFuture<'a, Result<Vec<StreamInfo>, StoreError>> {
         let session = session.to_owned();
         Box::pin(self.read("listing a session's streams", move |conn| {
-            let mut select = conn.prepare_cached(&format!(
-                "SELECT {} FROM streams s WHERE s.session_id = ?1 ORDER BY s.created_at, s.stream_no", info_columns()
-            ))?;
-            let rows = select.query_map([session], info_from_row)?;
-            rows.map(|row| row.map(|row| row.info)).collect()
+            session_streams_on(conn, &session)
         }))
     }
 
@@ -577,6 +527,21 @@ impl EventStore for SqliteEventStore {
             })
             .await?
         })
+    }
+
+    fn record_resume(&self, stream: StreamId) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |reply| Command::RecordResume { stream, reply }))
+    }
+
+    fn list_streams<'a>(
+        &'a self,
+        query: &'a StreamQuery,
+    ) -> BoxFuture<'a, Result<Vec<StreamRecord>, StoreError>> {
+        let query = query.clone();
+        // This process is the writer: its live streams are running.
+        Box::pin(self.read("listing streams", move |conn| {
+            history::list_streams_on(conn, &query, false)
+        }))
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -708,6 +673,76 @@ fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
+/// [`EventStore::read_batch`] on one connection: the stream's events after
+/// `after`, with its head, in one read transaction. The outer error is
+/// SQLite's; the inner one is the answer (not found, trimmed, ahead).
+fn read_batch_on(
+    conn: &mut Connection,
+    stream: StreamId,
+    after: u64,
+    limit: ReadLimit,
+) -> rusqlite::Result<Result<Batch, StoreError>> {
+    // One read transaction: the head and the events are one snapshot.
+    let tx = conn.transaction()?;
+    let Some(info) = query_info(&tx, stream)? else {
+        return Ok(Err(StoreError::StreamNotFound(stream)));
+    };
+    if let Err(error) = check_position(&info.info, after) {
+        return Ok(Err(error));
+    }
+    // Settled events first, then recent ones: for a stream, all
+    // of the first precede all of the second. The two `recent`
+    // tables are merged in sequence order (each through its index).
+    let mut events = Vec::new();
+    let mut bytes = 0;
+    let mut position = after;
+    for table in [
+        "SELECT seq, event_type, data FROM events
+             WHERE stream_no = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        "SELECT seq, event_type, data FROM recent WHERE stream_no = ?1 AND seq > ?2
+             UNION ALL
+             SELECT seq, event_type, data FROM recent_alt WHERE stream_no = ?1 AND seq > ?2
+             ORDER BY seq LIMIT ?3",
+    ] {
+        if limit.is_full(events.len(), bytes) {
+            break;
+        }
+        let mut select = tx.prepare_cached(table)?;
+        let mut rows = select.query(rusqlite::params![
+            info.stream_no,
+            position as i64,
+            limit.max_events.max(1).saturating_sub(events.len()) as i64
+        ])?;
+        while let Some(row) = rows.next()? {
+            if limit.is_full(events.len(), bytes) {
+                break;
+            }
+            let data: Vec<u8> = row.get(2)?;
+            bytes += data.len();
+            position = row.get::<_, i64>(0)? as u64;
+            events.push(StoredEvent {
+                seq: position,
+                event_type: row.get::<_, Option<Vec<u8>>>(1)?.map(Into::into),
+                data: data.into(),
+            });
+        }
+    }
+    Ok(Ok(Batch {
+        events,
+        head: info.info.head(),
+    }))
+}
+
+/// The streams of `session`, oldest first.
+fn session_streams_on(conn: &Connection, session: &str) -> rusqlite::Result<Vec<StreamInfo>> {
+    let mut select = conn.prepare_cached(&format!(
+        "SELECT {} FROM streams s WHERE s.session_id = ?1 ORDER BY s.created_at, s.stream_no",
+        info_columns()
+    ))?;
+    let rows = select.query_map([session], info_from_row)?;
+    rows.map(|row| row.map(|row| row.info)).collect()
+}
+
 /// The columns [`info_from_row`] reads, from `streams` aliased `s`.
 fn info_columns() -> String {
     format!(
@@ -763,6 +798,6 @@ pub(crate) fn unix_millis() -> i64 {
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
-fn from_millis(millis: i64) -> SystemTime {
+pub(super) fn from_millis(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
 }

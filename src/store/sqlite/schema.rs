@@ -11,7 +11,7 @@ use crate::store::StoreError;
 
 /// Written to the file header (`PRAGMA application_id`) so a database of
 /// another application is recognised and left alone. ASCII "mcpr".
-const APPLICATION_ID: i64 = 0x6d63_7072;
+pub(super) const APPLICATION_ID: i64 = 0x6d63_7072;
 
 /// The forward migrations, in order: `MIGRATIONS[n]` takes schema version `n`
 /// to `n + 1`. Released versions are never edited; a change is a new entry.
@@ -90,6 +90,21 @@ const MIGRATIONS: &[&str] = &[
         data       BLOB    NOT NULL
     );
     CREATE UNIQUE INDEX recent_alt_by_stream ON recent_alt (stream_no, seq);
+    ",
+    // Version 4: each stream's history, for operators (`mcp-resume
+    // inspect`): the JSON-RPC request it answers, when it ended, and how
+    // many times it was resumed. Written at creation, at the end and at a
+    // resume, never per event; the outcome, the event count and the bytes
+    // are read from the events when a stream is listed. Streams of earlier
+    // versions have no call and no end time. No index: listings go newest
+    // first by `stream_no` (the creation order), and the empty store stays
+    // within its 10 pages.
+    "
+    ALTER TABLE streams ADD COLUMN rpc_method TEXT;
+    ALTER TABLE streams ADD COLUMN tool_name TEXT;
+    ALTER TABLE streams ADD COLUMN request_id TEXT;
+    ALTER TABLE streams ADD COLUMN ended_at INTEGER;
+    ALTER TABLE streams ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;
     ",
 ];
 

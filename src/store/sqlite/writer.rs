@@ -68,6 +68,11 @@ pub(crate) enum Command {
     Close {
         reply: Reply<()>,
     },
+    /// Counts a resume in the stream's history.
+    RecordResume {
+        stream: StreamId,
+        reply: Reply<()>,
+    },
 }
 
 /// The writer: its connection and everything it keeps between groups.

@@ -770,6 +770,7 @@ macro_rules! backend_suite {
                 close_ends_live_streams_and_refuses_work,
                 health_is_ok_until_the_store_is_closed,
                 leases_are_held_for_their_ttl_then_lapse,
+                history_records_calls_outcomes_and_resumes,
             );
         }
     };
@@ -781,4 +782,200 @@ macro_rules! backend_suite {
             }
         )*
     };
+}
+
+// History: what each stream was (`EventStore::list_streams` and the
+// listings built on it), the same in every backend.
+
+/// Creates a stream with `call`, appends `events`, and ends it (or not).
+async fn history_stream(
+    store: &Store,
+    session: Option<&str>,
+    kind: StreamKind,
+    call: Option<store::StreamCall>,
+    events: &[&str],
+    end: Option<StreamEnd>,
+) -> StreamId {
+    let mut new = NewStream::new(kind);
+    if let Some(session) = session {
+        new = new.session(session);
+    }
+    if let Some(call) = call {
+        new = new.call(call);
+    }
+    let stream = store.create_stream(new).await.unwrap();
+    if !events.is_empty() {
+        let events = events.iter().map(|e| NewEvent::message(e.to_string()));
+        store.append(stream, events.collect()).await.unwrap();
+    }
+    if let Some(end) = end {
+        store.end_stream(stream, end).await.unwrap();
+    }
+    // Creation times a few milliseconds apart, so the order is the creation order.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    stream
+}
+
+pub async fn history_records_calls_outcomes_and_resumes(open: Open) {
+    use store::history::{sessions_of, summary_of};
+    use store::{StreamCall, StreamOutcome, StreamQuery};
+    let store = open(Retention::default());
+    let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#;
+    let result = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    let error = r#"{"jsonrpc":"2.0","id":"x","error":{"code":-32602,"message":"bad"}}"#;
+    let tool = |name: &str, id: &str| StreamCall::new("tools/call").tool(name).request_id(id);
+    // Stores keep times in whole milliseconds: the marks are too, so a
+    // stream created in the same millisecond is not before them.
+    let now_ms = || {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        std::time::UNIX_EPOCH + Duration::from_millis(since_epoch.as_millis() as u64)
+    };
+    let before = now_ms();
+    let answered = history_stream(
+        &store,
+        Some("s1"),
+        StreamKind::PostResponse,
+        Some(tool("t1", "1")),
+        &[progress, progress, result],
+        Some(StreamEnd::Complete),
+    )
+    .await;
+    let failed = history_stream(
+        &store,
+        Some("s1"),
+        StreamKind::PostResponse,
+        Some(tool("t2", "\"x\"")),
+        &[error],
+        Some(StreamEnd::Complete),
+    )
+    .await;
+    let middle = now_ms();
+    let cut_off = history_stream(
+        &store,
+        Some("s2"),
+        StreamKind::PostResponse,
+        Some(StreamCall::new("prompts/get").request_id("3")),
+        &[progress],
+        Some(StreamEnd::Abandoned),
+    )
+    .await;
+    let standalone = history_stream(
+        &store,
+        Some("s2"),
+        StreamKind::Standalone,
+        None,
+        &[progress],
+        Some(StreamEnd::Complete),
+    )
+    .await;
+    let running = history_stream(
+        &store,
+        None,
+        StreamKind::PostResponse,
+        Some(tool("t1", "5")),
+        &[],
+        None,
+    )
+    .await;
+    for stream in [answered, answered, cut_off] {
+        store.record_resume(stream).await.unwrap();
+    }
+    // Counting a resume of a stream that is gone is not an error.
+    store.record_resume(StreamId::random()).await.unwrap();
+
+    let records = store.list_streams(&StreamQuery::new()).await.unwrap();
+    let ids: Vec<StreamId> = records.iter().map(|r| r.info.id).collect();
+    assert_eq!(
+        ids,
+        [running, standalone, cut_off, failed, answered],
+        "newest first"
+    );
+    let expected = [
+        (running, StreamOutcome::Running, 0, 0, 0),
+        (standalone, StreamOutcome::Closed, 1, progress.len(), 0),
+        (cut_off, StreamOutcome::Abandoned, 1, progress.len(), 1),
+        (failed, StreamOutcome::Error, 1, error.len(), 0),
+        (
+            answered,
+            StreamOutcome::Result,
+            3,
+            2 * progress.len() + result.len(),
+            2,
+        ),
+    ];
+    for (record, (id, outcome, events, bytes, resumes)) in records.iter().zip(expected) {
+        assert_eq!(record.info.id, id);
+        assert_eq!(record.outcome, outcome, "{id}");
+        assert_eq!(record.events(), events, "{id}");
+        assert_eq!(record.bytes, bytes as u64, "{id}");
+        assert_eq!(record.resumes, resumes, "{id}");
+        // The listing and `stream_info` say the same about a stream.
+        assert_eq!(
+            Some(&record.info),
+            store.stream_info(id).await.unwrap().as_ref(),
+            "{id}"
+        );
+        assert_eq!(record.ended_at.is_some(), outcome != StreamOutcome::Running);
+        if let Some(ended_at) = record.ended_at {
+            assert!(ended_at >= record.info.created_at && ended_at >= before);
+            assert!(record.duration().is_some());
+        }
+    }
+    assert_eq!(records[4].call, Some(tool("t1", "1")));
+    assert_eq!(records[1].call, None);
+
+    let listed = |query: StreamQuery| {
+        let store = store.clone();
+        async move {
+            let records = store.list_streams(&query).await.unwrap();
+            records.iter().map(|r| r.info.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(StreamQuery::new().session("s1")).await,
+        [failed, answered]
+    );
+    assert_eq!(
+        listed(StreamQuery::new().tool_calls_only()).await,
+        [running, failed, answered]
+    );
+    assert_eq!(
+        listed(StreamQuery::new().limit(2)).await,
+        [running, standalone]
+    );
+    assert_eq!(
+        listed(StreamQuery::new().since(middle)).await,
+        [running, standalone, cut_off]
+    );
+    assert_eq!(
+        listed(StreamQuery::new().until(middle)).await,
+        [failed, answered]
+    );
+    assert_eq!(listed(StreamQuery::new().session("nobody")).await, []);
+
+    let sessions = sessions_of(&records);
+    let s1 = sessions.iter().find(|s| s.session == "s1").unwrap();
+    let s2 = sessions.iter().find(|s| s.session == "s2").unwrap();
+    assert_eq!((sessions.len(), s1.streams, s1.tool_calls), (2, 2, 2));
+    assert_eq!((s2.streams, s2.tool_calls, s2.running), (2, 0, 0));
+    assert_eq!(sessions[0].session, "s2", "the most recently active first");
+
+    let summary = summary_of(&records);
+    assert_eq!((summary.streams, summary.tool_calls), (5, 3));
+    // Of the 4 ended streams, 2 were resumed and 1 cut off.
+    assert_eq!(summary.share_resumed, 0.5);
+    assert_eq!(summary.share_cut_off, 0.25);
+    let t1 = summary
+        .calls
+        .iter()
+        .find(|c| c.tool.as_deref() == Some("t1"))
+        .unwrap();
+    assert_eq!((t1.calls, t1.running, t1.resumed, t1.errors), (2, 1, 1, 0));
+    assert!(t1.p50.is_some() && t1.p50 == t1.p99, "one ended call");
+
+    // Purging a session takes its history with it.
+    store.purge_session("s1").await.unwrap();
+    assert_eq!(listed(StreamQuery::new().session("s1")).await, []);
 }

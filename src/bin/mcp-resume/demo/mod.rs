@@ -190,7 +190,14 @@ impl DemoServer {
                     return refusal.into_response();
                 }
                 match message {
-                    Message::Request { id, method, params } => rpc::call(id, &method, params),
+                    Message::Request { id, method, params } => {
+                        let mut response = rpc::call(id, &method, params);
+                        // Tells the layer what the stream answers, for its history.
+                        if let Some(call) = mcp_resume::store::StreamCall::from_json_rpc(&body) {
+                            response.extensions_mut().insert(call);
+                        }
+                        response
+                    }
                     // Notifications and responses need no answer.
                     Message::Notification | Message::Response => {
                         let mut response = Response::new(DemoBody::empty());

@@ -255,7 +255,7 @@ impl HotTail {
     /// Attaches a client body that has read up to `position`. The previous
     /// attachment, if any, is detached and told to end.
     pub(crate) fn attach(self: &Arc<Self>, position: u64) -> Attachment {
-        let generation = {
+        let (generation, was_detached, left_at) = {
             let mut state = self.lock();
             state.generation += 1;
             let generation = state.generation;
@@ -266,14 +266,16 @@ impl HotTail {
             };
             state.reader = Some((generation, reader));
             state.release();
-            if std::mem::take(&mut state.counted_detached) {
-                metrics::record::detached_streams(-1.0);
-            }
-            if let Some(left_at) = state.left_at.take() {
-                metrics::record::reconnect_delay(left_at.elapsed());
-            }
-            generation
+            let was_detached = std::mem::take(&mut state.counted_detached);
+            (generation, was_detached, state.left_at.take())
         };
+        // Recorded outside the lock: a recorder may take locks of its own.
+        if was_detached {
+            metrics::record::detached_streams(-1.0);
+        }
+        if let Some(left_at) = left_at {
+            metrics::record::reconnect_delay(left_at.elapsed());
+        }
         self.attached.send_replace(1);
         self.readers_moved.send_modify(|n| *n += 1);
         self.bump();
@@ -417,7 +419,7 @@ impl Attachment {
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        {
+        let now_detached = {
             let mut state = self.tail.lock();
             // A superseded attachment was detached when it was superseded.
             if state
@@ -429,10 +431,11 @@ impl Drop for Attachment {
             state.reader = None;
             state.release();
             state.left_at = Some(std::time::Instant::now());
-            if state.ended.is_none() {
-                state.counted_detached = true;
-                metrics::record::detached_streams(1.0);
-            }
+            state.counted_detached = state.ended.is_none();
+            state.counted_detached
+        };
+        if now_detached {
+            metrics::record::detached_streams(1.0);
         }
         self.tail.attached.send_replace(0);
         self.tail.readers_moved.send_modify(|n| *n += 1);

@@ -257,7 +257,9 @@ impl ResumabilityLayer {
         &self.shared.store
     }
 
-    /// What this layer (and its clones) has done so far.
+    /// What this layer (and its clones) has done so far. The same, and
+    /// more (gauges, latencies, reasons), is recorded as
+    /// [metrics](crate::metrics) for the recorder a process installs.
     pub fn stats(&self) -> ResumabilityStats {
         self.shared.counters.snapshot()
     }

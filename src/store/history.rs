@@ -303,6 +303,7 @@ impl StreamRecord {
 /// most [`limit`](Self::limit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamQuery {
+    pub(crate) stream: Option<super::StreamId>,
     pub(crate) session: Option<String>,
     pub(crate) since: Option<SystemTime>,
     pub(crate) until: Option<SystemTime>,
@@ -319,12 +320,20 @@ impl StreamQuery {
     /// Every stream, newest first, up to [`Self::DEFAULT_LIMIT`].
     pub fn new() -> Self {
         Self {
+            stream: None,
             session: None,
             since: None,
             until: None,
             tool_calls_only: false,
             limit: Self::DEFAULT_LIMIT,
         }
+    }
+
+    /// Only this stream: its record, if it exists (and passes the other
+    /// filters).
+    pub fn stream(mut self, stream: super::StreamId) -> Self {
+        self.stream = Some(stream);
+        self
     }
 
     /// Only the streams of this MCP session.
@@ -360,9 +369,11 @@ impl StreamQuery {
 
     /// Whether a stream passes the filters (the limit aside).
     pub(crate) fn admits(&self, info: &StreamInfo, call: Option<&StreamCall>) -> bool {
-        self.session
-            .as_deref()
-            .is_none_or(|session| info.session.as_deref() == Some(session))
+        self.stream.is_none_or(|stream| info.id == stream)
+            && self
+                .session
+                .as_deref()
+                .is_none_or(|session| info.session.as_deref() == Some(session))
             && self.since.is_none_or(|since| info.created_at >= since)
             && self.until.is_none_or(|until| info.created_at < until)
             && (!self.tool_calls_only || call.is_some_and(|call| call.method == "tools/call"))

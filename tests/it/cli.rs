@@ -153,6 +153,11 @@ impl Server {
         format!("http://{}/mcp", self.addr)
     }
 
+    /// Everything printed on stdout so far.
+    pub(crate) fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
     fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
@@ -443,8 +448,9 @@ pub(crate) fn sqlite_arg(path: &Path) -> String {
 // ---------------------------------------------------------------------------
 
 /// Every option of the contract: flag, environment variable, default.
-const OPTIONS: [(&str, &str, &str); 29] = [
+const OPTIONS: [(&str, &str, &str); 30] = [
     ("--listen", "MCP_RESUME_LISTEN", "127.0.0.1:8080"),
+    ("--admin-listen", "MCP_RESUME_ADMIN_LISTEN", ""),
     ("--store", "MCP_RESUME_STORE", "sqlite:./mcp_events.db"),
     ("--sync", "MCP_RESUME_SYNC", "normal"),
     ("--max-db-bytes", "MCP_RESUME_MAX_DB_BYTES", "off"),

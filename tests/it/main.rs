@@ -10,6 +10,7 @@ mod common_redis;
 mod suite;
 
 // The tests.
+mod admin;
 mod cli;
 mod fleet;
 mod infra;

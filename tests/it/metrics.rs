@@ -128,6 +128,16 @@ fn local_recorder() -> (&'static DebuggingRecorder, Looker) {
     (recorder, looker)
 }
 
+/// The notification a client sends once initialized, in `session`.
+fn initialized(session: &str) -> Req {
+    Req::post(
+        "/mcp",
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .version(V2025_06_18)
+    .session(session)
+}
+
 /// Bytes the layer commits for event `n` of a scripted stream: its data.
 fn message_bytes(range: std::ops::RangeInclusive<u64>) -> u64 {
     range.map(|n| message(n).len() as u64).sum()
@@ -432,14 +442,7 @@ async fn sessions_are_timed_from_their_assignment_to_their_end() {
         .send(served.addr)
         .await;
     assert_eq!(deleted.status, StatusCode::OK);
-    let gone = Req::post(
-        "/mcp",
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-    )
-    .version(V2025_06_18)
-    .session("forgotten")
-    .send(served.addr)
-    .await;
+    let gone = initialized("forgotten").send(served.addr).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     // Once each: a second DELETE of an ended session is not timed again.
     Req::delete("/mcp")
@@ -495,14 +498,7 @@ async fn operations_are_timed_until_their_response_ends() {
         layer.stats().streams_completed == 1
     })
     .await;
-    let notified = Req::post(
-        "/mcp",
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-    )
-    .version(V2025_06_18)
-    .session("s1")
-    .send(served.addr)
-    .await;
+    let notified = initialized("s1").send(served.addr).await;
     assert_eq!(notified.status, StatusCode::ACCEPTED);
 
     let mut timed =

@@ -221,6 +221,16 @@ pub struct Options {
     )]
     pub listen: SocketAddr,
 
+    /// Serve /metrics, /healthz, /readyz and the status page on this
+    /// address, apart from the MCP port (plain HTTP; off unless given)
+    #[arg(
+        long,
+        env = "MCP_RESUME_ADMIN_LISTEN",
+        value_name = "ADDR",
+        global = true
+    )]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Event store: `sqlite:PATH`, `memory`, `redis://HOST:PORT/[DB]` or a Redis Cluster's `redis+cluster://HOST:PORT,HOST:PORT` (builds with the `redis` feature)
     #[arg(
         long,

@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin;
 mod cli;
 mod demo;
 mod inspect;
@@ -55,6 +56,8 @@ enum Failure {
     Tls(TlsConfigError),
     #[error("{0}")]
     Inspect(inspect::InspectError),
+    #[error("cannot install the Prometheus recorder for --admin-listen: {0}")]
+    Metrics(metrics_exporter_prometheus::BuildError),
     #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
@@ -134,6 +137,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo => None,
         Command::Inspect(_) => unreachable!("inspect returned above"),
     };
+    // Installed before anything is recorded, so that no count is lost.
+    let recorder = match options.admin_listen {
+        Some(_) => Some(admin::install_recorder().map_err(Failure::Metrics)?),
+        None => None,
+    };
     let scheme = if listener_tls.is_some() {
         "https"
     } else {
@@ -162,11 +170,32 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         addr: options.listen,
         error,
     })?;
+    let admin = match (options.admin_listen, recorder) {
+        (Some(admin_addr), Some(recorder)) => {
+            let listen_failed = |error| Failure::Listen {
+                addr: admin_addr,
+                error,
+            };
+            let listener = TcpListener::bind(admin_addr).await.map_err(listen_failed)?;
+            let spec = options.store.to_string();
+            let admin = admin::Admin::start(listener, layer.clone(), spec, recorder);
+            Some(admin.map_err(listen_failed)?)
+        }
+        _ => None,
+    };
     // Installed before the listening line, so a script that signals as soon
     // as it reads the line gets a graceful shutdown, not the default kill.
     let signals = Signals::install().map_err(Failure::Signals)?;
     // The one line scripts wait for.
     print_stdout(&format!("mcp-resume listening on {scheme}://{addr}"));
+    if let Some(admin) = &admin {
+        // The second line, for scripts that use the admin listener.
+        print_stdout(&format!("mcp-resume admin on http://{}", admin.addr()));
+        tracing::info!(
+            "admin listener on http://{}: /metrics, /healthz, /readyz, the status page /",
+            admin.addr()
+        );
+    }
     tracing::info!(store = %options.store, "serving on {scheme}://{addr}");
     if matches!(options.store, StoreSpec::Sqlite(_) | StoreSpec::Memory) {
         // Nothing here can see the other instances of a fleet (each has
@@ -209,6 +238,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         reloads.abort();
     }
 
+    // Not ready any more: the admin listener goes first.
+    drop(admin);
     tracing::info!(stats = ?layer.stats(), "closing the event store");
     // Close flushes too; flushing first makes a flush failure visible on its own.
     if let Err(error) = store.flush().await {

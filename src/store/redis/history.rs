@@ -200,7 +200,10 @@ impl RedisEventStore {
         let shared = &self.shared;
         shared.check_open()?;
         let context = "listing streams in Redis";
-        let streams = shared.candidate_streams(query.session.as_deref()).await?;
+        let streams = match query.stream {
+            Some(stream) => vec![stream],
+            None => shared.candidate_streams(query.session.as_deref()).await?,
+        };
         let mut rows = Vec::new();
         for chunk in streams.chunks(METAS_AT_ONCE) {
             let metas = join_all(

@@ -44,6 +44,7 @@ pub(super) fn list_streams_on(
                AND (?2 IS NULL OR s.created_at >= ?2)
                AND (?3 IS NULL OR s.created_at < ?3)
                AND (?4 = 0 OR s.rpc_method = 'tools/call')
+               AND (?6 IS NULL OR s.stream_id = ?6)
              ORDER BY s.stream_no DESC
              LIMIT ?5",
             info_columns()
@@ -54,6 +55,7 @@ pub(super) fn list_streams_on(
             millis(query.until),
             query.tool_calls_only,
             query.limit.min(i64::MAX as usize) as i64,
+            query.stream.map(|stream| stream.as_bytes().to_vec()),
         ])?;
         while let Some(row) = rows.next()? {
             let head = info_from_row(row)?;

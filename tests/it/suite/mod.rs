@@ -954,6 +954,15 @@ pub async fn history_records_calls_outcomes_and_resumes(open: Open) {
         [failed, answered]
     );
     assert_eq!(listed(StreamQuery::new().session("nobody")).await, []);
+    assert_eq!(listed(StreamQuery::new().stream(failed)).await, [failed]);
+    assert_eq!(
+        listed(StreamQuery::new().stream(failed).session("s2")).await,
+        []
+    );
+    assert_eq!(
+        listed(StreamQuery::new().stream(StreamId::random())).await,
+        []
+    );
 
     let sessions = sessions_of(&records);
     let s1 = sessions.iter().find(|s| s.session == "s1").unwrap();

@@ -213,21 +213,15 @@ fn parse_stream(text: &str) -> Result<(StreamId, u64), InspectError> {
     Ok((id.stream, id.seq))
 }
 
-/// The stream's history record: looked up among its session's streams
-/// (or all streams, for one without a session), created from its creation on.
+/// The stream's history record.
 async fn record_of(
     store: &dyn EventStore,
     stream: StreamId,
 ) -> Result<Option<StreamRecord>, StoreError> {
-    let Some(info) = store.stream_info(stream).await? else {
-        return Ok(None);
-    };
-    let mut query = StreamQuery::new().since(info.created_at);
-    if let Some(session) = &info.session {
-        query = query.session(session.clone());
-    }
-    let records = store.list_streams(&query).await?;
-    Ok(records.into_iter().find(|record| record.info.id == stream))
+    let records = store
+        .list_streams(&StreamQuery::new().stream(stream))
+        .await?;
+    Ok(records.into_iter().next())
 }
 
 /// Up to `limit` events after `after`, starting at the oldest retained one

@@ -100,5 +100,6 @@ pub mod layer;
 pub mod proxy;
 pub mod sse;
 pub mod store;
+pub mod tasks;
 
 pub use layer::{ResumabilityLayer, ResumabilityStats, StoreFailurePolicy};

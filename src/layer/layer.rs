@@ -225,6 +225,12 @@ impl ResumabilityLayer {
     pub fn stats(&self) -> ResumabilityStats {
         self.shared.counters.snapshot()
     }
+
+    /// The settings and the shared state, for the tasks gateway built on
+    /// this layer ([`TasksLayer::new`](crate::tasks::TasksLayer::new)).
+    pub(crate) fn parts(&self) -> (Config, Arc<Shared>) {
+        (self.config.clone(), self.shared.clone())
+    }
 }
 
 impl fmt::Debug for ResumabilityLayer {

@@ -100,6 +100,9 @@ where
 pub struct ResponseBody<B> {
     prefix: Option<Bytes>,
     rest: Option<Pin<Box<B>>>,
+    /// A stream of the gateway's own (a `subscriptions/listen`), when
+    /// there is no inner body.
+    own: Option<mpsc::Receiver<Bytes>>,
 }
 
 impl<B> ResponseBody<B> {
@@ -108,6 +111,7 @@ impl<B> ResponseBody<B> {
         Self {
             prefix: Some(bytes),
             rest: None,
+            own: None,
         }
     }
 
@@ -116,6 +120,17 @@ impl<B> ResponseBody<B> {
         Self {
             prefix: Some(prefix),
             rest: Some(rest),
+            own: None,
+        }
+    }
+
+    /// A stream of the gateway's own: the SSE bytes `events` receives,
+    /// until its sender is dropped.
+    pub(crate) fn events(events: mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            prefix: None,
+            rest: None,
+            own: Some(events),
         }
     }
 
@@ -124,6 +139,7 @@ impl<B> ResponseBody<B> {
         Self {
             prefix: None,
             rest: Some(Box::pin(body)),
+            own: None,
         }
     }
 }
@@ -151,8 +167,13 @@ where
         {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
-        match this.rest.as_mut() {
-            Some(rest) => rest.as_mut().poll_frame(cx),
+        if let Some(rest) = this.rest.as_mut() {
+            return rest.as_mut().poll_frame(cx);
+        }
+        match this.own.as_mut() {
+            Some(events) => events
+                .poll_recv(cx)
+                .map(|bytes| bytes.map(|bytes| Ok(Frame::data(bytes)))),
             None => Poll::Ready(None),
         }
     }
@@ -160,12 +181,13 @@ where
     fn is_end_stream(&self) -> bool {
         self.prefix.as_ref().is_none_or(Bytes::is_empty)
             && self.rest.as_ref().is_none_or(|rest| rest.is_end_stream())
+            && self.own.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
         match (&self.prefix, &self.rest) {
-            (Some(prefix), None) => SizeHint::with_exact(prefix.len() as u64),
-            (None, None) => SizeHint::with_exact(0),
+            (Some(prefix), None) if self.own.is_none() => SizeHint::with_exact(prefix.len() as u64),
+            (None, None) if self.own.is_none() => SizeHint::with_exact(0),
             _ => SizeHint::new(),
         }
     }

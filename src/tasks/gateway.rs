@@ -15,7 +15,7 @@ use tower::Service;
 use super::body::{RequestBody, ResponseBody};
 use super::layer::TasksConfig;
 use super::rpc::{self, Call, Message};
-use super::{call, handlers};
+use super::{call, handlers, listen};
 use crate::sse::{Block, OutgoingEvent, SseLimits, SseParser, encode_event};
 
 /// The largest `server/discover` answer the gateway rewrites; a larger one
@@ -73,6 +73,23 @@ where
                 .is_some_and(|tool| config.required_tools.contains(tool)) =>
         {
             Ok(own(rpc::missing_capability(&call.id)))
+        }
+        "subscriptions/listen" if call.declares_tasks() => {
+            let identity = config.layer.identity_of(&parts);
+            match listen::listen(&call, identity, config.clone()) {
+                Some(events) => {
+                    let mut response = Response::new(ResponseBody::events(events));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/event-stream"),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    Ok(response)
+                }
+                None => forward(inner, Request::from_parts(parts, RequestBody::full(bytes))).await,
+            }
         }
         "server/discover" => {
             let request = Request::from_parts(parts, RequestBody::full(bytes));

@@ -64,7 +64,7 @@ pub(crate) async fn task_request(
 
 /// The task `task` as `identity` may see it: `None` when it does not exist,
 /// is not a task, has expired, or belongs to another identity.
-async fn find(
+pub(crate) async fn find(
     config: &TasksConfig,
     task: StreamId,
     identity: Option<&str>,

@@ -31,6 +31,9 @@
 //!   again with the `inputResponses` and the service's `requestState`.
 //!   Keys stay unique over a task's life.
 //! - **`server/discover`** answers gain the extension.
+//! - **`notifications/tasks`**: a `subscriptions/listen` that asks for task
+//!   ids (and nothing else) is answered by the gateway: each of the
+//!   caller's tasks is pushed whenever it changes, until it ends.
 //!
 //! Requests of earlier revisions pass through untouched.
 //!
@@ -109,6 +112,7 @@ mod handlers;
 // The tower-http layout: the layer in `layer.rs` beside its service.
 #[allow(clippy::module_inception)]
 mod layer;
+mod listen;
 mod rpc;
 mod service;
 mod state;

@@ -688,3 +688,58 @@ async fn with_redis_a_task_made_on_one_instance_is_polled_updated_and_cancelled_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_for_task_ids_pushes_the_callers_tasks_until_they_end() {
+    let rig = rig_on(Arc::new(MemoryEventStore::new())).await;
+    let created = DECLARING.call(&rig.gateway, "slow", json!({})).await;
+    let task = created["taskId"].as_str().unwrap().to_owned();
+    let stranger = mcp_resume::store::StreamId::random().to_string();
+    let body = json!({"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen",
+        "params": {"notifications": {"taskIds": [task, stranger]},
+            "_meta": {"io.modelcontextprotocol/clientCapabilities":
+                {"extensions": {"io.modelcontextprotocol/tasks": {}}}}}});
+    let mut response = sse::Req::post("/mcp", &body.to_string())
+        .version(V2026_07_28)
+        .header("mcp-method", "subscriptions/listen")
+        .header("authorization", "Bearer alice")
+        .send(rig.gateway.addr)
+        .await;
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    let messages: Vec<Value> =
+        crate::common::guard("the listen stream to end", response.events_to_end())
+            .await
+            .iter()
+            .map(|event| serde_json::from_str(event.data()).unwrap())
+            .collect();
+    let ack = &messages[0];
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{messages:?}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    let pushed: Vec<&Value> = messages
+        .iter()
+        .filter(|message| message["method"] == "notifications/tasks")
+        .collect();
+    // Only the caller's task, first working, last completed with its result.
+    assert!(
+        pushed
+            .iter()
+            .all(|message| message["params"]["taskId"] == task.as_str())
+    );
+    assert_eq!(pushed[0]["params"]["status"], "working", "{messages:?}");
+    let last = &pushed.last().unwrap()["params"];
+    assert_eq!(last["status"], "completed");
+    assert_eq!(last["result"]["content"][0]["text"], "slow done");
+    // Then the subscription is torn down gracefully.
+    let end = messages.last().unwrap();
+    assert_eq!(end["id"], "listen-1");
+    assert_eq!(
+        end["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+}

@@ -1,7 +1,8 @@
 //! The Tasks gateway (`mcp-resume proxy --tasks`, on SQLite) against tasks a server keeps itself
 //! (rmcp 3.11's `TaskManager`, in memory), measured in one run with the same client (rmcp's own,
 //! declaring `io.modelcontextprotocol/tasks` at 2026-07-28); setups interleaved round by round,
-//! in an order that alternates, so drift on a shared machine hits both sides alike.
+//! in an order that alternates, so drift on a shared machine hits both sides alike. Every server
+//! runs in a process of its own (this binary, re-run, serves rmcp's), the clients in this one.
 //!
 //! 1. Task creations/s: 16 clients at once, each calling a tool that answers at once, as fast as
 //!    it can, for a window; every answer must be a `CreateTaskResult`. The gateway (`--task-tool
@@ -45,6 +46,10 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler};
 use serde_json::json;
 
+/// Set (to `plain` or `native`) in the environment of this binary run as a server.
+const SERVE_ENV: &str = "MCP_RESUME_TASKS_BENCH_SERVE";
+/// What a server process prints once it listens, before its URL.
+const SERVING: &str = "tasks bench server listening on ";
 /// The one tool both servers have: answers at once with a short text.
 const TOOL: &str = "work";
 /// Clients at once for row 1.
@@ -93,47 +98,21 @@ fn work_result() -> CallToolResult {
     CallToolResult::success(vec![ContentBlock::text("done")])
 }
 
-/// rmcp without tasks: what the gateway stands in front of.
+/// The server: rmcp without task support (what the gateway stands in front of) when `tasks` is
+/// `None`; else rmcp keeping tasks itself (its `TaskManager`, in memory), where every call of a
+/// client that declares the extension is a task.
 #[derive(Clone)]
-struct Plain;
-
-impl ServerHandler for Plain {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        Ok(tool_list())
-    }
-
-    async fn call_tool(
-        &self,
-        _request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, ErrorData> {
-        Ok(CallToolResponse::Complete(work_result()))
-    }
+struct Server {
+    tasks: Option<TaskManager>,
 }
 
-/// rmcp keeping tasks itself (its `TaskManager`, in memory): every call of a client that
-/// declares the extension is a task.
-#[derive(Clone)]
-struct NativeTasks {
-    tasks: TaskManager,
-}
-
-impl ServerHandler for NativeTasks {
+impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_tasks()
-                .build(),
-        )
+        let capabilities = ServerCapabilities::builder().enable_tools();
+        ServerConfig::new(match self.tasks {
+            Some(_) => capabilities.enable_tasks().build(),
+            None => capabilities.build(),
+        })
     }
 
     async fn list_tools(
@@ -149,16 +128,18 @@ impl ServerHandler for NativeTasks {
         _request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        if !context
+        let declared = context
             .client_capabilities()
-            .is_some_and(|capabilities| capabilities.supports_tasks())
-        {
-            return Ok(CallToolResponse::Complete(work_result()));
+            .is_some_and(|capabilities| capabilities.supports_tasks());
+        match &self.tasks {
+            Some(tasks) if declared => {
+                let task = tasks.spawn(TaskOptions::new(), |_| {
+                    Box::pin(async { Ok(work_result()) })
+                });
+                Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
+            }
+            _ => Ok(CallToolResponse::Complete(work_result())),
         }
-        let task = self.tasks.spawn(TaskOptions::new(), |_| {
-            Box::pin(async { Ok(work_result()) })
-        });
-        Ok(CallToolResponse::Task(CreateTaskResult::new(task)))
     }
 
     async fn get_task(
@@ -166,7 +147,10 @@ impl ServerHandler for NativeTasks {
         request: GetTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
-        Ok(GetTaskResult::new(self.tasks.get_task(&request.task_id)?))
+        match &self.tasks {
+            Some(tasks) => Ok(GetTaskResult::new(tasks.get_task(&request.task_id)?)),
+            None => Err(ErrorData::method_not_found::<rmcp::model::GetTaskMethod>()),
+        }
     }
 }
 
@@ -191,13 +175,38 @@ async fn serve<H: ServerHandler + Clone>(handler: H) -> String {
 // mcp-resume proxy, the binary, as users run it.
 // ---------------------------------------------------------------------------------------------
 
-struct Proxy {
+/// A process of this run: `mcp-resume proxy`, or this bench binary serving one of the rmcp
+/// servers (so each server has its own process and cores, as the gateway has, and none shares
+/// the clients' runtime); killed when dropped.
+struct Process {
     child: Child,
     url: String,
 }
 
-impl Proxy {
-    fn start(upstream: &str, store: &Path, args: &[&str]) -> Proxy {
+impl Process {
+    /// Starts `command` and reads its stdout up to the line `prefix ADDRESS`.
+    fn start(mut command: Command, prefix: &str) -> Process {
+        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {command:?}: {error}"));
+        let mut lines = BufReader::new(child.stdout.take().expect("its stdout")).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{command:?} exited before listening"))
+                .expect("a line");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                break format!("{}/mcp", rest.trim().trim_end_matches("/mcp"));
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Process { child, url }
+    }
+
+    /// `mcp-resume proxy` in front of `upstream`, on a SQLite file, with `args`.
+    fn proxy(upstream: &str, store: &Path, args: &[&str]) -> Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-resume"));
         command
             .args([
@@ -210,30 +219,19 @@ impl Proxy {
             ])
             .arg(format!("sqlite:{}", store.display()))
             .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("starting {command:?}: {error}"));
-        let mut lines = BufReader::new(child.stdout.take().expect("its stdout")).lines();
-        let prefix = "mcp-resume listening on ";
-        let url = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("{command:?} exited before listening"))
-                .expect("a line");
-            if let Some(rest) = line.strip_prefix(prefix) {
-                break format!("{}/mcp", rest.trim());
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Proxy { child, url }
+            .env("RUST_LOG", "warn");
+        Process::start(command, "mcp-resume listening on ")
+    }
+
+    /// This binary serving the rmcp server, with its own task support if `native_tasks`.
+    fn server(native_tasks: bool) -> Process {
+        let mut command = Command::new(std::env::current_exe().expect("this bench's binary"));
+        command.env(SERVE_ENV, if native_tasks { "native" } else { "plain" });
+        Process::start(command, SERVING)
     }
 }
 
-impl Drop for Proxy {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -384,6 +382,18 @@ impl Table {
 }
 
 fn main() {
+    if let Ok(kind) = std::env::var(SERVE_ENV) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime");
+        runtime.block_on(async {
+            let tasks = (kind == "native").then(TaskManager::new);
+            println!("{SERVING}{}", serve(Server { tasks }).await);
+            std::future::pending::<()>().await
+        });
+        return;
+    }
     let quick = std::env::var_os("MCP_RESUME_BENCH_QUICK").is_some_and(|value| value != "0");
     // `cargo bench` passes `--bench`; a filter argument that names nothing of this bench skips it.
     if std::env::args()
@@ -417,24 +427,22 @@ fn main() {
 }
 
 async fn run(plan: &Plan, dir: &Path) -> Table {
-    let plain = serve(Plain).await;
-    let native = serve(NativeTasks {
-        tasks: TaskManager::new(),
-    })
-    .await;
+    let plain_server = Process::server(false);
+    let native_server = Process::server(true);
+    let (plain, native) = (plain_server.url.clone(), native_server.url.clone());
     // Row 1 and 2: every call of the tool is a task.
-    let gateway = Proxy::start(
+    let gateway = Process::proxy(
         &plain,
         &dir.join("gateway.db"),
         &["--tasks", "true", "--task-tool", &format!("{TOOL}=0s")],
     );
     // Row 3: the default threshold, so the call (answered at once) stays an ordinary result.
-    let gateway_default = Proxy::start(
+    let gateway_default = Process::proxy(
         &plain,
         &dir.join("gateway-default.db"),
         &["--tasks", "true"],
     );
-    let proxy_only = Proxy::start(&plain, &dir.join("proxy.db"), &[]);
+    let proxy_only = Process::proxy(&plain, &dir.join("proxy.db"), &[]);
 
     let mut table = Table { lines: Vec::new() };
 
@@ -550,6 +558,12 @@ async fn run(plan: &Plan, dir: &Path) -> Table {
     for client in callers {
         let _ = client.cancel().await;
     }
-    drop((gateway, gateway_default, proxy_only));
+    drop((
+        gateway,
+        gateway_default,
+        proxy_only,
+        plain_server,
+        native_server,
+    ));
     table
 }

@@ -743,3 +743,29 @@ async fn a_listen_for_task_ids_pushes_the_callers_tasks_until_they_end() {
         "listen-1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_an_earlier_revision_is_never_a_task_and_stays_resumable() {
+    let rig = rig_with(Arc::new(MemoryEventStore::new()), |tasks| {
+        tasks.task_after(Duration::ZERO)
+    })
+    .await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {},
+            "_meta": {"io.modelcontextprotocol/clientCapabilities":
+                {"extensions": {"io.modelcontextprotocol/tasks": {}}}}}});
+    let mut response = sse::Req::post("/mcp", &body.to_string())
+        .version(crate::common::V2025_06_18)
+        .header("authorization", "Bearer alice")
+        .send(rig.gateway.addr)
+        .await;
+    let events = crate::common::guard("the call's stream", response.events_to_end()).await;
+    // The resumability layer's ids, as without the gateway, and the result.
+    assert!(
+        events.iter().all(|event| event.id().contains('.')),
+        "{events:?}"
+    );
+    let last: Value = serde_json::from_str(events.last().unwrap().data()).unwrap();
+    assert_eq!(last["result"]["content"][0]["text"], "slow done");
+    assert!(last["result"].get("taskId").is_none());
+}

@@ -18,7 +18,8 @@
 # suite's npm packages (the versions tests/conformance/run.sh pins) and the interop venv with
 # mcp==2.3.0. Builds `mcp-resume` and the example in release mode with --all-features (the build
 # the interop and conformance runs share). Every process listens on 127.0.0.1 (free ports); all
-# are stopped on exit, whatever happens. TASKS_KEEP=1 keeps the logs (always kept on failure).
+# are stopped on exit, whatever happens. TASKS_KEEP=1 keeps the logs (always kept on failure);
+# TASKS_GATEWAY_ARGS replaces the gateway's options (below).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -40,6 +41,9 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 # for a client without the extension).
 TASK_TOOLS="slow_compute=0s,failing_job=0s,protocol_error_job=0s,confirm_delete=0s,multi_input=0s"
 GATEWAY_ARGS=(--tasks true --task-after 3s --task-tool "$TASK_TOOLS" --task-required failing_job)
+# TASKS_GATEWAY_ARGS replaces them (split on spaces): e.g. without --task-required, to see the
+# verdict catch the failing check (tasks-required-task-error).
+[[ -n ${TASKS_GATEWAY_ARGS:-} ]] && read -r -a GATEWAY_ARGS <<<"$TASKS_GATEWAY_ARGS"
 
 # shellcheck source=../interop/lib.sh
 source "$ROOT/tests/interop/lib.sh"

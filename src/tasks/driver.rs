@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::body::RequestBody;
-use super::gateway::{is_event_stream, is_json, read_response};
+use super::gateway::{is_event_stream, is_json, read_bounded};
 use super::layer::TasksConfig;
 use super::rpc::{self, Message};
 use super::state::{ROUND, Status, TaskState};
@@ -200,10 +200,7 @@ impl<S> Driver<S> {
         };
         let limit = self.config.layer.limits.event_limit();
         if parts.status != StatusCode::OK || is_json(&parts.headers) {
-            let rest = match read_response(body, limit).await {
-                Ok(rest) => rest,
-                Err((rest, _)) => rest,
-            };
+            let (rest, _) = read_bounded(body, limit).await;
             let mut message = BytesMut::from(&prefix[..]);
             message.extend_from_slice(&rest);
             let message = message.freeze();

@@ -37,7 +37,7 @@ where
     ResB::Error: Into<tower::BoxError>,
 {
     let (parts, body) = request.into_parts();
-    let (bytes, rest) = read_request(body, config.max_request_bytes).await;
+    let (bytes, rest) = read_bounded(Box::pin(body), config.max_request_bytes).await;
     if let Some(rest) = rest {
         // Too large to classify: the service gets it as it came.
         let request = Request::from_parts(parts, RequestBody::prefixed(bytes, rest));
@@ -100,31 +100,6 @@ where
     }
 }
 
-/// Reads a request body up to `limit` bytes: all of it and `None`, or what
-/// was read and the rest when it is larger.
-async fn read_request<B>(body: B, limit: usize) -> (Bytes, Option<Pin<Box<B>>>)
-where
-    B: Body<Data = Bytes>,
-{
-    let mut body = Box::pin(body);
-    let mut buffer = BytesMut::new();
-    loop {
-        if buffer.len() > limit {
-            return (buffer.freeze(), Some(body));
-        }
-        match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-            None => return (buffer.freeze(), None),
-            // The service gets what arrived; its parser tells the client.
-            Some(Err(_)) => return (buffer.freeze(), None),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    buffer.extend_from_slice(&data);
-                }
-            }
-        }
-    }
-}
-
 /// Sends `request` to the service and its answer back unchanged.
 pub(crate) async fn forward<S, ReqB, ResB>(
     mut inner: S,
@@ -141,23 +116,24 @@ pub(crate) fn own<B>(response: Response<Bytes>) -> Response<ResponseBody<B>> {
     response.map(ResponseBody::full)
 }
 
-/// Reads a whole response body, up to `limit` bytes: `Ok` with all of it,
-/// or `Err` with what was read and the rest (too large, or it broke).
-pub(crate) async fn read_response<B>(
+/// Reads a body up to `limit` bytes: all of it and `None`, or what was
+/// read and the rest, when it is larger or broke (the reader of the rest
+/// then sees how).
+pub(crate) async fn read_bounded<B>(
     mut body: Pin<Box<B>>,
     limit: usize,
-) -> Result<Bytes, (Bytes, Pin<Box<B>>)>
+) -> (Bytes, Option<Pin<Box<B>>>)
 where
     B: Body<Data = Bytes>,
 {
     let mut buffer = BytesMut::new();
     loop {
         if buffer.len() > limit {
-            return Err((buffer.freeze(), body));
+            return (buffer.freeze(), Some(body));
         }
         match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-            None => return Ok(buffer.freeze()),
-            Some(Err(_)) => return Err((buffer.freeze(), body)),
+            None => return (buffer.freeze(), None),
+            Some(Err(_)) => return (buffer.freeze(), Some(body)),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     buffer.extend_from_slice(&data);
@@ -196,9 +172,9 @@ where
         return response.map(ResponseBody::inner);
     }
     let (mut parts, body) = response.into_parts();
-    let bytes = match read_response(Box::pin(body), MAX_DISCOVER_BYTES).await {
-        Ok(bytes) => bytes,
-        Err((read, rest)) => {
+    let bytes = match read_bounded(Box::pin(body), MAX_DISCOVER_BYTES).await {
+        (bytes, None) => bytes,
+        (read, Some(rest)) => {
             return Response::from_parts(parts, ResponseBody::prefixed(read, rest));
         }
     };

@@ -1,7 +1,7 @@
 //! [`TasksLayer`]: the builder, and the [`tower::Layer`] that wraps
 //! services in [`Tasks`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +29,8 @@ pub struct TasksLayer {
 #[derive(Clone)]
 pub(crate) struct TasksConfig {
     pub(crate) task_after: Duration,
-    pub(crate) tool_task_after: HashMap<String, Duration>,
-    pub(crate) required_tools: HashSet<String>,
+    pub(crate) tool_task_after: BTreeMap<String, Duration>,
+    pub(crate) required_tools: BTreeSet<String>,
     pub(crate) ttl: Option<Duration>,
     pub(crate) poll_interval: Duration,
     pub(crate) max_request_bytes: usize,
@@ -85,8 +85,8 @@ impl TasksLayer {
         Self {
             config: Arc::new(TasksConfig {
                 task_after: Self::DEFAULT_TASK_AFTER,
-                tool_task_after: HashMap::new(),
-                required_tools: HashSet::new(),
+                tool_task_after: BTreeMap::new(),
+                required_tools: BTreeSet::new(),
                 ttl: None,
                 poll_interval: Self::DEFAULT_POLL_INTERVAL,
                 max_request_bytes: Self::DEFAULT_MAX_REQUEST_BYTES,
@@ -183,5 +183,35 @@ impl<S> tower::Layer<S> for TasksLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         Tasks::new(inner, self.config.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryEventStore, Retention};
+
+    #[test]
+    fn a_tools_threshold_wins_and_the_ttl_never_outlives_the_stores_retention() {
+        let retention = Retention::default().max_age(Duration::from_secs(120));
+        let store = Arc::new(MemoryEventStore::with_retention(retention));
+        let layer = ResumabilityLayer::new(store);
+        let tasks = TasksLayer::new(&layer)
+            .task_after(Duration::from_secs(3))
+            .tool_task_after("quick", Duration::from_millis(10))
+            .require_task("only_task");
+        let config = &tasks.config;
+        assert_eq!(config.task_after(Some("quick")), Duration::from_millis(10));
+        assert_eq!(config.task_after(Some("only_task")), Duration::ZERO);
+        assert_eq!(config.task_after(Some("other")), Duration::from_secs(3));
+        assert_eq!(config.task_after(None), Duration::from_secs(3));
+        // The store's retention by default, and a longer ttl is cut to it.
+        assert_eq!(config.ttl(), Duration::from_secs(120));
+        assert_eq!(config.pump.detach_timeout, Duration::from_secs(120));
+        let longer = tasks.clone().ttl(Duration::from_secs(3600));
+        assert_eq!(longer.config.ttl_ms(), 120_000);
+        let shorter = tasks.ttl(Duration::from_secs(60));
+        assert_eq!(shorter.config.ttl(), Duration::from_secs(60));
+        assert_eq!(shorter.config.pump.detach_timeout, Duration::from_secs(60));
     }
 }

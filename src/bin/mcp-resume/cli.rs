@@ -831,4 +831,52 @@ mod tests {
             try_parse(&["mcp-resume", "demo", "--allowed-origins", "app.example.com"]).is_err()
         );
     }
+
+    #[test]
+    fn task_options_reach_the_gateway() {
+        let layer = ResumabilityLayer::new(Arc::new(mcp_resume::store::MemoryEventStore::new()));
+        assert!(proxy_options(&[]).tasks_layer(&layer).is_none());
+        let tasks = proxy_options(&[
+            "--tasks",
+            "true",
+            "--task-after",
+            "2s",
+            "--task-tool",
+            "slow_compute=0s,confirm=250ms",
+            "--task-required",
+            "failing_job",
+            "--task-ttl",
+            "10m",
+            "--task-poll-interval",
+            "1s",
+        ])
+        .tasks_layer(&layer)
+        .expect("--tasks true");
+        let expected = TasksLayer::new(&layer)
+            .task_after(Duration::from_secs(2))
+            .poll_interval(Duration::from_secs(1))
+            .tool_task_after("slow_compute", Duration::ZERO)
+            .tool_task_after("confirm", Duration::from_millis(250))
+            .require_task("failing_job")
+            .ttl(Duration::from_secs(600));
+        assert_eq!(format!("{tasks:?}"), format!("{expected:?}"));
+        let defaults = proxy_options(&["--tasks", "true"])
+            .tasks_layer(&layer)
+            .unwrap();
+        assert_eq!(
+            format!("{defaults:?}"),
+            format!("{:?}", TasksLayer::new(&layer))
+        );
+        assert!(
+            try_parse(&[
+                "mcp-resume",
+                "proxy",
+                "--upstream",
+                "http://x/mcp",
+                "--task-tool",
+                "noequals"
+            ])
+            .is_err()
+        );
+    }
 }

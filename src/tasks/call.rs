@@ -41,6 +41,17 @@ where
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<tower::BoxError>,
 {
+    let mut parts = parts;
+    let body = match rpc::without_tasks_declaration(&body) {
+        Some(stripped) => {
+            // The body changed length; its header follows.
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, stripped.len().into());
+            stripped
+        }
+        None => body,
+    };
     let threshold = config.task_after(call.str_param("name"));
     let identity = config.layer.identity_of(&parts);
     let template = Template::new(&parts, &body);

@@ -85,11 +85,15 @@ impl Template {
             };
         }
         let body = Bytes::from(Value::Object(message).to_string());
+        let length = body.len();
         let mut request = Request::new(RequestBody::full(body));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
         *request.headers_mut() = self.headers.clone();
+        request
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, length.into());
         request
     }
 }

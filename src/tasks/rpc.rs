@@ -113,6 +113,22 @@ impl Call {
     }
 }
 
+/// `body`, a JSON-RPC request declaring the tasks extension, without the
+/// declaration: the call the upstream gets is an ordinary one, so an
+/// upstream that implements tasks itself never answers with a task of its
+/// own that the gateway could not follow. `None` if `body` is not one.
+pub(crate) fn without_tasks_declaration(body: &[u8]) -> Option<Bytes> {
+    let mut message: Value = serde_json::from_slice(body).ok()?;
+    let extensions = message
+        .get_mut("params")?
+        .get_mut("_meta")?
+        .get_mut(CLIENT_CAPABILITIES)?
+        .get_mut("extensions")?
+        .as_object_mut()?;
+    extensions.remove(TASKS_EXTENSION)?;
+    Some(Bytes::from(message.to_string()))
+}
+
 /// A JSON-RPC success answer, `application/json`.
 pub(crate) fn result(id: &Value, result: Value) -> Response<Bytes> {
     json_response(&json!({"jsonrpc": "2.0", "id": id, "result": result}))
@@ -265,6 +281,23 @@ mod tests {
         assert!(Call::parse(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#).is_none());
         assert!(Call::parse(b"[1,2]").is_none());
         assert!(Call::parse(b"not json").is_none());
+    }
+
+    #[test]
+    fn the_upstream_gets_the_call_without_the_declaration() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x",
+            "_meta":{"io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{},"other/ext":{}}},"progressToken":3}}}"#;
+        let stripped = without_tasks_declaration(body).unwrap();
+        let call = Call::parse(&stripped).unwrap();
+        assert!(!call.declares_tasks());
+        let meta = &call.params["_meta"];
+        assert_eq!(meta["progressToken"], 3);
+        assert!(
+            meta[CLIENT_CAPABILITIES]["extensions"]
+                .get("other/ext")
+                .is_some()
+        );
+        assert!(without_tasks_declaration(&stripped).is_none());
     }
 
     #[test]

@@ -392,8 +392,15 @@ async fn a_slow_call_becomes_a_task_polled_to_its_result(store: Arc<dyn EventSto
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["result"]["content"][0]["text"], "slow done");
     assert!(done.get("error").is_none());
-    // The server ran the tool once.
-    assert_eq!(rig.upstream.calls_of("slow").len(), 1);
+    // The server ran the tool once, as an ordinary call: the gateway owns the task.
+    let calls = rig.upstream.calls_of("slow");
+    assert_eq!(calls.len(), 1);
+    let declared = &calls[0]["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"];
+    assert!(
+        declared["extensions"]
+            .get("io.modelcontextprotocol/tasks")
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

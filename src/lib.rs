@@ -104,5 +104,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod sse;
 pub mod store;
+pub mod tasks;
 
 pub use layer::{ResumabilityLayer, ResumabilityStats, StoreFailurePolicy};

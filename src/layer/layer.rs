@@ -273,6 +273,12 @@ impl ResumabilityLayer {
     pub fn snapshot(&self, max_streams: usize) -> StatusSnapshot {
         super::snapshot::take(&self.shared, max_streams)
     }
+
+    /// The settings and the shared state, for the tasks gateway built on
+    /// this layer ([`TasksLayer::new`](crate::tasks::TasksLayer::new)).
+    pub(crate) fn parts(&self) -> (Config, Arc<Shared>) {
+        (self.config.clone(), self.shared.clone())
+    }
 }
 
 impl fmt::Debug for ResumabilityLayer {

@@ -87,22 +87,22 @@
 //! For a complete server, see `examples/axum_rmcp.rs`.
 
 mod body;
-mod config;
+pub(crate) mod config;
 mod feed;
 mod future;
-mod hot_tail;
+pub(crate) mod hot_tail;
 mod identity;
 // The tower-http layout: the layer in `layer.rs` beside its service.
 #[allow(clippy::module_inception)]
 mod layer;
 mod open;
 mod protocol;
-mod pump;
-mod registry;
+pub(crate) mod pump;
+pub(crate) mod registry;
 mod resume;
 mod service;
 mod sessions;
-mod shared;
+pub(crate) mod shared;
 mod snapshot;
 mod stats;
 mod wire;

@@ -35,3 +35,4 @@ mod rmcp_resume;
 #[cfg(feature = "sqlite")]
 mod sqlite_faults;
 mod store_backends;
+mod tasks;

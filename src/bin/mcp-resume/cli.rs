@@ -14,11 +14,13 @@ use mcp_resume::proxy::{
     ServeOptions, TlsConfigError, Upstream, UpstreamTls,
 };
 use mcp_resume::store::{EventStore, Retention, SqliteOptions};
+use mcp_resume::tasks::TasksLayer;
 use mcp_resume::{ResumabilityLayer, StoreFailurePolicy};
 
 use crate::store::{StoreSpec, parse_store};
 use crate::values::{
     BytesOrOff, CliDuration, DurationOrOff, ForwardedArg, HeaderOrNone, OnStoreFailure, SyncArg,
+    ToolThreshold,
 };
 
 /// Makes any MCP Streamable HTTP server resumable.
@@ -138,9 +140,85 @@ pub struct ProxyOptions {
         default_value_t = DEFAULT_AUTHORIZE_RESUMES_WITH_UPSTREAM
     )]
     authorize_resumes_with_upstream: bool,
+
+    /// Answer 2026-07-28 tool calls with durable tasks (the
+    /// io.modelcontextprotocol/tasks extension) for clients that declare it,
+    /// stored like streams; see docs/tasks.md
+    #[arg(
+        long,
+        env = "MCP_RESUME_TASKS",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        default_value_t = false
+    )]
+    tasks: bool,
+
+    /// With --tasks: a call whose result has not come after this becomes a
+    /// task (`0s`: every call of a declaring client)
+    #[arg(
+        long,
+        env = "MCP_RESUME_TASK_AFTER",
+        value_name = "DUR",
+        default_value_t = CliDuration(TasksLayer::DEFAULT_TASK_AFTER)
+    )]
+    task_after: CliDuration,
+
+    /// With --tasks: --task-after for one tool, as NAME=DUR; repeatable
+    /// (comma-separated in the variable)
+    #[arg(
+        long = "task-tool",
+        env = "MCP_RESUME_TASK_TOOLS",
+        value_name = "NAME=DUR",
+        value_delimiter = ','
+    )]
+    task_tools: Vec<ToolThreshold>,
+
+    /// With --tasks: a tool that only runs as a task; calls from clients
+    /// without the extension get error -32021; repeatable
+    #[arg(
+        long = "task-required",
+        env = "MCP_RESUME_TASK_REQUIRED",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    task_required: Vec<String>,
+
+    /// With --tasks: how long a task is kept from its creation, at most
+    /// --max-age (the default)
+    #[arg(long, env = "MCP_RESUME_TASK_TTL", value_name = "DUR")]
+    task_ttl: Option<CliDuration>,
+
+    /// With --tasks: the polling interval suggested to clients
+    #[arg(
+        long,
+        env = "MCP_RESUME_TASK_POLL_INTERVAL",
+        value_name = "DUR",
+        default_value_t = CliDuration(TasksLayer::DEFAULT_POLL_INTERVAL)
+    )]
+    task_poll_interval: CliDuration,
 }
 
 impl ProxyOptions {
+    /// The tasks gateway on `layer`'s store, identity and caps, if `--tasks`.
+    pub fn tasks_layer(&self, layer: &ResumabilityLayer) -> Option<TasksLayer> {
+        if !self.tasks {
+            return None;
+        }
+        let mut tasks = TasksLayer::new(layer)
+            .task_after(self.task_after.0)
+            .poll_interval(self.task_poll_interval.0);
+        for threshold in &self.task_tools {
+            tasks = tasks.tool_task_after(threshold.tool.clone(), threshold.after);
+        }
+        for tool in &self.task_required {
+            tasks = tasks.require_task(tool.clone());
+        }
+        if let Some(ttl) = self.task_ttl {
+            tasks = tasks.ttl(ttl.0);
+        }
+        Some(tasks)
+    }
+
     /// How an `https://` upstream's certificate is verified: the
     /// `--upstream-ca-file` bundle, or the system's root certificates; read
     /// now, so that a missing file or an empty system store stops the
@@ -778,6 +856,54 @@ mod tests {
         assert!(guard.checks_host() && !guard.checks_origin());
         assert!(
             try_parse(&["mcp-resume", "demo", "--allowed-origins", "app.example.com"]).is_err()
+        );
+    }
+
+    #[test]
+    fn task_options_reach_the_gateway() {
+        let layer = ResumabilityLayer::new(Arc::new(mcp_resume::store::MemoryEventStore::new()));
+        assert!(proxy_options(&[]).tasks_layer(&layer).is_none());
+        let tasks = proxy_options(&[
+            "--tasks",
+            "true",
+            "--task-after",
+            "2s",
+            "--task-tool",
+            "slow_compute=0s,confirm=250ms",
+            "--task-required",
+            "failing_job",
+            "--task-ttl",
+            "10m",
+            "--task-poll-interval",
+            "1s",
+        ])
+        .tasks_layer(&layer)
+        .expect("--tasks true");
+        let expected = TasksLayer::new(&layer)
+            .task_after(Duration::from_secs(2))
+            .poll_interval(Duration::from_secs(1))
+            .tool_task_after("slow_compute", Duration::ZERO)
+            .tool_task_after("confirm", Duration::from_millis(250))
+            .require_task("failing_job")
+            .ttl(Duration::from_secs(600));
+        assert_eq!(format!("{tasks:?}"), format!("{expected:?}"));
+        let defaults = proxy_options(&["--tasks", "true"])
+            .tasks_layer(&layer)
+            .unwrap();
+        assert_eq!(
+            format!("{defaults:?}"),
+            format!("{:?}", TasksLayer::new(&layer))
+        );
+        assert!(
+            try_parse(&[
+                "mcp-resume",
+                "proxy",
+                "--upstream",
+                "http://x/mcp",
+                "--task-tool",
+                "noequals"
+            ])
+            .is_err()
         );
     }
 }

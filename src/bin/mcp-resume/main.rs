@@ -224,8 +224,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(tls) = upstream_tls {
                 reverse_proxy = reverse_proxy.upstream_tls(tls);
             }
-            let service = guard.layer(layer.layer(reverse_proxy));
-            serve_until_signalled(listener, listener_tls, service, signals, &options).await;
+            let resumable = layer.layer(reverse_proxy);
+            match proxy.tasks_layer(&layer) {
+                Some(tasks) => {
+                    tracing::info!(
+                        ?tasks,
+                        "2026-07-28 tool calls become durable tasks (--tasks)"
+                    );
+                    let service = guard.layer(tasks.layer(resumable));
+                    serve_until_signalled(listener, listener_tls, service, signals, &options).await;
+                }
+                None => {
+                    let service = guard.layer(resumable);
+                    serve_until_signalled(listener, listener_tls, service, signals, &options).await;
+                }
+            }
         }
         Command::Demo => {
             print_stdout(&demo::walkthrough(addr));

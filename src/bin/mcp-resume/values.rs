@@ -40,6 +40,30 @@ impl fmt::Display for CliDuration {
     }
 }
 
+/// A tool's own task threshold: `NAME=DURATION` (`--task-tool`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolThreshold {
+    pub tool: String,
+    pub after: Duration,
+}
+
+impl FromStr for ToolThreshold {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (tool, after) = text
+            .split_once('=')
+            .ok_or_else(|| "expected NAME=DURATION, e.g. slow_compute=0s".to_owned())?;
+        if tool.is_empty() {
+            return Err("the tool name before `=` is empty".to_owned());
+        }
+        Ok(Self {
+            tool: tool.to_owned(),
+            after: parse_duration(after)?,
+        })
+    }
+}
+
 /// `250ms`, `2s`, `5m`, `1h`, or a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let expected = "expected a whole number with an optional unit: 250ms, 2s, 5m, 1h (a bare number is seconds)";

@@ -127,8 +127,13 @@ def test_error_handling() -> str:
 @server.tool()
 async def test_sampling(prompt: str, ctx: Context) -> str:
     """Ask the client's LLM (sampling/createMessage) and return its answer."""
+    # On the call's own stream, as ctx.elicit does: without related_request_id the SDK sends the
+    # request on the session's GET stream, and drops it (no event store here) when the client's
+    # GET has not reached the server yet, so the call waits for ever.
     result = await ctx.session.create_message(
-        messages=[SamplingMessage(role="user", content=TextContent(text=prompt))], max_tokens=100
+        messages=[SamplingMessage(role="user", content=TextContent(text=prompt))],
+        max_tokens=100,
+        related_request_id=ctx.request_id,
     )
     content = result.content
     return f"LLM response: {content.text if getattr(content, 'type', None) == 'text' else 'No response'}"

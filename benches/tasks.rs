@@ -331,9 +331,22 @@ fn order(round: usize, count: usize) -> Vec<usize> {
     order
 }
 
-/// Row 1: calls per second, `CREATORS` clients at once for one window; each answer must be a
-/// task when `tasks`, an ordinary result when not.
-async fn calls_per_second(clients: &[Client], window: Duration, tasks: bool) -> f64 {
+/// What one window of row 1 did: the calls answered, and the time they took.
+#[derive(Clone, Copy)]
+struct Window {
+    answered: usize,
+    seconds: f64,
+}
+
+impl Window {
+    fn rate(self) -> f64 {
+        self.answered as f64 / self.seconds
+    }
+}
+
+/// Row 1: `CREATORS` clients calling at once for one window; each answer must be a task when
+/// `tasks`, an ordinary result when not.
+async fn call_for(clients: &[Client], window: Duration, tasks: bool) -> Window {
     let answered = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -346,7 +359,8 @@ async fn calls_per_second(clients: &[Client], window: Duration, tasks: bool) -> 
                 match peer.call_tool_once(CallToolRequestParams::new(TOOL)).await {
                     Ok(CallToolResponse::Task(_)) if tasks => {}
                     Ok(CallToolResponse::Complete(_)) if !tasks => {}
-                    Ok(_) => panic!("tools/call {TOOL}: a task expected: {tasks}, not answered so"),
+                    Ok(_) if tasks => panic!("tools/call {TOOL} did not answer with a task"),
+                    Ok(_) => panic!("tools/call {TOOL} did not answer with its result"),
                     Err(error) => panic!("tools/call {TOOL}: {error}"),
                 }
                 answered.fetch_add(1, Ordering::Relaxed);
@@ -358,7 +372,10 @@ async fn calls_per_second(clients: &[Client], window: Duration, tasks: bool) -> 
     for run in runs {
         run.await.expect("a calling client");
     }
-    answered.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    Window {
+        answered: answered.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    }
 }
 
 /// Row 2: `tasks/get` latency p50 and p99 on a completed task, one request at a time, the two
@@ -501,7 +518,12 @@ async fn run(plan: &Plan, dir: &Path) -> Table {
     task_gets(&mut table, plan, &native, &gateway.url, "one task held").await;
 
     // Row 1: the two servers with tasks, and for reference the same tool's ordinary calls
-    // through the proxy without the gateway and directly (what the extra hop costs).
+    // through the proxy without the gateway and directly (what the extra hop costs). Indexed by
+    // the constants below.
+    const NATIVE: usize = 0;
+    const GATEWAY: usize = 1;
+    const PROXY: usize = 2;
+    const DIRECT: usize = 3;
     let setups = [
         (native.as_str(), true),
         (gateway.url.as_str(), true),
@@ -516,54 +538,53 @@ async fn run(plan: &Plan, dir: &Path) -> Table {
         }
         callers.push(clients);
     }
-    let mut rates = vec![Vec::new(); setups.len()];
+    let mut windows = vec![Vec::new(); setups.len()];
     for round in 0..plan.rounds {
         for setup in order(round, setups.len()) {
             let tasks = setups[setup].1;
-            rates[setup].push(calls_per_second(&callers[setup], plan.window, tasks).await);
+            windows[setup].push(call_for(&callers[setup], plan.window, tasks).await);
         }
     }
     // Each server now holds every task row 1 created (rmcp keeps them for its default time to
     // live, 5 minutes; the gateway for --max-age): row 2 again, with them.
-    let held =
-        |setup: usize| -> f64 { rates[setup].iter().sum::<f64>() * plan.window.as_secs_f64() };
-    let (native_held, gateway_held) = (held(0), held(1));
+    let held = |setup: usize| windows[setup].iter().map(|w| w.answered).sum::<usize>();
+    let (native_held, gateway_held) = (held(NATIVE), held(GATEWAY));
     // rmcp's TaskManager slows as its tasks pile up: the first round (each server fresh) and
     // the median of all rounds are both shown.
-    let first = rates.iter().map(|rates| rates[0]).collect::<Vec<_>>();
+    let first = |setup: usize| windows[setup][0].rate();
     table.row(
         "1. task creations/s, 16 clients, first round (servers fresh)",
-        &format!("gateway on SQLite {:.0}/s", first[1]),
-        &format!("rmcp's TaskManager in memory {:.0}/s", first[0]),
-        first[1] / first[0],
+        &format!("gateway on SQLite {:.0}/s", first(GATEWAY)),
+        &format!("rmcp's TaskManager in memory {:.0}/s", first(NATIVE)),
+        first(GATEWAY) / first(NATIVE),
         ">= 0.67x",
     );
-    let medians = rates
-        .iter_mut()
-        .map(|rates| median(rates))
-        .collect::<Vec<_>>();
+    let medians: Vec<f64> = windows
+        .iter()
+        .map(|windows| median(&mut windows.iter().map(|w| w.rate()).collect::<Vec<_>>()))
+        .collect();
     table.row(
         &format!(
-            "1. task creations/s, 16 clients, median of {} rounds (in the end {gateway_held:.0} / {native_held:.0} tasks held)",
+            "1. task creations/s, 16 clients, median of {} rounds (in the end {gateway_held} / {native_held} tasks held)",
             plan.rounds
         ),
-        &format!("gateway on SQLite {:.0}/s", medians[1]),
-        &format!("rmcp's TaskManager in memory {:.0}/s", medians[0]),
-        medians[1] / medians[0],
+        &format!("gateway on SQLite {:.0}/s", medians[GATEWAY]),
+        &format!("rmcp's TaskManager in memory {:.0}/s", medians[NATIVE]),
+        medians[GATEWAY] / medians[NATIVE],
         ">= 0.67x",
     );
     table.row(
         "1. for reference: ordinary calls/s of the tool, 16 clients, median",
-        &format!("through mcp-resume proxy {:.0}/s", medians[2]),
-        &format!("the server directly {:.0}/s", medians[3]),
-        medians[2] / medians[3],
+        &format!("through mcp-resume proxy {:.0}/s", medians[PROXY]),
+        &format!("the server directly {:.0}/s", medians[DIRECT]),
+        medians[PROXY] / medians[DIRECT],
         "",
     );
     table.row(
         "1. for reference: task creations/s through the gateway against ordinary calls through the proxy, median",
-        &format!("gateway on SQLite {:.0}/s", medians[1]),
-        &format!("proxy without --tasks {:.0}/s", medians[2]),
-        medians[1] / medians[2],
+        &format!("gateway on SQLite {:.0}/s", medians[GATEWAY]),
+        &format!("proxy without --tasks {:.0}/s", medians[PROXY]),
+        medians[GATEWAY] / medians[PROXY],
         "",
     );
     for clients in callers {
@@ -576,7 +597,7 @@ async fn run(plan: &Plan, dir: &Path) -> Table {
         plan,
         &native,
         &gateway.url,
-        &format!("after row 1 (gateway {gateway_held:.0}, rmcp {native_held:.0} tasks held)"),
+        &format!("after row 1 (gateway {gateway_held}, rmcp {native_held} tasks held)"),
     )
     .await;
 

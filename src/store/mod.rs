@@ -135,6 +135,36 @@ pub trait EventStore: Send + Sync + 'static {
     /// Creates a live stream and returns its new, unguessable id.
     fn create_stream(&self, stream: NewStream) -> BoxFuture<'_, Result<StreamId, StoreError>>;
 
+    /// Creates a live stream that holds `first` as its first events, and
+    /// returns what is known of it once they are committed: what a caller
+    /// that must answer with the stream's times (a task's creation) would
+    /// otherwise get from [`create_stream`](Self::create_stream),
+    /// [`append`](Self::append) and [`stream_info`](Self::stream_info) in
+    /// turn.
+    ///
+    /// The default does exactly that, and ends the stream as abandoned when the
+    /// append fails. [`SqliteEventStore`] overrides it with
+    /// one command to its writer and one transaction, so no reader ever sees
+    /// the stream without its first events and the caller waits for one
+    /// commit instead of two and a read.
+    fn create_stream_with_events(
+        &self,
+        stream: NewStream,
+        first: Vec<NewEvent>,
+    ) -> BoxFuture<'_, Result<StreamInfo, StoreError>> {
+        Box::pin(async move {
+            let id = self.create_stream(stream).await?;
+            if let Err(error) = self.append(id, first).await {
+                // A stream without its first events must not look live.
+                let _ = self.end_stream(id, StreamEnd::Abandoned).await;
+                return Err(error);
+            }
+            self.stream_info(id)
+                .await?
+                .ok_or(StoreError::StreamNotFound(id))
+        })
+    }
+
     /// Appends `events` to a live stream, in order, and resolves once they
     /// are committed. Sequence numbers are per stream, start at 1 and have no
     /// gaps. Appending an empty `Vec` commits nothing and returns the current
@@ -147,6 +177,27 @@ pub trait EventStore: Send + Sync + 'static {
         stream: StreamId,
         events: Vec<NewEvent>,
     ) -> BoxFuture<'_, Result<AppendReceipt, StoreError>>;
+
+    /// Appends `events` to a live stream, then ends it with `end`, and
+    /// resolves once both are committed: what a producer whose last events
+    /// and end arrive together would otherwise do with
+    /// [`append`](Self::append) and [`end_stream`](Self::end_stream) in
+    /// turn. Fails as `append` does, and then does not end the stream.
+    ///
+    /// The default does exactly that. [`SqliteEventStore`] overrides it with
+    /// one command to its writer and one transaction.
+    fn append_and_end(
+        &self,
+        stream: StreamId,
+        events: Vec<NewEvent>,
+        end: StreamEnd,
+    ) -> BoxFuture<'_, Result<AppendReceipt, StoreError>> {
+        Box::pin(async move {
+            let receipt = self.append(stream, events).await?;
+            self.end_stream(stream, end).await?;
+            Ok(receipt)
+        })
+    }
 
     /// Marks a live stream complete or abandoned and wakes its subscribers.
     /// Ending an already ended stream keeps its first end state and succeeds.
@@ -167,6 +218,37 @@ pub trait EventStore: Send + Sync + 'static {
         after: u64,
         limit: ReadLimit,
     ) -> BoxFuture<'_, Result<Batch, StoreError>>;
+
+    /// Everything known about a stream and the first page (at most
+    /// `limit`) of the events it retains, those from
+    /// [`StreamInfo::first_seq`] on; `None` if it does not exist. What a
+    /// caller that needs both (a task's state) would otherwise get from
+    /// [`stream_info`](Self::stream_info) and
+    /// [`read_batch`](Self::read_batch) in turn.
+    ///
+    /// The default does exactly that; like a [`replay`], it fails with
+    /// [`StoreError::Trimmed`] when retention trims the stream between the
+    /// two. [`SqliteEventStore`] overrides it with one read transaction.
+    fn read_stream(
+        &self,
+        stream: StreamId,
+        limit: ReadLimit,
+    ) -> BoxFuture<'_, Result<Option<(StreamInfo, Batch)>, StoreError>> {
+        Box::pin(async move {
+            let Some(info) = self.stream_info(stream).await? else {
+                return Ok(None);
+            };
+            match self
+                .read_batch(stream, info.first_seq.saturating_sub(1), limit)
+                .await
+            {
+                Ok(batch) => Ok(Some((info, batch))),
+                // Deleted between the two reads.
+                Err(StoreError::StreamNotFound(_)) => Ok(None),
+                Err(error) => Err(error),
+            }
+        })
+    }
 
     /// Subscribes to a stream's head. Subscribe *before* reading, then read
     /// until caught up: no commit can fall between the two ([`follow`] does

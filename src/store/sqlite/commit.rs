@@ -12,25 +12,27 @@ use super::ledger::{Heads, Ledger, finish_heads};
 use super::schema::classify;
 use super::writer::{Command, Reply, Writer};
 use crate::store::live::LiveStreams;
-use crate::store::{AppendReceipt, StoreError, StreamId, StreamState, SweepReport};
+use crate::store::{AppendReceipt, StoreError, StreamId, StreamInfo, StreamState, SweepReport};
 
 /// A reply to send, or a notification to publish, once the group is committed.
 enum Outcome {
-    Created(Reply<()>, StreamId),
+    /// Boxed: a stream's info is large next to the other outcomes.
+    Created(Reply<StreamInfo>, Result<Box<StreamInfo>, StoreError>),
+    /// An append, and the end it was followed by, if any.
     Appended(
         Reply<AppendReceipt>,
-        Result<(StreamId, AppendReceipt), StoreError>,
+        Result<(StreamId, AppendReceipt, Option<Ended>), StoreError>,
     ),
-    Ended(
-        Reply<()>,
-        Result<Option<(StreamId, u64, StreamState)>, StoreError>,
-    ),
+    Ended(Reply<()>, Result<Option<Ended>, StoreError>),
     Purged(Reply<u64>, Result<Vec<(StreamId, u64)>, StoreError>),
     Swept(Option<Reply<SweepReport>>, Result<SweepReport, StoreError>),
     Failed(Reply<()>, StoreError),
     /// A history record, answered once committed.
     Recorded(Reply<()>),
 }
+
+/// A stream ended by a command: its id, last sequence and new state.
+type Ended = (StreamId, u64, StreamState);
 
 /// What applying a group's commands produced, to act on once its
 /// transaction has ended.
@@ -170,11 +172,16 @@ impl Group {
         command: Command,
     ) -> Result<(), Failure> {
         let outcome = match command {
-            Command::Create { id, new, reply } => match ledger.create(tx, id, &new) {
-                Ok(()) => Outcome::Created(reply, id),
+            Command::Create {
+                id,
+                new,
+                first,
+                reply,
+            } => match ledger.create(tx, &mut self.dirty, id, new, first) {
+                Ok(info) => Outcome::Created(reply, Ok(Box::new(info))),
                 Err(error) => {
                     return Err(Failure {
-                        command: Some(Outcome::Failed(reply, error.clone())),
+                        command: Some(Outcome::Created(reply, Err(error.clone()))),
                         error,
                     });
                 }
@@ -182,16 +189,29 @@ impl Group {
             Command::Append {
                 stream,
                 events,
+                end,
                 reply,
-            } => match ledger.append(tx, &mut self.dirty, stream, events) {
-                Err(error) if !is_logical(&error) => {
-                    return Err(Failure {
-                        command: Some(Outcome::Appended(reply, Err(error.clone()))),
-                        error,
-                    });
+            } => {
+                let result =
+                    ledger
+                        .append(tx, &mut self.dirty, stream, events)
+                        .and_then(|receipt| {
+                            let ended = match end {
+                                Some(end) => ledger.end(tx, &mut self.dirty, stream, end)?,
+                                None => None,
+                            };
+                            Ok((stream, receipt, ended))
+                        });
+                match result {
+                    Err(error) if !is_logical(&error) => {
+                        return Err(Failure {
+                            command: Some(Outcome::Appended(reply, Err(error.clone()))),
+                            error,
+                        });
+                    }
+                    result => Outcome::Appended(reply, result),
                 }
-                result => Outcome::Appended(reply, result.map(|receipt| (stream, receipt))),
-            },
+            }
             Command::End { stream, end, reply } => {
                 Outcome::Ended(reply, ledger.end(tx, &mut self.dirty, stream, end))
             }
@@ -257,13 +277,18 @@ impl Outcome {
     /// Answers a committed command and tells followers about the new head.
     fn publish(self, live: &LiveStreams) {
         match self {
-            Outcome::Created(reply, id) => {
-                live.started(id, 0);
-                let _ = reply.send(Ok(()));
+            Outcome::Created(reply, result) => {
+                let _ = reply.send(result.map(|info| {
+                    live.started(info.id, info.last_seq);
+                    *info
+                }));
             }
             Outcome::Appended(reply, result) => {
-                let _ = reply.send(result.map(|(stream, receipt)| {
+                let _ = reply.send(result.map(|(stream, receipt, ended)| {
                     live.advanced(stream, receipt.last_seq);
+                    if let Some((stream, last_seq, state)) = ended {
+                        live.ended(stream, last_seq, state);
+                    }
                     receipt
                 }));
             }
@@ -307,9 +332,8 @@ impl Outcome {
     fn fail(self, error: &StoreError) {
         let error = error.clone();
         match self {
-            Self::Created(reply, _) | Self::Failed(reply, _) | Self::Recorded(reply) => {
-                drop(reply.send(Err(error)))
-            }
+            Self::Failed(reply, _) | Self::Recorded(reply) => drop(reply.send(Err(error))),
+            Self::Created(reply, _) => drop(reply.send(Err(error))),
             Self::Appended(reply, _) => drop(reply.send(Err(error))),
             Self::Ended(reply, _) => drop(reply.send(Err(error))),
             Self::Purged(reply, _) => drop(reply.send(Err(error))),
@@ -324,11 +348,11 @@ impl Command {
     fn fail(self, error: &StoreError) {
         let error = error.clone();
         match self {
-            Self::Create { reply, .. }
-            | Self::End { reply, .. }
+            Self::End { reply, .. }
             | Self::Flush { reply }
             | Self::Close { reply }
             | Self::RecordResume { reply, .. } => drop(reply.send(Err(error))),
+            Self::Create { reply, .. } => drop(reply.send(Err(error))),
             Self::Append { reply, .. } => drop(reply.send(Err(error))),
             Self::PurgeSession { reply, .. } => drop(reply.send(Err(error))),
             Self::Sweep { reply: Some(reply) } => drop(reply.send(Err(error))),

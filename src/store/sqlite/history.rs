@@ -298,9 +298,10 @@ impl EventStore for SqliteReadOnlyStore {
     ) -> BoxFuture<'_, Result<Batch, StoreError>> {
         Box::pin(async move {
             self.read("reading events", move |conn| {
-                read_batch_on(conn, stream, after, limit)
+                read_batch_on(conn, stream, Some(after), limit)
             })
             .await?
+            .map(|(_, batch)| batch)
         })
     }
 

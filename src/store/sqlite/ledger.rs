@@ -13,12 +13,12 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::schema::{HEAD_COLUMNS, classify, head_from};
 use super::settle::{Recent, RecentTables};
-use super::unix_millis;
 use super::{SqliteOptions, SyncMode};
+use super::{from_millis, unix_millis};
 use crate::store::live::LiveStreams;
 use crate::store::{
-    AppendReceipt, NewEvent, NewStream, Retention, StoreError, StreamEnd, StreamId, StreamState,
-    SweepReport,
+    AppendReceipt, NewEvent, NewStream, Retention, StoreError, StreamEnd, StreamId, StreamInfo,
+    StreamState, SweepReport,
 };
 
 /// `last_activity` of a live stream is refreshed at most this often: it only
@@ -71,15 +71,19 @@ impl Ledger {
         }
     }
 
+    /// Creates a live stream holding `first`, and says what it is once
+    /// the transaction commits.
     pub(super) fn create(
         &mut self,
         tx: &Transaction<'_>,
+        dirty: &mut Heads,
         id: StreamId,
-        new: &NewStream,
-    ) -> Result<(), StoreError> {
+        new: NewStream,
+        first: Vec<NewEvent>,
+    ) -> Result<StreamInfo, StoreError> {
         let cap = new.event_cap(&self.retention);
-        let (stream_no, now) =
-            insert_stream(tx, id, new).map_err(|e| classify(&self.path, "creating a stream", e))?;
+        let (stream_no, now) = insert_stream(tx, id, &new)
+            .map_err(|e| classify(&self.path, "creating a stream", e))?;
         self.cache.insert(
             id,
             Cached {
@@ -90,7 +94,21 @@ impl Ledger {
                 activity_written: now,
             },
         );
-        Ok(())
+        let receipt = self.append(tx, dirty, id, first)?;
+        // `finish_heads` trims to the cap before the commit.
+        let event_count = receipt.last_seq.min(cap);
+        Ok(StreamInfo {
+            id,
+            kind: new.kind,
+            state: StreamState::Live,
+            session: new.session,
+            identity: new.identity,
+            event_count,
+            first_seq: receipt.last_seq - event_count + 1,
+            last_seq: receipt.last_seq,
+            created_at: from_millis(now),
+            last_activity: from_millis(now),
+        })
     }
 
     fn lookup(&mut self, tx: &Transaction<'_>, stream: StreamId) -> Result<Cached, StoreError> {

@@ -411,11 +411,26 @@ impl SqliteEventStore {
 impl EventStore for SqliteEventStore {
     fn create_stream(&self, new: NewStream) -> BoxFuture<'_, Result<StreamId, StoreError>> {
         Box::pin(async move {
+            let info = self.create_stream_with_events(new, Vec::new()).await?;
+            Ok(info.id)
+        })
+    }
+
+    fn create_stream_with_events(
+        &self,
+        new: NewStream,
+        first: Vec<NewEvent>,
+    ) -> BoxFuture<'_, Result<StreamInfo, StoreError>> {
+        Box::pin(async move {
             self.sweep_if_due();
             let id = StreamId::random();
-            self.write(|reply| Command::Create { id, new, reply })
-                .await?;
-            Ok(id)
+            self.write(|reply| Command::Create {
+                id,
+                new,
+                first,
+                reply,
+            })
+            .await
         })
     }
 
@@ -427,6 +442,21 @@ impl EventStore for SqliteEventStore {
         Box::pin(self.write(move |reply| Command::Append {
             stream,
             events,
+            end: None,
+            reply,
+        }))
+    }
+
+    fn append_and_end(
+        &self,
+        stream: StreamId,
+        events: Vec<NewEvent>,
+        end: StreamEnd,
+    ) -> BoxFuture<'_, Result<AppendReceipt, StoreError>> {
+        Box::pin(self.write(move |reply| Command::Append {
+            stream,
+            events,
+            end: Some(end),
             reply,
         }))
     }
@@ -447,9 +477,29 @@ impl EventStore for SqliteEventStore {
     ) -> BoxFuture<'_, Result<Batch, StoreError>> {
         Box::pin(async move {
             self.read("reading events", move |conn| {
-                read_batch_on(conn, stream, after, limit)
+                read_batch_on(conn, stream, Some(after), limit)
             })
             .await?
+            .map(|(_, batch)| batch)
+        })
+    }
+
+    fn read_stream(
+        &self,
+        stream: StreamId,
+        limit: ReadLimit,
+    ) -> BoxFuture<'_, Result<Option<(StreamInfo, Batch)>, StoreError>> {
+        Box::pin(async move {
+            let read = self
+                .read("reading a stream", move |conn| {
+                    read_batch_on(conn, stream, None, limit)
+                })
+                .await?;
+            match read {
+                Ok(read) => Ok(Some(read)),
+                Err(StoreError::StreamNotFound(_)) => Ok(None),
+                Err(error) => Err(error),
+            }
         })
     }
 
@@ -676,17 +726,20 @@ fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
 /// [`EventStore::read_batch`] on one connection: the stream's events after
 /// `after`, with its head, in one read transaction. The outer error is
 /// SQLite's; the inner one is the answer (not found, trimmed, ahead).
+/// The stream's info and the events after `after` (after those trimmed when
+/// `None`), at most `limit`.
 fn read_batch_on(
     conn: &mut Connection,
     stream: StreamId,
-    after: u64,
+    after: Option<u64>,
     limit: ReadLimit,
-) -> rusqlite::Result<Result<Batch, StoreError>> {
-    // One read transaction: the head and the events are one snapshot.
+) -> rusqlite::Result<Result<(StreamInfo, Batch), StoreError>> {
+    // One read transaction: the info, the head and the events are one snapshot.
     let tx = conn.transaction()?;
     let Some(info) = query_info(&tx, stream)? else {
         return Ok(Err(StoreError::StreamNotFound(stream)));
     };
+    let after = after.unwrap_or(info.info.first_seq.saturating_sub(1));
     if let Err(error) = check_position(&info.info, after) {
         return Ok(Err(error));
     }
@@ -727,10 +780,8 @@ fn read_batch_on(
             });
         }
     }
-    Ok(Ok(Batch {
-        events,
-        head: info.info.head(),
-    }))
+    let head = info.info.head();
+    Ok(Ok((info.info, Batch { events, head })))
 }
 
 /// The streams of `session`, oldest first.

@@ -21,7 +21,8 @@ use super::unix_millis;
 use super::wal::WalBound;
 use crate::store::live::LiveStreams;
 use crate::store::{
-    AppendReceipt, NewEvent, NewStream, StoreError, StreamEnd, StreamId, StreamState, SweepReport,
+    AppendReceipt, NewEvent, NewStream, StoreError, StreamEnd, StreamId, StreamInfo, StreamState,
+    SweepReport,
 };
 
 /// The writer thread's name; at most 15 bytes, like the checkpointer's
@@ -39,14 +40,18 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// What the store asks of the writer, one variant per write of
 /// [`EventStore`](crate::store::EventStore), each with where to answer.
 pub(crate) enum Command {
+    /// Creates a stream holding `first` as its first events.
     Create {
         id: StreamId,
         new: NewStream,
-        reply: Reply<()>,
+        first: Vec<NewEvent>,
+        reply: Reply<StreamInfo>,
     },
+    /// Appends events, then ends the stream when `end` is given.
     Append {
         stream: StreamId,
         events: Vec<NewEvent>,
+        end: Option<StreamEnd>,
         reply: Reply<AppendReceipt>,
     },
     End {

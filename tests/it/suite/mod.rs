@@ -771,6 +771,9 @@ macro_rules! backend_suite {
                 health_is_ok_until_the_store_is_closed,
                 leases_are_held_for_their_ttl_then_lapse,
                 history_records_calls_outcomes_and_resumes,
+                a_stream_created_with_events_holds_them_from_its_first_read,
+                append_and_end_commits_the_events_then_the_end,
+                read_stream_returns_the_info_and_the_retained_events,
             );
         }
     };
@@ -782,6 +785,153 @@ macro_rules! backend_suite {
             }
         )*
     };
+}
+
+// The combined operations: each must read as its parts in turn would.
+
+pub async fn a_stream_created_with_events_holds_them_from_its_first_read(open: Open) {
+    let store = open(Retention::default().max_events_per_stream(2));
+    let mut new = NewStream::new(StreamKind::PostResponse).identity("alice");
+    new = new.session("s1");
+    let info = store
+        .create_stream_with_events(new, (1..=3).map(|n| payload(0, n)).collect())
+        .await
+        .unwrap();
+    // The cap applies from the first commit.
+    assert_eq!((info.first_seq, info.last_seq, info.event_count), (2, 3, 2));
+    assert_eq!(info.state, StreamState::Live);
+    let stored = store.stream_info(info.id).await.unwrap().unwrap();
+    assert_eq!(stored, info, "what it returns is what the store holds");
+    let events = collect(store::replay(store.clone(), info.id, 1))
+        .await
+        .unwrap();
+    assert_contiguous(&events, 2, 3);
+    // It is live: followers wait for more, then see it end.
+    let follower = tokio::spawn(collect(store::follow(store.clone(), info.id, 3)));
+    store.append(info.id, vec![payload(0, 4)]).await.unwrap();
+    store
+        .end_stream(info.id, StreamEnd::Complete)
+        .await
+        .unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_contiguous(&events, 4, 4);
+    // With no first events it is a plain new stream.
+    let empty = store
+        .create_stream_with_events(NewStream::new(StreamKind::Standalone), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (empty.first_seq, empty.last_seq, empty.event_count),
+        (1, 0, 0)
+    );
+}
+
+pub async fn append_and_end_commits_the_events_then_the_end(open: Open) {
+    let store = open(Retention::default());
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse))
+        .await
+        .unwrap();
+    store.append(stream, vec![payload(0, 1)]).await.unwrap();
+    let follower = tokio::spawn(collect(store::follow(store.clone(), stream, 0)));
+    let receipt = store
+        .append_and_end(
+            stream,
+            vec![payload(0, 2), payload(0, 3)],
+            StreamEnd::Complete,
+        )
+        .await
+        .unwrap();
+    assert_eq!((receipt.first_seq, receipt.last_seq), (2, 3));
+    let events = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the follower ends with the stream")
+        .unwrap()
+        .unwrap();
+    assert_contiguous(&events, 1, 3);
+    let info = store.stream_info(stream).await.unwrap().unwrap();
+    assert_eq!((info.state, info.last_seq), (StreamState::Complete, 3));
+    // An ended stream takes neither the events nor a second end.
+    let late = store
+        .append_and_end(stream, vec![payload(0, 4)], StreamEnd::Abandoned)
+        .await
+        .unwrap_err();
+    assert!(matches!(late, StoreError::StreamEnded { .. }), "{late}");
+    let info = store.stream_info(stream).await.unwrap().unwrap();
+    assert_eq!((info.state, info.last_seq), (StreamState::Complete, 3));
+    let missing = store
+        .append_and_end(StreamId::random(), vec![payload(0, 1)], StreamEnd::Complete)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, StoreError::StreamNotFound(_)),
+        "{missing}"
+    );
+    // With no events it only ends the stream.
+    let bare = store
+        .create_stream(NewStream::new(StreamKind::Standalone))
+        .await
+        .unwrap();
+    store
+        .append_and_end(bare, Vec::new(), StreamEnd::Abandoned)
+        .await
+        .unwrap();
+    let info = store.stream_info(bare).await.unwrap().unwrap();
+    assert_eq!((info.state, info.last_seq), (StreamState::Abandoned, 0));
+}
+
+pub async fn read_stream_returns_the_info_and_the_retained_events(open: Open) {
+    let store = open(Retention::default().max_events_per_stream(5));
+    assert!(
+        store
+            .read_stream(StreamId::random(), ReadLimit::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stream = store
+        .create_stream(NewStream::new(StreamKind::PostResponse).identity("bob"))
+        .await
+        .unwrap();
+    let (info, batch) = store
+        .read_stream(stream, ReadLimit::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((info.identity.as_deref(), info.last_seq), (Some("bob"), 0));
+    assert!(batch.events.is_empty());
+    // Past the cap, from the oldest event retained; a page at most.
+    store
+        .append(stream, (1..=8).map(|n| payload(0, n)).collect())
+        .await
+        .unwrap();
+    let (info, batch) = store
+        .read_stream(
+            stream,
+            ReadLimit {
+                max_events: 2,
+                ..ReadLimit::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((info.first_seq, info.last_seq), (4, 8));
+    assert_contiguous(&batch.events, 4, 5);
+    assert_eq!(batch.head.last_seq, 8);
+    store.end_stream(stream, StreamEnd::Complete).await.unwrap();
+    let (info, batch) = store
+        .read_stream(stream, ReadLimit::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.state, StreamState::Complete);
+    assert_contiguous(&batch.events, 4, 8);
+    assert_eq!(batch.head.state, StreamState::Complete);
 }
 
 // History: what each stream was (`EventStore::list_streams` and the

@@ -277,6 +277,8 @@ impl DetachTimer {
 struct Commit {
     receipt: BoxFuture<'static, Result<AppendReceipt, StoreError>>,
     items: Vec<Item>,
+    /// It also records the stream's end (complete).
+    ends: bool,
     /// What it commits, and since when, for the metrics.
     events: u64,
     bytes: u64,
@@ -338,7 +340,8 @@ impl Pump {
         let mut producer_lease = ProducerLease::new(&self.config);
         loop {
             if in_flight.is_none() {
-                in_flight = self.next_commit(&mut pending);
+                let finished = matches!(ended, Some(Stop::Finished));
+                in_flight = self.next_commit(&mut pending, finished);
                 if in_flight.is_none()
                     && pending.items.is_empty()
                     && let Some(stop) = ended.take()
@@ -439,13 +442,17 @@ impl Pump {
     /// `max_lag` events) then makes the cap trim an event an attached client
     /// has yet to read, and a fast producer is held back while its client
     /// catches up. What needs no commit is published at once on the way.
-    fn next_commit(&mut self, pending: &mut Pending) -> Option<Commit> {
+    /// Once the inner body has `finished`, the commit of its last events
+    /// also records the stream's end.
+    fn next_commit(&mut self, pending: &mut Pending, finished: bool) -> Option<Commit> {
         loop {
             self.readers.borrow_and_update();
             if pending.items.is_empty() || self.tail.lag() > self.max_lag {
                 return None;
             }
-            if let Some(commit) = self.start_commit(pending.take_run(self.max_lag)) {
+            let run = pending.take_run(self.max_lag);
+            let last = finished && pending.items.is_empty();
+            if let Some(commit) = self.start_commit(run, last) {
                 return Some(commit);
             }
         }
@@ -454,8 +461,9 @@ impl Pump {
     /// Starts committing the events among `items`, to publish them with the
     /// keep-alives once stored. Publishes at once, and returns `None`, when
     /// there is nothing to store (keep-alives only, or the store failed under
-    /// the fail-open policy).
-    fn start_commit(&mut self, items: Vec<Item>) -> Option<Commit> {
+    /// the fail-open policy). The `last` commit of a finished stream records
+    /// its end too.
+    fn start_commit(&mut self, items: Vec<Item>, last: bool) -> Option<Commit> {
         // Cheap clones (reference counts): the items are encoded once committed.
         let events: Vec<NewEvent> = items
             .iter()
@@ -474,11 +482,23 @@ impl Pump {
             .iter()
             .map(|event| event.data.len() + event.event_type.as_ref().map_or(0, Bytes::len))
             .sum::<usize>() as u64;
+        let count = events.len() as u64;
+        let receipt: BoxFuture<'static, _> = if last {
+            Box::pin(async move {
+                shared
+                    .store
+                    .append_and_end(stream, events, StreamEnd::Complete)
+                    .await
+            })
+        } else {
+            Box::pin(async move { shared.store.append(stream, events).await })
+        };
         Some(Commit {
-            events: events.len() as u64,
+            events: count,
             bytes,
             started: std::time::Instant::now(),
-            receipt: Box::pin(async move { shared.store.append(stream, events).await }),
+            ends: last,
+            receipt,
             items,
         })
     }
@@ -492,6 +512,7 @@ impl Pump {
         let first_seq = match receipt {
             Ok(receipt) => {
                 self.shared.store_wrote();
+                self.end_recorded |= commit.ends;
                 metrics::record::committed(commit.events, commit.bytes, commit.started.elapsed());
                 receipt.first_seq
             }

@@ -16,12 +16,12 @@ use super::driver::{Driver, Template, Upstream};
 use super::gateway::{is_event_stream, is_json, own};
 use super::layer::TasksConfig;
 use super::rpc::{self, Call, Message};
-use super::state::{HEADER, TaskInfo, TaskState};
+use super::state::{HEADER, ROUND, TaskInfo, TaskState, round_marker};
 use crate::layer::hot_tail::HotTail;
 use crate::layer::pump;
 use crate::metrics::StoreOperation;
 use crate::sse::{Block, SseParser};
-use crate::store::{NewEvent, NewStream, StoreError, StreamCall, StreamEnd, StreamId, StreamKind};
+use crate::store::{NewEvent, NewStream, StreamCall, StreamEnd, StreamId, StreamKind};
 
 /// How many events the driver may write ahead of its pump's commits.
 const DRIVER_BUFFER: usize = 16;
@@ -77,7 +77,8 @@ where
     if let Some(tool) = call.str_param("name") {
         history = history.tool(tool);
     }
-    let Some((task, events, answer)) = create(&config, identity, Some(history)).await else {
+    let Some((task, events, answer)) = create(&config, identity, Some(history), &call.id).await
+    else {
         // No task could be made: the call is answered as without the gateway.
         return match upstream {
             Upstream::Pending(future) => Ok(future.await?.map(ResponseBody::inner)),
@@ -176,13 +177,15 @@ where
     }
 }
 
-/// Creates the task's stream, commits its header, and starts its pump:
+/// Creates the task's stream, commits its header and the marker of its
+/// first round (the call sent under `first_round`), and starts its pump:
 /// the task's id, the sender of the pump's body, and the
 /// `CreateTaskResult`. `None` when the store or the caps refuse (logged).
 async fn create(
     config: &TasksConfig,
     identity: Option<String>,
     call: Option<StreamCall>,
+    first_round: &Value,
 ) -> Option<(StreamId, mpsc::Sender<Bytes>, Value)> {
     let shared = &config.shared;
     let caps = config.layer.live_streams;
@@ -198,37 +201,25 @@ async fn create(
         call,
     };
     let event_cap = new.event_cap(&shared.store.retention());
-    let task = match shared.store.create_stream(new).await {
-        Ok(task) => task,
+    let info = match shared
+        .store
+        .create_stream_with_events(
+            new,
+            vec![
+                NewEvent::typed(HEADER, "{}"),
+                NewEvent::typed(ROUND, round_marker(first_round)),
+            ],
+        )
+        .await
+    {
+        Ok(info) => info,
         Err(error) => {
             shared.store_failed(StoreOperation::Create, &error);
             tracing::error!(%error, "event store failed to create a task; answering the call without one");
             return None;
         }
     };
-    let committed = async {
-        shared
-            .store
-            .append(task, vec![NewEvent::typed(HEADER, "{}")])
-            .await?;
-        shared.store.stream_info(task).await
-    };
-    let info = match committed.await {
-        Ok(Some(info)) => info,
-        Ok(None) => {
-            shared.store_failed(StoreOperation::Append, &StoreError::StreamNotFound(task));
-            tracing::error!(
-                "event store lost a task as it was committed; answering the call without one"
-            );
-            return None;
-        }
-        Err(error) => {
-            shared.store_failed(StoreOperation::Append, &error);
-            tracing::error!(%error, "event store failed to commit a task; answering the call without one");
-            let _ = shared.store.end_stream(task, StreamEnd::Abandoned).await;
-            return None;
-        }
-    };
+    let task = info.id;
     shared.store_wrote();
     let tail = HotTail::new(task, None);
     if let Err(cap) = shared.live_streams.insert(&tail, caps) {

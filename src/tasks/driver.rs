@@ -22,13 +22,22 @@ use super::body::RequestBody;
 use super::gateway::{is_event_stream, is_json, read_bounded};
 use super::layer::TasksConfig;
 use super::rpc::{self, Message};
-use super::state::{ROUND, Status, TaskState};
+use super::state::{ROUND, Status, TaskState, round_marker};
 use crate::sse::{Block, OutgoingEvent, SseParser, encode_event};
 use crate::store::{self, BoxFuture, EventBatches, StreamId};
 
 /// Progress messages are kept at most this often: a task's stream holds
 /// what a poll can show, not every notification.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// How often a running task's stream is read for a cancellation (see
+/// [`until_cancelled`]). A `tasks/cancel` is answered from the stream at
+/// once; only the closing of the upstream call waits up to this long.
+const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// How long the rest of an upstream's stream is read after its final
+/// answer (see [`read_to_end`]).
+const UPSTREAM_END_GRACE: Duration = Duration::from_secs(1);
 
 /// The upstream's answer to one round, on its way or arrived.
 pub(crate) enum Upstream<B, E> {
@@ -128,10 +137,8 @@ impl<S> Driver<S> {
         let mut round = 1u32;
         let deadline = self.deadline;
         loop {
-            if !self
-                .send(Some(ROUND), json!({"id": round_id}).to_string())
-                .await
-            {
+            // The first round's marker was committed with the task.
+            if round > 1 && !self.send(Some(ROUND), round_marker(&round_id)).await {
                 return;
             }
             let input_required = tokio::select! {
@@ -186,7 +193,7 @@ impl<S> Driver<S> {
     /// for input.
     async fn forward<B, E>(&mut self, upstream: Upstream<B, E>, id: &Value) -> bool
     where
-        B: Body<Data = Bytes>,
+        B: Body<Data = Bytes> + Send + 'static,
     {
         let (parts, prefix, mut body) = match upstream {
             Upstream::Pending(future) => match future.await {
@@ -256,11 +263,13 @@ impl<S> Driver<S> {
                     }
                     Message::Result(result) => {
                         self.send(None, data).await;
+                        read_to_end(body);
                         return rpc::is_input_required(&result);
                     }
                     final_error @ Message::Error(_) => {
                         debug_assert!(final_error.is_final());
                         self.send(None, data).await;
+                        read_to_end(body);
                         return false;
                     }
                     Message::Progress(None) | Message::Other => {}
@@ -305,10 +314,32 @@ impl<S> Driver<S> {
     }
 }
 
+/// Reads, in the background and for at most [`UPSTREAM_END_GRACE`], what
+/// follows the final answer on an upstream's stream. The upstream closes
+/// the stream right after it; a stream read to its end leaves its
+/// connection to the pool for the next call, where dropping it unread
+/// would close the connection.
+fn read_to_end<B>(mut body: Pin<Box<B>>)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let rest = async {
+            while let Some(Ok(_)) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {}
+        };
+        let _ = tokio::time::timeout(UPSTREAM_END_GRACE, rest).await;
+    });
+}
+
 /// Resolves once the task's stream shows it cancelled, folding what it
 /// reads into `state`; never, if the stream cannot be followed.
+///
+/// It reads what was committed at most every [`CANCEL_CHECK_EVERY`], and
+/// only after the first: most events on the stream are the task's own,
+/// and a task that ends sooner is never read back at all.
 async fn until_cancelled(follow: &mut EventBatches, state: &mut TaskState) {
     loop {
+        tokio::time::sleep(CANCEL_CHECK_EVERY).await;
         match follow.next_batch().await {
             Some(Ok(events)) => {
                 events.iter().for_each(|event| state.apply(event));

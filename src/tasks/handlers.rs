@@ -7,7 +7,7 @@ use super::layer::TasksConfig;
 use super::rpc::{self, Call};
 use super::state::{CANCEL, Status, TaskInfo, TaskState, UPDATE};
 use crate::metrics::StoreOperation;
-use crate::store::{self, NewEvent, StoreError, StreamId, StreamInfo};
+use crate::store::{self, NewEvent, ReadLimit, StoreError, StreamId, StreamInfo};
 
 /// Answers a tasks request of a client that declared the extension, under
 /// `identity`.
@@ -71,7 +71,7 @@ pub(crate) async fn find(
     identity: Option<&str>,
 ) -> Result<Option<(StreamInfo, TaskState)>, StoreError> {
     let store = &config.shared.store;
-    let Some(info) = store.stream_info(task).await? else {
+    let Some((info, first)) = store.read_stream(task, ReadLimit::default()).await? else {
         return Ok(None);
     };
     if info.identity.as_deref() != identity {
@@ -83,14 +83,23 @@ pub(crate) async fn find(
         return Ok(None);
     }
     let mut state = TaskState::default();
-    let mut events = store::replay(store.clone(), task, info.first_seq.saturating_sub(1));
-    while let Some(batch) = events.next_batch().await {
-        batch?.iter().for_each(|event| state.apply(event));
+    first.events.iter().for_each(|event| state.apply(event));
+    // A task's stream fits in one page; a longer one is read on to the
+    // head of that first read.
+    let read_to = first
+        .events
+        .last()
+        .map_or(info.first_seq.saturating_sub(1), |event| event.seq);
+    if read_to < first.head.last_seq {
+        let mut events = store::replay(store.clone(), task, read_to);
+        while let Some(batch) = events.next_batch().await {
+            batch?.iter().for_each(|event| state.apply(event));
+        }
     }
     if !state.is_task {
         return Ok(None);
     }
-    // The end read before the events: an ended stream's events are all in.
+    // The end read with or before the events: an ended stream's events are all in.
     state.settle(info.state);
     Ok(Some((info, state)))
 }

@@ -1,13 +1,17 @@
 //! A task's state, derived from its stream: the gateway writes no second
 //! record of a task. The events of a task's stream are, in order:
 //!
-//! - the task's header (event type [`HEADER`]), written before the
-//!   `CreateTaskResult` is answered: it marks the stream as a task;
-//! - for each round trip to the upstream, a round marker ([`ROUND`]) with
-//!   the JSON-RPC id the round was sent under, then the upstream's messages
-//!   for it (untyped: progress notifications and the final answer);
+//! - the task's header (event type [`HEADER`]): it marks the stream as a
+//!   task;
+//! - for each round trip to the upstream, a round marker ([`ROUND`],
+//!   [`round_marker`]) with the JSON-RPC id the round was sent under, then
+//!   the upstream's messages for it (untyped: progress notifications and
+//!   the final answer);
 //! - the clients' `tasks/update` input ([`UPDATE`]) and `tasks/cancel`
 //!   ([`CANCEL`]), appended by whichever instance received them.
+//!
+//! The header and the first round's marker are committed with the stream,
+//! before the `CreateTaskResult` is answered.
 //!
 //! The state is the fold of those events, then the stream's end: a stream
 //! that ended while the task was still working lost its producer.
@@ -27,6 +31,11 @@ pub(crate) const ROUND: &str = "mcp-resume-task-round";
 pub(crate) const UPDATE: &str = "mcp-resume-task-update";
 /// Event type of a client's `tasks/cancel`.
 pub(crate) const CANCEL: &str = "mcp-resume-task-cancel";
+
+/// The data of the [`ROUND`] marker of a round sent under `id`.
+pub(crate) fn round_marker(id: &Value) -> String {
+    json!({ "id": id }).to_string()
+}
 
 /// Where a task is.
 #[derive(Clone, Debug, PartialEq)]

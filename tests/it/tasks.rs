@@ -133,6 +133,17 @@ async fn upstream(State(upstream): State<Upstream>, body: String) -> Response {
                 });
                 sse_answer(rx, None)
             }
+            // Answers on an event stream that ends shortly after the
+            // result, as rmcp's do.
+            Some("streamed") => {
+                let (tx, rx) = mpsc::channel(1);
+                let done = reply(tool_result("streamed done", false));
+                tokio::spawn(async move {
+                    let _ = tx.send(event(&done)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                });
+                sse_answer(rx, None)
+            }
             Some("failing") => {
                 tokio::time::sleep(SLOW).await;
                 json_answer(reply(tool_result("the job failed", true)))
@@ -491,6 +502,28 @@ async fn cancelling_closes_the_upstream_call_and_is_idempotent() {
         DECLARING.get(&rig.gateway, &task).await["result"]["status"],
         "cancelled"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_made_one_after_another_reuse_the_upstream_connection() {
+    let rig = rig_with(Arc::new(MemoryEventStore::new()), |tasks| {
+        tasks.tool_task_after("streamed", Duration::ZERO)
+    })
+    .await;
+    for _ in 0..5 {
+        let created = DECLARING.call(&rig.gateway, "streamed", json!({})).await;
+        assert_eq!(created["resultType"], "task", "{created}");
+        let task = created["taskId"].as_str().unwrap().to_owned();
+        let done = DECLARING.settled(&rig.gateway, &task).await;
+        assert_eq!(done["result"]["content"][0]["text"], "streamed done");
+        // Past the end of the upstream's stream (20 ms after the result).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The gateway reads each answer's stream to its end after the result,
+    // which leaves the connection to its pool; dropped unread, each call
+    // would need a connection of its own. (Two allow for one slow end.)
+    let accepted = rig.upstream_served.accepted.load(Ordering::SeqCst);
+    assert!(accepted <= 2, "{accepted} upstream connections for 5 tasks");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

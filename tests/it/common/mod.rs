@@ -22,6 +22,8 @@ pub mod store;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -119,6 +121,8 @@ pub fn init_tracing() {
 pub struct Served {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// How many connections it accepted.
+    pub accepted: Arc<AtomicUsize>,
     tasks: JoinSet<()>,
 }
 
@@ -194,6 +198,8 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
         let mut conns = JoinSet::new();
@@ -201,6 +207,7 @@ where
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            counter.fetch_add(1, Ordering::SeqCst);
             let _ = tcp.set_nodelay(true);
             let service = service.clone();
             let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -234,7 +241,11 @@ where
             while conns.try_join_next().is_some() {}
         }
     });
-    Served { addr, tasks }
+    Served {
+        addr,
+        accepted,
+        tasks,
+    }
 }
 
 /// Serves a tower service with nothing but hyper 1's HTTP/1.1 server
@@ -256,6 +267,8 @@ where
     use http_body_util::BodyExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
         let mut conns = JoinSet::new();
@@ -263,6 +276,7 @@ where
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            counter.fetch_add(1, Ordering::SeqCst);
             let service = service.clone();
             let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let mut service = service.clone();
@@ -283,7 +297,11 @@ where
             while conns.try_join_next().is_some() {}
         }
     });
-    Served { addr, tasks }
+    Served {
+        addr,
+        accepted,
+        tasks,
+    }
 }
 
 /// A response body with its error boxed (hyper-util's auto builder is then

@@ -30,7 +30,8 @@
 //!    `FULL` commit waits for at least.
 //!    And the cost of metrics: the same flood through the layer (memory
 //!    store, SQLite `NORMAL`) with a Prometheus recorder receiving the
-//!    layer's metrics, against without a recorder, in the same rounds.
+//!    layer's metrics, against the recorder switched off, on the same
+//!    servers in alternating runs (the median of each round's ratio).
 //! 3. rmcp's `StreamableHttpService` alone against behind the layer on
 //!    SQLite: rmcp's client, 20 tool calls at once, 1,000 progress
 //!    notifications each, timed until every result and notification arrived.

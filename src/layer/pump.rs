@@ -233,6 +233,9 @@ struct DetachTimer {
     timeout: Duration,
     /// When the last client left, while none is attached.
     detached_since: Option<Instant>,
+    /// Whether a client was ever attached: a task's stream never has one,
+    /// and no client left it.
+    had_client: bool,
     /// Until when the stream's attachment lease was last seen held: a reader
     /// on another instance keeps the stream running that long.
     held_elsewhere_until: Option<Instant>,
@@ -243,6 +246,7 @@ impl DetachTimer {
         Self {
             timeout,
             detached_since: None,
+            had_client: false,
             held_elsewhere_until: None,
         }
     }
@@ -253,12 +257,15 @@ impl DetachTimer {
     fn deadline(&mut self, clients: usize) -> Option<Instant> {
         if clients > 0 {
             self.detached_since = None;
+            self.had_client = true;
             self.held_elsewhere_until = None;
             return None;
         }
-        let timeout = self.timeout;
+        let (timeout, had_client) = (self.timeout, self.had_client);
         let since = *self.detached_since.get_or_insert_with(|| {
-            tracing::info!(?timeout, "client detached; stream keeps running");
+            if had_client {
+                tracing::info!(?timeout, "client detached; stream keeps running");
+            }
             Instant::now()
         });
         Some((since + timeout).max(self.held_elsewhere_until.unwrap_or(since)))

@@ -506,6 +506,9 @@ async fn a_real_full_disk_is_reported() {
     reopened.close().await.unwrap();
 }
 
+/// How many streams the full-disk test prepares, for one whose end fails.
+const ATTEMPTS: usize = 8;
+
 /// Issue 26: a stream whose producer ends while the disk is full, so that
 /// its end cannot be recorded, still ends promptly for every resume, and
 /// the layer records the end by itself once space is freed.
@@ -518,12 +521,20 @@ async fn a_stream_that_ends_on_a_full_disk_ends_for_resumes_and_is_recorded_once
         Arc::new(SqliteEventStore::open(tmpfs.path().join("mcp_events.db")).unwrap());
     let layer = ResumabilityLayer::new(store.clone());
     let (script, served) = serve_scripted(&layer).await;
-    let (stream, inner) = call_then_leave(&script, &served, 3).await;
+    // Candidates, each a stream of 3 events whose client left: the end of
+    // the first whose end fails to commit is the subject (see below).
+    let mut candidates = Vec::new();
+    for _ in 0..ATTEMPTS {
+        candidates.push(call_then_leave(&script, &served, 3).await);
+    }
 
     // The disk fills up: a filler file takes every free byte, and other
     // writers keep trying appends too large for what room the store's own
-    // files still have. The store commits what is queued together, so the
-    // producer's end shares a transaction with one and fails with it.
+    // files still have. The store commits what is queued together, so a
+    // producer's end that shares a transaction with one fails with it; one
+    // the writer happens to take alone fits in the write-ahead log's
+    // already allocated space and is recorded, and the next candidate is
+    // tried.
     let other = NewStream::new(StreamKind::PostResponse).session("other");
     let other = store.create_stream(other).await.unwrap();
     let filler = tmpfs.path().join("filler");
@@ -541,15 +552,33 @@ async fn a_stream_that_ends_on_a_full_disk_ends_for_resumes_and_is_recorded_once
             })
         })
         .collect();
-    let failures = layer.stats().store_failures;
-    inner.close();
-    wait_until("the failed end to be counted", || async {
-        layer.stats().store_failures > failures
-    })
-    .await;
+    let mut subject = None;
+    for (stream, inner) in candidates {
+        let failures = layer.stats().store_failures;
+        inner.close();
+        wait_until("the end to be recorded or to fail", || async {
+            layer.stats().store_failures > failures
+                || store
+                    .stream_info(stream)
+                    .await
+                    .is_ok_and(|info| info.is_some_and(|info| info.state != StreamState::Live))
+        })
+        .await;
+        if layer.stats().store_failures > failures {
+            subject = Some(stream);
+            break;
+        }
+    }
+    let stream = subject.expect("no candidate's end failed on the full disk");
     for appender in appenders {
         appender.abort();
+        let _ = appender.await;
     }
+    // Appends the aborted tasks had queued are still the writer's to do;
+    // done once space is freed, they would take it again (a loaded machine
+    // leaves several queued). A flush is answered after them, while the
+    // disk is still full, so they fail (and so may the flush).
+    let _ = store.flush().await;
     let info = store.stream_info(stream).await.unwrap().unwrap();
     assert_eq!(info.state, StreamState::Live, "the end is not in the store");
     assert_eq!(info.last_seq, 3, "every event the producer sent is stored");

@@ -23,6 +23,9 @@
 //!    without the gateway (what the gateway adds), and directly to the server (what the proxy
 //!    adds, for reference). Target: p50 and p99 with the gateway at most 1.1x without it.
 //!
+//! Rows 2 and 3 first send each server [`WARM_UP`] requests they do not time: the gateway of
+//! row 3 serves nothing before it, and a fresh process answers its first requests slower.
+//!
 //! Ratios, never timed asserts: it prints a table and writes it to `target/tasks-bench.md`;
 //! the figures go into docs/tasks-proof-2026-12.md with the command. A run fails only when
 //! something is wrong (a call that does not become a task, an error), not when a target is
@@ -53,6 +56,9 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler};
 use serde_json::json;
+
+/// Requests sent to each server before rows 2 and 3 measure, unmeasured.
+const WARM_UP: usize = 50;
 
 /// Set (to `plain` or `native`) in the environment of this binary run as a server.
 const SERVE_ENV: &str = "MCP_RESUME_TASKS_BENCH_SERVE";
@@ -388,6 +394,15 @@ async fn task_gets(table: &mut Table, plan: &Plan, native: &str, gateway: &str, 
         completed_task(&pollers[0]).await,
         completed_task(&pollers[1]).await,
     ];
+    // Unmeasured first: a fresh process answers its first requests slower.
+    for (poller, task) in pollers.iter().zip(&tasks) {
+        for _ in 0..WARM_UP {
+            poller
+                .get_task(GetTaskParams::new(task.clone()))
+                .await
+                .expect("tasks/get");
+        }
+    }
     let mut latencies = [Vec::new(), Vec::new()];
     for round in 0..plan.rounds {
         for setup in order(round, 2) {
@@ -615,6 +630,13 @@ async fn run(plan: &Plan, dir: &Path) -> Table {
         connect(&proxy_only.url).await,
         connect(&plain).await,
     ];
+    // Unmeasured first: the gateway with the default threshold serves no
+    // other row, and a fresh process answers its first requests slower.
+    for caller in &callers {
+        for _ in 0..WARM_UP {
+            call(caller).await;
+        }
+    }
     let mut latencies = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..plan.rounds {
         for setup in order(round, 3) {

@@ -37,6 +37,14 @@ pub(super) struct Cached {
     activity_written: i64,
 }
 
+impl Cached {
+    /// The oldest sequence the stream keeps once trimmed to its cap.
+    fn first_retained(&self) -> u64 {
+        self.first_seq
+            .max((self.last_seq + 1).saturating_sub(self.cap))
+    }
+}
+
 /// The new heads of the streams a group appends to, applied to the cache
 /// only once the group is committed.
 pub(super) type Heads = HashMap<StreamId, Cached>;
@@ -81,31 +89,29 @@ impl Ledger {
         new: NewStream,
         first: Vec<NewEvent>,
     ) -> Result<StreamInfo, StoreError> {
-        let cap = new.event_cap(&self.retention);
         let (stream_no, now) = insert_stream(tx, id, &new)
             .map_err(|e| classify(&self.path, "creating a stream", e))?;
-        self.cache.insert(
-            id,
-            Cached {
-                stream_no,
-                first_seq: 1,
-                last_seq: 0,
-                cap,
-                activity_written: now,
-            },
-        );
-        let receipt = self.append(tx, dirty, id, first)?;
-        // `finish_heads` trims to the cap before the commit.
-        let event_count = receipt.last_seq.min(cap);
+        let created = Cached {
+            stream_no,
+            first_seq: 1,
+            last_seq: 0,
+            cap: new.event_cap(&self.retention),
+            activity_written: now,
+        };
+        self.cache.insert(id, created);
+        self.append(tx, dirty, id, first)?;
+        // As `finish_heads` leaves it before the commit.
+        let head = dirty.get(&id).copied().unwrap_or(created);
+        let first_seq = head.first_retained();
         Ok(StreamInfo {
             id,
             kind: new.kind,
             state: StreamState::Live,
             session: new.session,
             identity: new.identity,
-            event_count,
-            first_seq: receipt.last_seq - event_count + 1,
-            last_seq: receipt.last_seq,
+            event_count: head.last_seq + 1 - first_seq,
+            first_seq,
+            last_seq: head.last_seq,
             created_at: from_millis(now),
             last_activity: from_millis(now),
         })
@@ -293,8 +299,9 @@ pub(super) fn finish_heads(tx: &Transaction<'_>, dirty: &mut Heads) -> rusqlite:
     let mut touch =
         tx.prepare_cached("UPDATE streams SET last_activity = ?1 WHERE stream_no = ?2")?;
     for head in dirty.values_mut() {
-        if head.last_seq - head.first_seq + 1 > head.cap {
-            head.first_seq = head.last_seq - head.cap + 1;
+        let first_retained = head.first_retained();
+        if first_retained > head.first_seq {
+            head.first_seq = first_retained;
             for trim in &mut trims {
                 trim.execute(params![head.stream_no, head.first_seq as i64])?;
             }

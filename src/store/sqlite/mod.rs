@@ -723,11 +723,11 @@ fn lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
-/// [`EventStore::read_batch`] on one connection: the stream's events after
-/// `after`, with its head, in one read transaction. The outer error is
-/// SQLite's; the inner one is the answer (not found, trimmed, ahead).
-/// The stream's info and the events after `after` (after those trimmed when
-/// `None`), at most `limit`.
+/// [`EventStore::read_batch`] and [`EventStore::read_stream`] on one
+/// connection: the stream's info and its events after `after` (from the
+/// oldest it retains when `None`), at most `limit`, with its head, in one
+/// read transaction. The outer error is SQLite's; the inner one is the
+/// answer (not found, trimmed, ahead).
 fn read_batch_on(
     conn: &mut Connection,
     stream: StreamId,

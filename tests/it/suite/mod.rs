@@ -61,6 +61,17 @@ async fn collect(mut batches: store::EventBatches) -> Result<Vec<StoredEvent>, S
     Ok(events)
 }
 
+/// What a spawned follower returned once it ended; fails the test when it
+/// is still following after 10 s.
+async fn ended(
+    follower: tokio::task::JoinHandle<Result<Vec<StoredEvent>, StoreError>>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the follower ends")
+        .expect("the follower does not panic")
+}
+
 fn assert_contiguous(events: &[StoredEvent], from: u64, to: u64) {
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     let expected: Vec<u64> = (from..=to).collect();
@@ -384,11 +395,7 @@ pub async fn completion_and_abandonment(open: Open) {
         .end_stream(complete, StreamEnd::Complete)
         .await
         .unwrap();
-    let events = tokio::time::timeout(Duration::from_secs(10), follower)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let events = ended(follower).await.unwrap();
     assert!(events.is_empty());
     // Ending again keeps the first end.
     store
@@ -513,11 +520,11 @@ pub async fn purging_a_session_removes_only_its_streams(open: Open) {
 
     assert_eq!(store.purge_session("A").await.unwrap(), 2);
     // The follower of a purged live stream stops instead of waiting forever.
-    let followed = tokio::time::timeout(Duration::from_secs(10), follower)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(followed.map_or(true, |events| events.is_empty()));
+    assert!(
+        ended(follower)
+            .await
+            .map_or(true, |events| events.is_empty())
+    );
     for gone in [a_live, a_done] {
         assert!(store.stream_info(gone).await.unwrap().is_none());
         let error = store
@@ -639,10 +646,8 @@ pub async fn close_ends_live_streams_and_refuses_work(open: Open) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     store.flush().await.unwrap();
     store.close().await.unwrap();
-    let followed = tokio::time::timeout(Duration::from_secs(10), follower)
-        .await
-        .expect("followers stop at close");
-    let _ = followed.unwrap();
+    // Followers stop at close, with the events or with the store's error.
+    let _ = ended(follower).await;
     assert!(matches!(
         store.append(stream, vec![payload(0, 2)]).await,
         Err(StoreError::Closed)
@@ -813,11 +818,7 @@ pub async fn a_stream_created_with_events_holds_them_from_its_first_read(open: O
         .end_stream(info.id, StreamEnd::Complete)
         .await
         .unwrap();
-    let events = tokio::time::timeout(Duration::from_secs(10), follower)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let events = ended(follower).await.unwrap();
     assert_contiguous(&events, 4, 4);
     // With no first events it is a plain new stream.
     let empty = store
@@ -847,11 +848,7 @@ pub async fn append_and_end_commits_the_events_then_the_end(open: Open) {
         .await
         .unwrap();
     assert_eq!((receipt.first_seq, receipt.last_seq), (2, 3));
-    let events = tokio::time::timeout(Duration::from_secs(10), follower)
-        .await
-        .expect("the follower ends with the stream")
-        .unwrap()
-        .unwrap();
+    let events = ended(follower).await.unwrap();
     assert_contiguous(&events, 1, 3);
     let info = store.stream_info(stream).await.unwrap().unwrap();
     assert_eq!((info.state, info.last_seq), (StreamState::Complete, 3));
